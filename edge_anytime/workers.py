@@ -1,0 +1,98 @@
+"""The controller's background threads: the watchdog and the delivery thread.
+
+* `Watchdog` holds the open frames ordered by their fire time (deadline minus
+  the guard) and finalizes any frame still open at that time with its best
+  result so far, whatever the inference thread is doing (an invoke in flight
+  cannot be cancelled, but its result will be dropped).
+* `DeliveryThread` calls the user's callbacks, in order, from one thread, so a
+  slow or failing callback never delays inference.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import threading
+from typing import Callable
+
+from .frame_job import FrameJob
+
+
+class Watchdog:
+    def __init__(self, clock, on_fire: Callable[[FrameJob], None]) -> None:
+        self._clock = clock
+        self._on_fire = on_fire
+        self._heap: list[tuple[float, int, FrameJob]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="edge-anytime-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, job: FrameJob) -> None:
+        with self._cond:
+            first = not self._heap or job.fire_at < self._heap[0][0]
+            heapq.heappush(self._heap, (job.fire_at, next(self._counter), job))
+            if first:
+                self._cond.notify()
+
+    def _loop(self) -> None:
+        clock = self._clock
+        with self._cond:
+            while not self._stopped:
+                while self._heap and self._heap[0][2].finalized:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                fire_at, _, job = self._heap[0]
+                remaining = fire_at - clock.now()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                heapq.heappop(self._heap)
+                self._cond.release()
+                try:
+                    if not job.finalized:
+                        self._on_fire(job)
+                finally:
+                    self._cond.acquire()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(timeout=2.0)
+
+
+class DeliveryThread:
+    """Runs `deliver(item)` for each queued item on one thread, in order."""
+
+    _STOP = object()
+
+    def __init__(self, deliver: Callable[[object], None]) -> None:
+        self._deliver = deliver
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="edge-anytime-delivery", daemon=True)
+        self._thread.start()
+
+    def put(self, item: object) -> None:
+        self._queue.put(item)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            self._deliver(item)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything queued so far has been delivered."""
+        done = threading.Event()
+        self._queue.put(("__flush__", done))
+        done.wait(timeout)
+
+    def close(self) -> None:
+        self._queue.put(self._STOP)
+        self._thread.join(timeout=5.0)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build the local virtual environment(s). Idempotent: a finished environment is reused.
+#   scripts/setup_env.sh full      -> .venv: runtime + training + conversion + dev (what `make test` and `make demo` use)
+#   scripts/setup_env.sh runtime   -> .venv-runtime: numpy + ai-edge-litert only (the on-device footprint)
+# Every install is pinned by requirements/constraints.txt; torch is installed first so pip never
+# resolves a CUDA build, and onnx2tf / tf-keras go in with --no-deps (see docs/toolchain.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kind="${1:-full}"
+PYTHON="${PYTHON:-python3}"
+pip_install() { "$venv/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt "$@"; }
+
+case "$kind" in
+  runtime)
+    venv=.venv-runtime
+    stamp="$venv/.edge_anytime-$(cat requirements/runtime.txt requirements/constraints.txt | sha256sum | cut -c1-12)"
+    [ -f "$stamp" ] && exit 0
+    rm -rf "$venv"; "$PYTHON" -m venv "$venv"
+    pip_install -r requirements/runtime.txt
+    touch "$stamp" ;;
+  full)
+    venv=.venv
+    stamp="$venv/.edge_anytime-$(cat requirements/*.txt | sha256sum | cut -c1-12)"
+    [ -f "$stamp" ] && exit 0
+    rm -rf "$venv"; "$PYTHON" -m venv "$venv"
+    echo "setting up $venv (pinned; about 1-2 minutes) ..."
+    pip_install torch==2.13.0
+    pip_install -r requirements/runtime.txt -r requirements/train.txt -r requirements/convert.txt -r requirements/dev.txt
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/convert-nodeps.txt
+    touch "$stamp" ;;
+  *) echo "usage: $0 [full|runtime]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Training side of edge_anytime (torch): data, anytime model zoo, trainer, exporter."""

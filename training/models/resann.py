@@ -1,0 +1,160 @@
+"""ResANN: a pre-activation ResNet for 32x32 inputs with anytime exits.
+
+Blocks follow He et al. 2016, "Identity mappings in deep residual networks"
+(BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus the identity; a 1x1 projection of the
+pre-activated input where the shape changes). Three sections of widths
+(16, 32, 64) at 32x32, 16x16, 8x8. Each exit head is BN-ReLU-global average
+pool-Linear, as the ResANNs of adaloss-hu-2019.md, appendix B. By default there
+is one exit at the end of each section; `exit_every=k` puts one after every k-th
+block (and always one after the last).
+
+The stage program has one "segment" graph per block group between exits (the
+first also holds the input convolution) and one "head" graph per exit, in
+anytime order: segment0, head0, segment1, head1, ...
+
+>>> model = create_model("resann", num_classes=43)                       # doctest: +SKIP
+>>> [t.shape[1] for t in model(torch.zeros(2, 3, 32, 32))]               # doctest: +SKIP
+[43, 43, 43]
+>>> staged = model.stage_program(torch.zeros(1, 3, 32, 32))              # doctest: +SKIP
+>>> [s.name for s in staged.program.steps]                                # doctest: +SKIP
+['segment0', 'head0', 'segment1', 'head1', 'segment2', 'head2']
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..stages import ProgramBuilder, StagedModel
+from .base import AnytimeModel
+from .registry import register_model
+
+
+class PreActBlock(nn.Module):
+    """BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3 + shortcut (identity or 1x1 projection)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, bn_eps: float) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_channels, eps=bn_eps)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels, eps=bn_eps)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.bn1(x))
+        identity = x if self.shortcut is None else self.shortcut(pre)
+        out = self.conv1(pre)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + identity
+
+
+class ExitHead(nn.Module):
+    """BN-ReLU-global average pool-Linear: features -> logits."""
+
+    def __init__(self, channels: int, num_classes: int, bn_eps: float) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, eps=bn_eps)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(F.relu(self.bn(x))), 1))
+
+
+@register_model("resann")
+class ResANN(AnytimeModel):
+    """Pre-activation ResNet with exits; see the module docstring.
+
+    Args:
+        num_classes: classes of every exit.
+        widths: channels of the three (or more) sections; each later section halves the resolution.
+        blocks_per_section: residual blocks per section (an int, or one int per section).
+        exit_every: None for one exit per section; k for an exit after every k-th block.
+        bn_eps: BatchNorm epsilon (AnytimeNet used 1e-3).
+    """
+
+    def __init__(self, num_classes: int, widths: Sequence[int] = (16, 32, 64),
+                 blocks_per_section: int | Sequence[int] = 1, exit_every: int | None = None,
+                 bn_eps: float = 1e-5, in_channels: int = 3) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        blocks = ([int(blocks_per_section)] * len(widths) if isinstance(blocks_per_section, int)
+                  else [int(b) for b in blocks_per_section])
+        if len(blocks) != len(widths) or min(blocks) < 1 or min(widths) < 1:
+            raise ValueError(f"need one block count >= 1 per section: widths={widths}, blocks_per_section={blocks}")
+        if exit_every is not None and int(exit_every) < 1:
+            raise ValueError(f"exit_every must be >= 1 or None (one exit per section), got {exit_every}")
+        self.config = {"num_classes": int(num_classes), "widths": widths,
+                       "blocks_per_section": blocks_per_section if isinstance(blocks_per_section, int) else blocks,
+                       "exit_every": None if exit_every is None else int(exit_every),
+                       "bn_eps": float(bn_eps), "in_channels": int(in_channels)}
+
+        layers: list[tuple[nn.Module, int, bool]] = []  # (block, out channels, ends a section)
+        channels = widths[0]
+        for section, (width, count) in enumerate(zip(widths, blocks)):
+            for i in range(count):
+                stride = 2 if section > 0 and i == 0 else 1
+                layers.append((PreActBlock(channels, width, stride, bn_eps), width, i == count - 1))
+                channels = width
+        total = len(layers)
+        if exit_every is None:
+            exit_after = [i for i, (_, _, last) in enumerate(layers) if last]
+        else:
+            exit_after = sorted({i for i in range(total) if (i + 1) % int(exit_every) == 0} | {total - 1})
+
+        self.segments = nn.ModuleList()
+        self.heads = nn.ModuleList()
+        start = 0
+        for k, end in enumerate(exit_after):
+            modules = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)] if k == 0 else []
+            modules += [block for block, _, _ in layers[start:end + 1]]
+            self.segments.append(nn.Sequential(*modules))
+            self.heads.append(ExitHead(layers[end][1], num_classes, bn_eps))
+            start = end + 1
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.heads)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        logits = []
+        for segment, head in zip(self.segments, self.heads):
+            x = segment(x)
+            logits.append(head(x))
+        return logits
+
+    def stage_program(self, example: torch.Tensor | None = None) -> StagedModel:
+        """Graphs segment<k> (features -> features) and head<k> (features -> logits), in anytime order.
+
+        Traced in eval mode (so BatchNorm statistics are untouched); the model's mode is restored after.
+        The graph modules are the model's own submodules (weights shared, not copied).
+        """
+        if example is None:
+            example = torch.zeros(1, self.config["in_channels"], 32, 32)
+        was_training = self.training
+        self.eval()
+        try:
+            builder = ProgramBuilder("image", example)
+            source = "image"
+            for k, (segment, head) in enumerate(zip(self.segments, self.heads)):
+                builder.step(f"segment{k}", f"segment{k}", segment, {"x": source}, {"y": f"feat{k}"})
+                builder.step(f"head{k}", f"head{k}", head, {"x": f"feat{k}"}, {"logits": f"logits{k}"})
+                source = f"feat{k}"
+            return builder.build(exit_tensors=[f"logits{k}" for k in range(self.num_exits)])
+        finally:
+            self.train(was_training)
