@@ -141,7 +141,7 @@ class Controller:
                 t0 = self.clock.now()
                 runner.run(inputs)
                 if i:
-                    self._estimators[graph].observe(self.clock.now() - t0)
+                    self._estimators[graph].seed([self.clock.now() - t0])
 
     # ----------------------------------------------------------------- public API
     def run(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,

@@ -36,6 +36,7 @@ class EstimatorOptions:
     small_sample_factor: float = 1.25  # inflation of the window max while samples < 1/(1-quantile)
     burst_release: float = 0.995   # per-sample decay of the burst guard towards the quantile
     sigmas: float = 3.0            # for kind="gaussian"
+    online: bool = True            # False: estimates come from warm-up/profile samples only (simulator sweeps)
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.quantile < 1.0:
@@ -48,7 +49,8 @@ class QuantileEstimator:
     """Sliding-window empirical quantile with small-sample inflation and a burst guard."""
 
     def __init__(self, quantile: float = 0.999, window: int = 2000, small_sample_factor: float = 1.25,
-                 burst_release: float = 0.995) -> None:
+                 burst_release: float = 0.995, online: bool = True) -> None:
+        self.online = online
         self.quantile = quantile
         self.small_sample_factor = small_sample_factor
         self.burst_release = burst_release
@@ -65,10 +67,16 @@ class QuantileEstimator:
         return self._count
 
     def seed(self, samples) -> None:
+        """Record samples (warm-up, a stored profile) whether or not the estimator is online."""
         for value in samples:
-            self.observe(float(value))
+            self._record(float(value))
 
     def observe(self, seconds: float) -> None:
+        """Record a latency measured while serving frames (ignored when not online)."""
+        if self.online:
+            self._record(seconds)
+
+    def _record(self, seconds: float) -> None:
         self._samples[self._count % self._samples.size] = seconds
         self._count += 1
         if seconds > self._quantile_value:
@@ -112,10 +120,16 @@ class GaussianEstimator:
         return self._count
 
     def seed(self, samples) -> None:
+        """Record samples (warm-up, a stored profile) whether or not the estimator is online."""
         for value in samples:
-            self.observe(float(value))
+            self._record(float(value))
 
     def observe(self, seconds: float) -> None:
+        """Record a latency measured while serving frames (ignored when not online)."""
+        if self.online:
+            self._record(seconds)
+
+    def _record(self, seconds: float) -> None:
         self._samples[self._count % self._samples.size] = seconds
         self._count += 1
 
@@ -128,7 +142,8 @@ class GaussianEstimator:
 
 def make_estimator(options: EstimatorOptions):
     if options.kind == "quantile":
-        return QuantileEstimator(options.quantile, options.window, options.small_sample_factor, options.burst_release)
+        return QuantileEstimator(options.quantile, options.window, options.small_sample_factor, options.burst_release,
+                                 options.online)
     if options.kind == "gaussian":
         return GaussianEstimator(options.sigmas, options.window)
     raise ValueError(f"unknown estimator kind {options.kind!r}; use 'quantile' or 'gaussian'")

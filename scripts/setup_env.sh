@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kind="${1:-full}"
 PYTHON="${PYTHON:-python3}"
-pip_install() { "$venv/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt "$@"; }
+pip_install() { "$venv/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
 case "$kind" in
   runtime)

@@ -30,6 +30,7 @@ class LoaderOptions:
     batch_size: int = 128
     workers: int = 0
     limit_train: int | None = None  # keep only this many training images (smoke runs)
+    limit_eval: int | None = None   # keep only this many val/test images (smoke runs)
     seed: int = 0
     val_fraction: float = 0.1
     data_dir: str | None = None
@@ -57,10 +58,12 @@ class BatchDataset(Dataset):
 
 
 def split_arrays(dataset: str, split: str, options: LoaderOptions) -> tuple[np.ndarray, np.ndarray]:
-    """The split's arrays, cut to `options.limit_train` images (a seeded random subset) for train."""
+    """The split's arrays, cut to `options.limit_train` (train) or `options.limit_eval` (other
+    splits) images: a seeded random subset, kept in file order."""
     x, y = load_split(dataset, split, options.data_dir, options.val_fraction, options.seed)
-    if split == "train" and options.limit_train is not None and options.limit_train < len(y):
-        keep = np.sort(np.random.default_rng(options.seed).permutation(len(y))[:options.limit_train])
+    limit = options.limit_train if split == "train" else options.limit_eval
+    if limit is not None and limit < len(y):
+        keep = np.sort(np.random.default_rng(options.seed).permutation(len(y))[:limit])
         x, y = x[keep], y[keep]
     return x, y
 

@@ -14,7 +14,7 @@ docs/serial-protocol.md specifies every byte and gives test vectors.
 (24, 'ea7e')
 >>> dec = FrameDecoder()
 >>> dec.feed(b"noise" + wire[:10]), dec.feed(wire[10:])
-([], [Ping(token=305419896)])
+([], [Ping(token=305419896, seq=1)])
 >>> s = dec.stats; s.messages, s.garbage_bytes
 (1, 5)
 """
@@ -25,7 +25,8 @@ import struct
 import zlib
 from dataclasses import dataclass, fields
 
-from .messages import (MESSAGE_TYPES, Malformed, Message, MsgType, ProtocolError, decode_payload)
+from .messages import (MESSAGE_TYPES, Error, ErrorCode, Frame, Hello, Info, Malformed, Message, MsgType, Ping, Pong,
+                       ProtocolError, Refinement, Result, decode_payload)
 
 MAGIC = b"\xEA\x7E"
 VERSION = 1
@@ -232,5 +233,6 @@ class FrameDecoder:
         return True
 
 
-__all__ = ["MAGIC", "VERSION", "HEADER_SIZE", "OVERHEAD", "DEFAULT_MAX_PAYLOAD", "FLAG_SEQ_RESET", "MsgType",
-           "LinkStats", "FrameDecoder", "crc32", "encode"]
+__all__ = ["MAGIC", "VERSION", "HEADER_SIZE", "OVERHEAD", "DEFAULT_MAX_PAYLOAD", "FLAG_SEQ_RESET", "LinkStats",
+           "FrameDecoder", "crc32", "encode", "decode_payload", "Message", "MsgType", "ErrorCode", "ProtocolError",
+           "Hello", "Info", "Ping", "Pong", "Frame", "Result", "Refinement", "Error", "Malformed"]
