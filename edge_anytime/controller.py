@@ -59,7 +59,8 @@ class Controller:
         self.program = program
         self.model = model
         self.clock = clock or MonotonicClock()
-        self._simulated = bool(getattr(self.clock, "simulated", False))
+        simulated = bool(getattr(self.clock, "simulated", False))
+        self._threaded = (not simulated) if self.options.threaded is None else self.options.threaded
         self._runners = dict(runners)
         self._precisions = dict(precisions or {g: "fp32" for g in program.graphs})
         self._preprocess = Preprocessor(model.input)
@@ -76,11 +77,11 @@ class Controller:
                 self._estimators[graph].seed(profile.samples_s(graph, self._precisions[graph]))
         if self.options.warmup_runs and (profile is None):
             self.warm_up(self.options.warmup_runs)
-        self._delivery = None if self._simulated else DeliveryThread(self._deliver)
-        self._watchdog = None if self._simulated else Watchdog(self.clock, self._on_watchdog)
+        self._delivery = DeliveryThread(self._deliver) if self._threaded else None
+        self._watchdog = Watchdog(self.clock, self._on_watchdog) if self._threaded else None
         self._queue: "Any" = None
         self._worker: threading.Thread | None = None
-        if not self._simulated:
+        if self._threaded:
             import queue
 
             self._queue = queue.SimpleQueue()
@@ -156,7 +157,7 @@ class Controller:
         job = self._admit_frame(frame, budget_s, deadline_s, frame_id, mode, confidence_target, user_data)
         if job.finalized:
             return job.result
-        if self._simulated:
+        if not self._threaded:
             self._execute(job)
             return job.result
         self._queue.put(job)
@@ -170,7 +171,7 @@ class Controller:
         """Queue a frame and return at once; the result arrives through the callbacks (and the ticket)."""
         job = self._admit_frame(frame, budget_s, deadline_s, frame_id, mode, confidence_target, user_data)
         if not job.finalized:
-            if self._simulated:
+            if not self._threaded:
                 self._execute(job)
             else:
                 self._queue.put(job)
@@ -211,7 +212,7 @@ class Controller:
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every queued frame is done and its callbacks have run."""
-        if self._simulated:
+        if not self._threaded:
             return
         done = threading.Event()
         self._queue.put(done)
@@ -222,7 +223,7 @@ class Controller:
         if self._closed:
             return
         self._closed = True
-        if not self._simulated:
+        if self._threaded:
             self._queue.put(None)
             self._worker.join(timeout=5.0)
             self._watchdog.close()
@@ -286,13 +287,13 @@ class Controller:
 
     def _execute(self, job: FrameJob) -> None:
         self._current = job
-        freeze = not self._simulated and gc.isenabled()
+        freeze = self._threaded and gc.isenabled()
         if freeze:
             gc.disable()
         try:
             with self._inference_lock:
                 reason, error = self._plan.execute(job, self.clock, self._estimators, self._counts,
-                                                   self._publish_exit, self._simulated)
+                                                   self._publish_exit, not self._threaded)
         finally:
             if freeze:
                 gc.enable()
@@ -301,8 +302,8 @@ class Controller:
             self._counts["backend_errors"] += 1
             self._report_error(error, "backend")
         now = self.clock.now()
-        if self._simulated and now > job.fire_at and reason is StopReason.DEADLINE and job.late_steps:
-            now = job.fire_at  # the emulated watchdog handed the result over at its fire time
+        if not self._threaded and now > job.fire_at and reason is StopReason.DEADLINE and job.late_steps:
+            now = job.fire_at  # inline: the emulated watchdog hands the result over at its fire time
         result = job.finalize(reason, now, error=None if error is None else f"{type(error).__name__}: {error}")
         if result is not None:
             self._publish_final(result)

@@ -37,6 +37,9 @@ class ControllerOptions:
     top_k: how many classes each Prediction lists.
     coarse_below: with hierarchical labels, mark a prediction 'coarse' when the fine confidence is below this.
     validate_frames: check shape, dtype and finiteness of every frame (about 5 us).
+    threaded: None (default) = inference thread + watchdog on a real clock, inline on a simulated one.
+          False = run frames inline in the caller's thread with no watchdog thread: cheapest, but a
+          stuck step delays `run()` until it returns (its result is still dropped as late).
     """
 
     mode: str = "anytime"
@@ -51,6 +54,7 @@ class ControllerOptions:
     top_k: int = 5
     coarse_below: float | None = None
     validate_frames: bool = True
+    threaded: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

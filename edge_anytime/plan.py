@@ -78,7 +78,7 @@ class CompiledPlan:
         return None
 
     def execute(self, job: FrameJob, clock, estimators, counts: dict, publish: Callable[[ExitResult], None],
-                simulated: bool) -> tuple[StopReason, BaseException | None]:
+                inline: bool) -> tuple[StopReason, BaseException | None]:
         """Run `job` until done; returns why it stopped and the backend error, if any."""
         margin = self.options.margin_s
         deadline = job.deadline
@@ -120,7 +120,7 @@ class CompiledPlan:
                 job.steps_run += 1
                 if latency > admitted_with:
                     counts["steps_overrun"] += 1
-                if job.finalized or (simulated and t1 > job.fire_at):
+                if job.finalized or (inline and t1 > job.fire_at):
                     job.late_steps += 1
                     counts["late_steps"] += 1
                     return StopReason.DEADLINE, None

@@ -309,6 +309,32 @@ def write_dataset(folder: str | os.PathLike, part: str, x: np.ndarray, y: np.nda
     np.save(folder / f"y_{part}.npy", np.asarray(y, np.uint8), allow_pickle=False)
 
 
+def write_synthetic(root: str | os.PathLike, dataset: str, tracks_per_class: int = 2, test_per_class: int = 4,
+                    seed: int = 0) -> Path:
+    """A tiny fake dataset in the packed format under `root/dataset` (tests, smoke runs without data).
+
+    Training images come in tracks of 30 frames (one random texture per track plus frame noise),
+    sorted by class like GTSRB; each class has its own mean colour, so a net can learn it.
+    """
+    rng = np.random.default_rng(seed)
+    classes = dataset_info(dataset).num_classes
+    colours = rng.integers(30, 226, size=(classes, 3))
+
+    def frames(label: int, count: int) -> np.ndarray:
+        texture = rng.normal(0, 25, size=(1, IMAGE_SIZE, IMAGE_SIZE, 3))
+        noise = rng.normal(0, 5, size=(count, IMAGE_SIZE, IMAGE_SIZE, 3))
+        return np.clip(colours[label] + texture + noise, 0, 255).astype(np.uint8)
+
+    x_train = [frames(c, TRACK_LENGTH) for c in range(classes) for _ in range(tracks_per_class)]
+    y_train = np.repeat(np.arange(classes), tracks_per_class * TRACK_LENGTH)
+    x_test = [frames(c, 1) for c in range(classes) for _ in range(test_per_class)]
+    y_test = np.repeat(np.arange(classes), test_per_class)
+    folder = Path(root) / dataset
+    write_dataset(folder, "train", np.concatenate(x_train), y_train)
+    write_dataset(folder, "test", np.concatenate(x_test), y_test)
+    return folder
+
+
 def clear_cache() -> None:
     """Forget every cached array (after the files on disk changed)."""
     for fn in (_load_split_cached, _load_part, _gtsrb_tracks, _gtsrb_val_tracks):

@@ -1,9 +1,9 @@
 """Serve a controller over a serial link: FRAME messages in, RESULT (and REFINEMENT) messages out.
 
->>> from edge_anytime import Controller                                     # doctest: +SKIP
->>> with Controller.from_bundle("deploy/bundles/gtsrb-resann") as ctrl, \\
-...         SerialServer(ctrl, "serial:///dev/ttyTHS1?baud=921600") as server:
-...     server.serve_forever()                   # Ctrl-C to stop; or server.start() for a thread
+>>> from edge_anytime import Controller
+>>> with Controller.from_bundle("deploy/bundles/gtsrb-resann") as ctrl:           # doctest: +SKIP
+...     with SerialServer(ctrl, "serial:///dev/ttyTHS1?baud=921600") as server:
+...         server.serve_forever()               # Ctrl-C to stop; or server.start() for a thread
 
 Threads: the server's reader thread ("edge-anytime-serial", or the caller of
 `serve_forever`/`poll`) decodes messages, validates frames and submits them;
