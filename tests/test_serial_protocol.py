@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_anytime.results import ExitResult, FrameResult, Prediction, StopReason
-from edge_anytime.serial.messages import STATUS_CODES
+from edge_anytime.serial.codes import STATUS_CODES
 from edge_anytime.serial.protocol import (FLAG_SEQ_RESET, HEADER_SIZE, OVERHEAD, Error, ErrorCode, Frame,
                                           FrameDecoder, Hello, Info, Malformed, MsgType, Ping, Pong, ProtocolError,
                                           Refinement, Result, crc32, decode_payload, encode)
@@ -20,6 +20,12 @@ FRAME_VECTOR = ("ea7e011000000500220000005a8bd76c"                          # he
                 "07000000" "01" "00" "00" "03" "20a1070000000000" "00000000"  # id, mode, dtype, flags, k, us, target
                 "0100" "0200" "0300" "0000" "000102030405"                     # H, W, C, reserved, pixels
                 "5e20eaf5")                                                    # frame CRC-32
+
+RESULT_VECTOR = ("ea7e01110000060030000000a3722807"                          # header, seq 6, length 48
+                 "07000000" "01" "01" "01" "02" "0400" "ffff" "0000403f"     # id, status, exit, mode, k, label, coarse, conf
+                 "c4090000" "d4feffff" "0400" "0200" "0000" "0000"          # elapsed, lateness, run, skipped, late, reserved
+                 "04000000" "0000403f" "01000000" "0000003e"                # top-k (label, reserved, probability) x 2
+                 "50fed7e6")                                                # frame CRC-32
 
 
 def bitwise_crc32(data: bytes) -> int:
@@ -54,6 +60,13 @@ def test_frame_vector():
     assert wire.hex() == FRAME_VECTOR
     assert one(wire) == frame
     np.testing.assert_array_equal(one(wire).array, pixels)
+
+
+def test_result_vector():
+    result = Result(7, StopReason.DEADLINE, exit_index=1, label=4, confidence=0.75, elapsed_us=2500, lateness_us=-300,
+                    steps_run=4, steps_skipped=2, mode="anytime", top_k=((4, 0.75), (1, 0.125)))
+    assert encode(result, seq=6).hex() == RESULT_VECTOR
+    assert one(bytes.fromhex(RESULT_VECTOR)) == result
 
 
 MESSAGES = [
@@ -150,3 +163,16 @@ def test_header_layout():
     assert length == len(wire) - OVERHEAD == 11
     assert HEADER_SIZE == 16
     assert math.isnan(struct.unpack_from("<f", Result(1, StopReason.NO_RESULT).pack(), 12)[0])
+
+
+def test_the_documented_test_vectors_decode():
+    """Every hex block of docs/serial-protocol.md section 7 is a valid wire frame (doc and code agree)."""
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "serial-protocol.md"
+    blocks = re.findall(r"```\n(ea7e.*?)```", doc.read_text(), re.S)
+    wires = ["".join(re.sub(r"\s{2,}[a-zA-Z].*$", "", line).replace(" ", "") for line in block.strip().splitlines())
+             for block in blocks]
+    assert wires[0] == PING_VECTOR and wires[2] == FRAME_VECTOR and wires[3] == RESULT_VECTOR
+    assert wires[1] == encode(Hello(), seq=0, flags=FLAG_SEQ_RESET).hex()

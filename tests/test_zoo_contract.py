@@ -31,6 +31,15 @@ IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
 EXAMPLE = torch.zeros(1, 3, 16, 16)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models run ~10x faster on one thread than on 2 contended cores; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
     """Non-trivial BN statistics and affine parameters, so eval-mode parity means something."""
     generator = torch.Generator().manual_seed(seed)
@@ -103,3 +112,13 @@ def test_backward_and_config_roundtrip(name, kwargs):
     with torch.no_grad():
         for a, b in zip(model(x), rebuilt(x)):
             torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name,kwargs", list(TINY.items()), ids=list(TINY))
+def test_stage_program_leaves_the_model_alone(name, kwargs):
+    model = build(name, kwargs).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    staged = model.stage_program()  # default example: one 32x32 image
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
+    assert staged.program.graphs[staged.program.steps[0].graph].inputs[0].shape == (1, 3, 32, 32)

@@ -7,7 +7,7 @@ images (NNNNNN = index of the chunk's first image) plus `y_<part>.npy`.
 
 >>> x, y = load_split("gtsrb32", "train")                      # doctest: +SKIP
 >>> x.shape, x.dtype, y.dtype                                  # doctest: +SKIP
-((35287, 32, 32, 3), dtype('uint8'), dtype('int64'))
+((35219, 32, 32, 3), dtype('uint8'), dtype('int64'))
 >>> start, stop, label = gtsrb_val_tracks()[0]                 # doctest: +SKIP
 
 Splits: `train` and `val` partition the official training file (val = 10% by

@@ -150,9 +150,14 @@ def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return config.lr * (0.1 ** (int(epoch >= config.epochs / 2) + int(epoch >= 3 * config.epochs / 4)))
 
 
+def arch_kwargs_of(model, config: TrainConfig) -> dict:
+    """The model's full constructor arguments (defaults included) minus num_classes."""
+    return {k: v for k, v in getattr(model, "config", config.arch_kwargs).items() if k != "num_classes"}
+
+
 def checkpoint_config(config: TrainConfig, model, epoch: int, extra: dict | None = None) -> dict:
     info = dataset_info(config.dataset)
-    arch_kwargs = {k: v for k, v in getattr(model, "config", config.arch_kwargs).items() if k != "num_classes"}
+    arch_kwargs = arch_kwargs_of(model, config)
     out = {"format": CHECKPOINT_FORMAT, "arch": config.arch, "arch_kwargs": arch_kwargs, "dataset": config.dataset,
            "num_classes": info.num_classes, "class_names": list(info.class_names),
            "normalisation": {"mean": list(info.mean), "std": list(info.std), "scale": 1 / 255, "layout": "NCHW"},
@@ -239,6 +244,7 @@ def train(config: TrainConfig) -> dict:
     show_bar = env.main and sys.stderr.isatty()
     for epoch in range(start_epoch, config.epochs):
         train_loader.sampler.sampler.set_epoch(epoch)
+        torch.manual_seed(config.seed * 1_000_003 + epoch * 1009 + env.rank)  # augmentation; resumable
         net.train()
         sums = torch.zeros(2, model.num_exits, dtype=torch.float64)
         seen, epoch_start, weights = 0, time.time(), []
@@ -286,7 +292,7 @@ def train(config: TrainConfig) -> dict:
     metrics: dict = {}
     if env.main:
         metrics = evaluate_model(model, config.dataset, eval_options, device)
-        metrics.update(arch=config.arch, arch_kwargs=checkpoint_config(config, model, 0)["arch_kwargs"],
+        metrics.update(arch=config.arch, arch_kwargs=arch_kwargs_of(model, config),
                        weighting=config.weighting, epochs=config.epochs, train_seconds=time.time() - started)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
         extra = {"temperatures": metrics["temperatures"], "val_accuracy": metrics["val_accuracy"],

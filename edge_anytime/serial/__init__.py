@@ -11,11 +11,21 @@ link (`pip install 'edge-anytime[serial]'`); the protocol itself is pure Python.
 """
 
 from .link import LinkError, LinkOptions, SerialLink, open_link, parse_url
-from .peer import SerialPeer
 from .protocol import (DEFAULT_MAX_PAYLOAD, FLAG_SEQ_RESET, MAGIC, OVERHEAD, VERSION, Error, ErrorCode, Frame,
                        FrameDecoder, Hello, Info, LinkStats, Malformed, Message, MsgType, Ping, Pong, ProtocolError,
                        Refinement, Result, crc32, decode_payload, encode)
-from .server import SerialServer, ServerOptions, ServerStats
+
+_LAZY = {"SerialServer": "server", "ServerOptions": "server", "ServerStats": "server", "SerialPeer": "peer"}
+
+
+def __getattr__(name: str):
+    # server and peer are also command-line modules (python -m ...): import them on first use only
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD", "FLAG_SEQ_RESET", "MAGIC", "OVERHEAD", "VERSION", "Error", "ErrorCode", "Frame",

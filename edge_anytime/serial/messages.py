@@ -20,106 +20,16 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import ClassVar, Union
 
 import numpy as np
 
-from ..errors import EdgeAnytimeError
 from ..results import FrameResult, StopReason
-
-
-class ProtocolError(EdgeAnytimeError, ValueError):
-    """A message cannot be encoded or a payload cannot be decoded."""
-
-
-class MsgType(IntEnum):
-    HELLO = 0x01        # client -> server: who are you? (payload: optional client name)
-    INFO = 0x02         # server -> client: model name, label count, input shape
-    PING = 0x03
-    PONG = 0x04
-    FRAME = 0x10        # client -> server: one input frame with its budget
-    RESULT = 0x11       # server -> client: the final answer for a frame
-    REFINEMENT = 0x12   # server -> client: one exit's intermediate answer (optional)
-    ERROR = 0x7F
-
-
-class ErrorCode(IntEnum):
-    BAD_MESSAGE = 1      # payload malformed (length, field value)
-    UNSUPPORTED = 2      # unknown or unexpected message type
-    BAD_SHAPE = 3        # frame H, W, C differ from the model input
-    BAD_DTYPE = 4        # frame dtype not accepted
-    BAD_FRAME = 5        # the controller rejected the frame (NaN, bad budget, ...)
-    BUSY = 6             # too many frames in flight
-    INTERNAL = 7         # the controller or a callback failed
-
-
-STATUS_CODES: dict[StopReason, int] = {
-    StopReason.FINAL: 0, StopReason.DEADLINE: 1, StopReason.CONFIDENCE: 2,
-    StopReason.INTERRUPTED: 3, StopReason.DEGRADED: 4, StopReason.NO_RESULT: 5,
-}
-_STATUS_BY_CODE = {code: reason for reason, code in STATUS_CODES.items()}
-DTYPE_CODES = {"uint8": 0, "float32": 1}
-_DTYPE_BY_CODE = {code: name for name, code in DTYPE_CODES.items()}
-MODE_CODES = {None: 0, "anytime": 1, "apriori": 2}
-_MODE_BY_CODE = {code: name for name, code in MODE_CODES.items()}
-
-NONE_U8, NONE_U16, NONE_U32 = 0xFF, 0xFFFF, 0xFFFFFFFF
-FRAME_ABSOLUTE_DEADLINE, FRAME_HAS_CONFIDENCE, FRAME_WANT_REFINEMENTS = 0x01, 0x02, 0x04
-
-_INFO = struct.Struct("<HHHHBBHI")             # 16 bytes, then name (utf-8, rest of payload)
-_PONG = struct.Struct("<IIQ")                  # 16 bytes
-_FRAME = struct.Struct("<IBBBBQfHHHH")         # 28 bytes, then raw pixels
-_RESULT = struct.Struct("<IBBBBHHfIiHHHH")     # 32 bytes, then top-k, then error text
-_REFINE = struct.Struct("<IBBHHHfI")           # 20 bytes, then top-k
-_TOPK = struct.Struct("<HHf")                  # 8 bytes per entry
-_ERROR = struct.Struct("<HBBIH")               # 10 bytes, then text (utf-8, rest of payload)
-
-
-def _f32(value: float | None) -> float | None:
-    """Round to the nearest float32, so records compare equal after a round trip."""
-    return None if value is None else float(np.float32(value))
-
-
-def _set(record, **values) -> None:
-    for name, value in values.items():
-        object.__setattr__(record, name, value)
-
-
-def _f32_topk(top_k) -> tuple[tuple[int, float], ...]:
-    return tuple((int(label), _f32(prob)) for label, prob in top_k)
-
-
-def _opt(value: int, none: int) -> int | None:
-    return None if value == none else value
-
-
-def _u(value: int | None, none: int, what: str) -> int:
-    if value is None:
-        return none
-    if not 0 <= value < none:
-        raise ProtocolError(f"{what}={value} does not fit the wire field (0..{none - 1})")
-    return int(value)
-
-
-def _clamp(value: float, lo: int, hi: int) -> int:
-    return int(min(max(round(value), lo), hi))
-
-
-def _pack_topk(top_k: tuple[tuple[int, float], ...]) -> bytes:
-    return b"".join(_TOPK.pack(_u(label, NONE_U16, "top-k label"), 0, prob) for label, prob in top_k)
-
-
-def _unpack_topk(payload: bytes, offset: int, k: int) -> tuple[tuple[int, float], ...]:
-    end = offset + k * _TOPK.size
-    if len(payload) < end:
-        raise ProtocolError(f"payload of {len(payload)} bytes is too short for {k} top-k entries")
-    return tuple((label, prob) for label, _, prob in _TOPK.iter_unpack(payload[offset:end]))
-
-
-def _need(payload: bytes, size: int, what: str) -> None:
-    if len(payload) < size:
-        raise ProtocolError(f"{what} payload has {len(payload)} bytes, needs at least {size}")
+from .codes import (DTYPE_BY_CODE, DTYPE_CODES, ERROR_LAYOUT, FRAME_ABSOLUTE_DEADLINE, FRAME_HAS_CONFIDENCE,
+                    FRAME_LAYOUT, FRAME_WANT_REFINEMENTS, INFO_LAYOUT, MODE_BY_CODE, MODE_CODES, NONE_U8, NONE_U16,
+                    NONE_U32, PONG_LAYOUT, REFINE_LAYOUT, RESULT_LAYOUT, STATUS_BY_CODE, STATUS_CODES, TOPK_LAYOUT,
+                    ErrorCode, MsgType, ProtocolError, clamp, f32, f32_topk, need, optional, pack_topk, set_fields,
+                    unpack_topk, unsigned)
 
 
 @dataclass(frozen=True)
@@ -154,16 +64,16 @@ class Info:
     seq: int = field(default=0, compare=False)
 
     def pack(self) -> bytes:
-        return _INFO.pack(self.num_labels, self.height, self.width, self.channels, DTYPE_CODES[self.dtype], 0,
+        return INFO_LAYOUT.pack(self.num_labels, self.height, self.width, self.channels, DTYPE_CODES[self.dtype], 0,
                           self.num_coarse_labels, self.max_payload) + self.model.encode("utf-8")
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Info:
-        _need(payload, _INFO.size, "INFO")
-        labels, h, w, c, dtype, _, coarse, max_payload = _INFO.unpack_from(payload)
-        if dtype not in _DTYPE_BY_CODE:
+        need(payload, INFO_LAYOUT.size, "INFO")
+        labels, h, w, c, dtype, _, coarse, max_payload = INFO_LAYOUT.unpack_from(payload)
+        if dtype not in DTYPE_BY_CODE:
             raise ProtocolError(f"INFO: unknown dtype code {dtype}")
-        return cls(payload[_INFO.size:].decode("utf-8", "replace"), labels, h, w, c, _DTYPE_BY_CODE[dtype],
+        return cls(payload[INFO_LAYOUT.size:].decode("utf-8", "replace"), labels, h, w, c, DTYPE_BY_CODE[dtype],
                    coarse, max_payload, seq=seq)
 
 
@@ -178,7 +88,7 @@ class Ping:
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Ping:
-        _need(payload, 4, "PING")
+        need(payload, 4, "PING")
         return cls(struct.unpack_from("<I", payload)[0], seq=seq)
 
 
@@ -192,12 +102,12 @@ class Pong:
     seq: int = field(default=0, compare=False)
 
     def pack(self) -> bytes:
-        return _PONG.pack(self.token, 0, self.server_time_us)
+        return PONG_LAYOUT.pack(self.token, 0, self.server_time_us)
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Pong:
-        _need(payload, _PONG.size, "PONG")
-        token, _, now = _PONG.unpack_from(payload)
+        need(payload, PONG_LAYOUT.size, "PONG")
+        token, _, now = PONG_LAYOUT.unpack_from(payload)
         return cls(token, now, seq=seq)
 
 
@@ -224,7 +134,7 @@ class Frame:
     seq: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
-        _set(self, shape=tuple(int(d) for d in self.shape), confidence_target=_f32(self.confidence_target))
+        set_fields(self, shape=tuple(int(d) for d in self.shape), confidence_target=f32(self.confidence_target))
         if self.dtype not in DTYPE_CODES:
             raise ProtocolError(f"frame dtype {self.dtype!r} is not supported; send one of {sorted(DTYPE_CODES)}")
         if self.mode not in MODE_CODES:
@@ -251,7 +161,7 @@ class Frame:
         return cls(frame_id, array.tobytes(), tuple(int(d) for d in array.shape), array.dtype.name,
                    0 if budget_s is None else max(1, round(budget_s * 1e6)),
                    None if deadline_s is None else round(deadline_s * 1e6),
-                   mode, _f32(confidence_target), refinements, top_k)
+                   mode, f32(confidence_target), refinements, top_k)
 
     @property
     def array(self) -> np.ndarray:
@@ -266,21 +176,21 @@ class Frame:
         if not 0 <= time_us < 1 << 64:
             raise ProtocolError(f"frame {self.frame_id}: time {time_us} us is out of range")
         h, w, c = self.shape
-        header = _FRAME.pack(self.frame_id, MODE_CODES[self.mode], DTYPE_CODES[self.dtype], flags, self.top_k,
+        header = FRAME_LAYOUT.pack(self.frame_id, MODE_CODES[self.mode], DTYPE_CODES[self.dtype], flags, self.top_k,
                              time_us, self.confidence_target or 0.0, h, w, c, 0)
         return header + self.pixels
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Frame:
-        _need(payload, _FRAME.size, "FRAME")
-        frame_id, mode, dtype, flags, top_k, time_us, target, h, w, c, _ = _FRAME.unpack_from(payload)
-        if mode not in _MODE_BY_CODE:
+        need(payload, FRAME_LAYOUT.size, "FRAME")
+        frame_id, mode, dtype, flags, top_k, time_us, target, h, w, c, _ = FRAME_LAYOUT.unpack_from(payload)
+        if mode not in MODE_BY_CODE:
             raise ProtocolError(f"FRAME {frame_id}: unknown mode code {mode}")
-        if dtype not in _DTYPE_BY_CODE:
+        if dtype not in DTYPE_BY_CODE:
             raise ProtocolError(f"FRAME {frame_id}: unknown dtype code {dtype}")
         absolute = bool(flags & FRAME_ABSOLUTE_DEADLINE)
-        return cls(frame_id, bytes(payload[_FRAME.size:]), (h, w, c), _DTYPE_BY_CODE[dtype],
-                   0 if absolute else time_us, time_us if absolute else None, _MODE_BY_CODE[mode],
+        return cls(frame_id, bytes(payload[FRAME_LAYOUT.size:]), (h, w, c), DTYPE_BY_CODE[dtype],
+                   0 if absolute else time_us, time_us if absolute else None, MODE_BY_CODE[mode],
                    target if flags & FRAME_HAS_CONFIDENCE else None, bool(flags & FRAME_WANT_REFINEMENTS),
                    top_k, seq=seq)
 
@@ -307,7 +217,7 @@ class Result:
     seq: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
-        _set(self, status=StopReason(self.status), confidence=_f32(self.confidence), top_k=_f32_topk(self.top_k))
+        set_fields(self, status=StopReason(self.status), confidence=f32(self.confidence), top_k=f32_topk(self.top_k))
 
     @classmethod
     def from_frame_result(cls, result: FrameResult, frame_id: int | None = None, top_k: int = 0) -> Result:
@@ -318,8 +228,8 @@ class Result:
             exit_index=None if best is None else best.exit_index, label=None if pred is None else pred.label,
             confidence=None if pred is None else pred.confidence,
             coarse_label=None if pred is None else pred.coarse_label,
-            elapsed_us=_clamp((result.delivered_s - result.start_s) * 1e6, 0, NONE_U32),
-            lateness_us=_clamp(result.lateness_s * 1e6, -(1 << 31), (1 << 31) - 1),
+            elapsed_us=clamp((result.delivered_s - result.start_s) * 1e6, 0, NONE_U32),
+            lateness_us=clamp(result.lateness_s * 1e6, -(1 << 31), (1 << 31) - 1),
             steps_run=min(result.steps_run, NONE_U16), steps_skipped=min(result.steps_skipped, NONE_U16),
             late_steps=min(result.late_steps, NONE_U16), mode=result.mode if result.mode in MODE_CODES else None,
             top_k=() if pred is None else tuple(pred.top_k[:top_k]),
@@ -327,25 +237,25 @@ class Result:
 
     def pack(self) -> bytes:
         conf = math.nan if self.confidence is None else self.confidence
-        header = _RESULT.pack(
-            self.frame_id, STATUS_CODES[StopReason(self.status)], _u(self.exit_index, NONE_U8, "exit_index"),
-            MODE_CODES[self.mode], len(self.top_k), _u(self.label, NONE_U16, "label"),
-            _u(self.coarse_label, NONE_U16, "coarse_label"), conf, self.elapsed_us, self.lateness_us,
+        header = RESULT_LAYOUT.pack(
+            self.frame_id, STATUS_CODES[StopReason(self.status)], unsigned(self.exit_index, NONE_U8, "exit_index"),
+            MODE_CODES[self.mode], len(self.top_k), unsigned(self.label, NONE_U16, "label"),
+            unsigned(self.coarse_label, NONE_U16, "coarse_label"), conf, self.elapsed_us, self.lateness_us,
             self.steps_run, self.steps_skipped, self.late_steps, 0)
-        return header + _pack_topk(self.top_k) + self.error.encode("utf-8")
+        return header + pack_topk(self.top_k) + self.error.encode("utf-8")
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Result:
-        _need(payload, _RESULT.size, "RESULT")
+        need(payload, RESULT_LAYOUT.size, "RESULT")
         (frame_id, status, exit_index, mode, k, label, coarse, conf, elapsed, late_us, run, skipped, late,
-         _) = _RESULT.unpack_from(payload)
-        if status not in _STATUS_BY_CODE or mode not in _MODE_BY_CODE:
+         _) = RESULT_LAYOUT.unpack_from(payload)
+        if status not in STATUS_BY_CODE or mode not in MODE_BY_CODE:
             raise ProtocolError(f"RESULT {frame_id}: unknown status {status} or mode {mode}")
-        top = _unpack_topk(payload, _RESULT.size, k)
-        text = payload[_RESULT.size + k * _TOPK.size:].decode("utf-8", "replace")
-        return cls(frame_id, _STATUS_BY_CODE[status], _opt(exit_index, NONE_U8), _opt(label, NONE_U16),
-                   None if math.isnan(conf) else conf, _opt(coarse, NONE_U16), elapsed, late_us, run, skipped,
-                   late, _MODE_BY_CODE[mode], top, text, seq=seq)
+        top = unpack_topk(payload, RESULT_LAYOUT.size, k)
+        text = payload[RESULT_LAYOUT.size + k * TOPK_LAYOUT.size:].decode("utf-8", "replace")
+        return cls(frame_id, STATUS_BY_CODE[status], optional(exit_index, NONE_U8), optional(label, NONE_U16),
+                   None if math.isnan(conf) else conf, optional(coarse, NONE_U16), elapsed, late_us, run, skipped,
+                   late, MODE_BY_CODE[mode], top, text, seq=seq)
 
 
 @dataclass(frozen=True)
@@ -364,26 +274,26 @@ class Refinement:
     seq: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
-        _set(self, confidence=_f32(self.confidence), top_k=_f32_topk(self.top_k))
+        set_fields(self, confidence=f32(self.confidence), top_k=f32_topk(self.top_k))
 
     @classmethod
     def from_exit_result(cls, result, frame_id: int | None = None, top_k: int = 0) -> Refinement:
         pred = result.prediction
         return cls(result.frame_id if frame_id is None else frame_id, result.exit_index, pred.label,
-                   pred.confidence, pred.coarse_label, _clamp(result.elapsed_s * 1e6, 0, NONE_U32),
+                   pred.confidence, pred.coarse_label, clamp(result.elapsed_s * 1e6, 0, NONE_U32),
                    min(result.steps_run, NONE_U16), tuple(pred.top_k[:top_k]))
 
     def pack(self) -> bytes:
-        return _REFINE.pack(self.frame_id, _u(self.exit_index, NONE_U8, "exit_index"), len(self.top_k),
-                            _u(self.label, NONE_U16, "label"), _u(self.coarse_label, NONE_U16, "coarse_label"),
-                            self.steps_run, self.confidence, self.elapsed_us) + _pack_topk(self.top_k)
+        return REFINE_LAYOUT.pack(self.frame_id, unsigned(self.exit_index, NONE_U8, "exit_index"), len(self.top_k),
+                            unsigned(self.label, NONE_U16, "label"), unsigned(self.coarse_label, NONE_U16, "coarse_label"),
+                            self.steps_run, self.confidence, self.elapsed_us) + pack_topk(self.top_k)
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Refinement:
-        _need(payload, _REFINE.size, "REFINEMENT")
-        frame_id, exit_index, k, label, coarse, run, conf, elapsed = _REFINE.unpack_from(payload)
-        return cls(frame_id, exit_index, label, conf, _opt(coarse, NONE_U16), elapsed, run,
-                   _unpack_topk(payload, _REFINE.size, k), seq=seq)
+        need(payload, REFINE_LAYOUT.size, "REFINEMENT")
+        frame_id, exit_index, k, label, coarse, run, conf, elapsed = REFINE_LAYOUT.unpack_from(payload)
+        return cls(frame_id, exit_index, label, conf, optional(coarse, NONE_U16), elapsed, run,
+                   unpack_topk(payload, REFINE_LAYOUT.size, k), seq=seq)
 
 
 @dataclass(frozen=True)
@@ -399,17 +309,17 @@ class Error:
 
     def pack(self) -> bytes:
         bits = (1 if self.frame_id is not None else 0) | (2 if self.ref_seq is not None else 0)
-        return _ERROR.pack(int(self.code), bits, 0, self.frame_id or 0, self.ref_seq or 0) + self.text.encode("utf-8")
+        return ERROR_LAYOUT.pack(int(self.code), bits, 0, self.frame_id or 0, self.ref_seq or 0) + self.text.encode("utf-8")
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Error:
-        _need(payload, _ERROR.size, "ERROR")
-        code, bits, _, frame_id, ref_seq = _ERROR.unpack_from(payload)
+        need(payload, ERROR_LAYOUT.size, "ERROR")
+        code, bits, _, frame_id, ref_seq = ERROR_LAYOUT.unpack_from(payload)
         try:
             code = ErrorCode(code)
         except ValueError:
             pass  # a newer peer's code: keep the number
-        return cls(code, payload[_ERROR.size:].decode("utf-8", "replace"), frame_id if bits & 1 else None,
+        return cls(code, payload[ERROR_LAYOUT.size:].decode("utf-8", "replace"), frame_id if bits & 1 else None,
                    ref_seq if bits & 2 else None, seq=seq)
 
 

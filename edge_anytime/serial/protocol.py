@@ -61,7 +61,7 @@ def encode(message: Message, seq: int = 0, flags: int = 0) -> bytes:
 class LinkStats:
     """Counters of a link (a snapshot; all counts since the decoder was created).
 
-    Every byte received ends up either in a delivered message or in `garbage_bytes`.
+    Every byte received ends up in a delivered message, a dropped duplicate, or `garbage_bytes`.
     """
 
     bytes_received: int = 0
@@ -69,8 +69,8 @@ class LinkStats:
     garbage_bytes: int = 0       # bytes skipped outside valid frames (noise, rejected frames)
     resyncs: int = 0             # valid frames found after skipping bytes
     bad_header_crc: int = 0      # magic seen but the header CRC failed (often just noise)
-    bad_crc: int = 0             # header fine, frame CRC failed (corrupted payload or truncated frame)
-    truncated: int = 0           # a frame cut short: a new valid header inside it, or `flush()` (idle line)
+    bad_crc: int = 0             # header fine, frame CRC failed (corrupted in transit)
+    truncated: int = 0           # a frame cut short: a valid header inside it, or `flush()` (idle line)
     oversize: int = 0            # header fine but length above max_payload
     bad_version: int = 0         # header fine but another protocol version
     malformed: int = 0           # both CRCs fine, payload undecodable or type unknown (delivered as Malformed)
@@ -186,8 +186,8 @@ class FrameDecoder:
                 break
             frame = bytes(self._buf[:total])
             (want,) = struct.unpack_from("<I", frame, total - CRC_SIZE)
-            if crc32(frame[:-CRC_SIZE]) != want:
-                counts["bad_crc"] += 1
+            if crc32(frame[:-CRC_SIZE]) != want:  # cut short by the next frame, or corrupted
+                counts["truncated" if self._header_inside(1, total) else "bad_crc"] += 1
                 self._skip(1)
                 continue
             del self._buf[:total]
@@ -203,15 +203,20 @@ class FrameDecoder:
         return out
 
     def _interrupted(self) -> bool:
-        """Is there a valid header inside the pending (incomplete) frame at offset 0?"""
+        """Does a valid header start inside the pending (incomplete) frame at offset 0?"""
         if not self.interrupt_on_header:
             return False
-        at = max(self._scan_from, 1)
+        found = self._header_inside(max(self._scan_from, 1), len(self._buf))
+        if not found:  # resume there next time: a header may still be arriving
+            self._scan_from = max(1, len(self._buf) - HEADER_SIZE + 1)
+        return found
+
+    def _header_inside(self, start: int, end: int) -> bool:
+        """Is there a complete header with a good CRC and our version starting in buf[start:end]?"""
+        at = start
         while True:
-            at = self._buf.find(MAGIC, at)
+            at = self._buf.find(MAGIC, at, end + 1)
             if at < 0 or len(self._buf) - at < HEADER_SIZE:
-                self._scan_from = len(self._buf) - (HEADER_SIZE - 1) if at < 0 else at
-                self._scan_from = max(self._scan_from, 1)
                 return False
             header = self._header(at)
             if header is not None and header[1] == VERSION:

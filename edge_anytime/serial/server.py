@@ -314,12 +314,16 @@ def main(argv: list[str] | None = None) -> int:
             SerialServer(ctrl, args.url, options) as server:
         h, w, c = server.input_shape
         print(f"serving {ctrl.model.name} ({h}x{w}x{c} uint8 frames) on {args.url}; Ctrl-C to stop", file=sys.stderr)
+        status = 0
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
+        except LinkError as exc:
+            print(f"serial link failed: {exc}", file=sys.stderr)
+            status = 1
         print(server.stats, file=sys.stderr)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from torch import nn
 
 from ..stages import ProgramBuilder, StagedModel
 from .base import AnytimeModel
-from .blocks import ExitHead, PreActBlock, block_table, conv3x3, cumulative_blocks
+from .blocks import ExitHead, PreActBlock, block_table, conv3x3, cumulative_blocks, init_weights, tracing
 from .registry import register_model
 
 __all__ = ["AnytimeNet", "AnytimeNetBaseline", "DEFAULT_SCHEDULE", "block_table", "cumulative_blocks"]
@@ -91,6 +91,7 @@ class AnytimeNet(AnytimeModel):
             self.sections.append(groups)
         n_out = 1 if shared_out else len(self._plan)
         self.out_blocks = nn.ModuleList(ExitHead(widths[-1], num_classes, bn_eps) for _ in range(n_out))
+        init_weights(self)
 
     @staticmethod
     def _make_plan(initial_blocks, schedule) -> list[tuple[list[tuple[int, int]], tuple[int, ...]]]:
@@ -145,10 +146,13 @@ class AnytimeNet(AnytimeModel):
     def _out_graph(self, iteration: int) -> str:
         return "out" if len(self.out_blocks) == 1 else f"out{iteration + 1}"
 
-    def stage_program(self, example: torch.Tensor) -> StagedModel:
+    def stage_program(self, example: torch.Tensor | None = None) -> StagedModel:
         """Steps per iteration: the inserted group on the cached features below it, the groups
         above it again (same graphs), then OUT. Tensors are named it{j}_s{s}g{g}."""
-        builder = ProgramBuilder("image", example)
+        with tracing(self, example, self.config["in_channels"]) as example:
+            return self._build(ProgramBuilder("image", example))
+
+    def _build(self, builder: ProgramBuilder) -> StagedModel:
         builder.step("in", "in_block", self.in_block, {"x": "image"}, {"y": "in_out"})
         latest: dict[tuple[int, int], str] = {}
         exits = []
@@ -166,8 +170,6 @@ class AnytimeNet(AnytimeModel):
 
     def table(self, example: torch.Tensor | None = None) -> list[dict[str, int]]:
         """Table I of the paper for this model: cumulative blocks per column by each iteration."""
-        if example is None:
-            example = torch.zeros(1, self.in_block.in_channels, 32, 32)
         return block_table(self.stage_program(example).program, self.graph_blocks())
 
 

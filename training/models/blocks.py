@@ -19,7 +19,8 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from contextlib import contextmanager
+from typing import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,28 @@ class ExitHead(nn.Module):
     @property
     def output_names(self) -> tuple[str, ...]:
         return ("logits", "coarse") if self.num_coarse else ("logits",)
+
+
+def init_weights(model: nn.Module) -> None:
+    """MSRA (He) normal init of convolutions (fan-out), BN scale 1 and shift 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+@contextmanager
+def tracing(model: nn.Module, example: torch.Tensor | None, in_channels: int) -> Iterator[torch.Tensor]:
+    """For `stage_program`: eval mode while the builder runs the graphs (BN statistics untouched),
+    the previous mode restored after; yields `example`, by default a zero 32x32 image."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield torch.zeros(1, in_channels, 32, 32) if example is None else example
+    finally:
+        model.train(was_training)
 
 
 def block_table(program: Program, graph_blocks: Mapping[str, Mapping[str, int]]) -> list[dict[str, int]]:

@@ -5,7 +5,7 @@ Each member is a small ResANN (adaloss App. B): a 3x3 conv, three sections of fu
 pre-activation residual units (widths c, 2c, 4c; the first unit of sections 2 and 3
 halves the resolution, type-A zero-padded shortcut), and a BN-ReLU-GAP-Linear
 predictor every `exit_period` units (and after the last unit). Member i has
-`round(base_units * base**i)` units per section, so depths grow by the base b
+`base_units * base**i` units per section (rounded half up), so depths grow by the base b
 (default 2, as in the paper's n = 7, 13, 25). The members run in order and share
 nothing but the image: the a-priori slice of a member's exit holds only that member's
 steps. An exit's prediction is used only if it beats every earlier exit on the
@@ -21,6 +21,7 @@ the config) builds the program with only those, dropping steps no kept exit need
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Sequence
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from ..stages import ProgramBuilder, StagedModel
 from .base import AnytimeModel
-from .blocks import ExitHead, PreActBlock, conv3x3
+from .blocks import ExitHead, PreActBlock, conv3x3, init_weights, tracing
 from .registry import register_model
 
 __all__ = ["EANN", "ResANNMember", "select_exits"]
@@ -75,7 +76,7 @@ class ResANNMember(nn.Module):
 
 @register_model("eann")
 class EANN(AnytimeModel):
-    """ResANNs of `round(base_units * base**i)` units per section, i = 0..num_anns-1, run in order."""
+    """ResANNs of `base_units * base**i` units per section (rounded half up), i = 0..num_anns-1, run in order."""
 
     def __init__(self, num_classes: int, num_anns: int = 3, base: float = 2.0, base_units: int = 2,
                  width: int = 16, exit_period: int = 2, bn_eps: float = 1e-5, in_channels: int = 3,
@@ -84,7 +85,7 @@ class EANN(AnytimeModel):
         if num_anns < 1 or base <= 1 or base_units < 1 or exit_period < 1:
             raise ValueError(f"EANN needs num_anns >= 1, base > 1, base_units >= 1 and exit_period >= 1; got "
                              f"num_anns={num_anns}, base={base}, base_units={base_units}, exit_period={exit_period}")
-        self.units = [max(1, round(base_units * base ** i)) for i in range(num_anns)]
+        self.units = [max(1, math.floor(base_units * base ** i + 0.5)) for i in range(num_anns)]
         self.anns = nn.ModuleList(ResANNMember(num_classes, n, width, exit_period, bn_eps, in_channels)
                                   for n in self.units)
         self.num_classes = num_classes
@@ -92,6 +93,7 @@ class EANN(AnytimeModel):
         self.config = dict(num_anns=int(num_anns), base=float(base), base_units=int(base_units), width=int(width),
                            exit_period=int(exit_period), bn_eps=float(bn_eps), in_channels=int(in_channels),
                            keep_exits=self.keep_exits)
+        init_weights(self)
 
     select_exits = staticmethod(select_exits)
 
@@ -113,14 +115,17 @@ class EANN(AnytimeModel):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [logits for ann in self.anns for logits in ann(x)]
 
-    def stage_program(self, example: torch.Tensor, keep: Sequence[int] | None = None) -> StagedModel:
+    def stage_program(self, example: torch.Tensor | None = None, keep: Sequence[int] | None = None) -> StagedModel:
         """Per member: stem, then unit group g and head g for each exit; with `keep` (default:
         `keep_exits`, else all) only the kept heads, and no steps after a member's last kept exit.
         Exits are named ann{a}_exit{e} after the member and its own exit."""
         keep = self.keep_exits if keep is None else keep
         kept = set(range(self.num_exits) if keep is None else self._check_keep(keep))
+        with tracing(self, example, self.config["in_channels"]) as example:
+            return self._build(ProgramBuilder("image", example), kept)
+
+    def _build(self, builder: ProgramBuilder, kept: set[int]) -> StagedModel:
         owners = self.exit_owners()
-        builder = ProgramBuilder("image", example)
         exits, names = [], []
         for a, ann in enumerate(self.anns):
             mine = [e for e, (owner, _) in enumerate(owners) if owner == a and e in kept]

@@ -16,10 +16,12 @@ sub-network k uses groups 1..k (C_k = kC/K branches, Sec. 3.1).
 - **IS-ResNeXt** (`is-resnext`, Sec. 3.2): x and y are split in K channel slices;
   branch group k reads slices 1..k (a_i eq.) and writes only slice k (y_k eq.), so
   slice k of every layer depends only on slices 1..k of the input, BN layers are shared
-  and one forward pass gives all K sub-networks. Stage program: step k (graph `slicek`)
-  computes slice k of every layer from the cached slices 1..k-1 of every block input
-  (cached pre-activated, i.e. after BN-ReLU) and of the final features; head k reads
-  slices 1..k of the final features. Default C = 0.75 W / B, paper CIFAR sizes L=15, W=96, K=6.
+  and one forward pass gives all K sub-networks. Where the width doubles, each slice's
+  shortcut gets its own zero channels, so slice k still depends on slices 1..k only.
+  Stage program: step k (graph `slicek`) computes slice k of every layer from the
+  cached slices 1..k-1 of every block input (cached pre-activated, i.e. after BN-ReLU)
+  and of the final features; head k reads slices 1..k of the final features.
+  Default C = 0.75 W / B, paper CIFAR sizes L=15, W=96, K=6.
 
 Hierarchical anytime prediction (Sec. 3.3, eq. 2): with `hierarchical=True` every
 classifier g_k gets a coarse twin g_{k,coarse} (for 43 classes: GTSRB's 6 natural
@@ -40,7 +42,7 @@ from torch import nn
 
 from ..stages import ProgramBuilder, StagedModel
 from .base import AnytimeModel
-from .blocks import ExitHead
+from .blocks import ExitHead, init_weights, tracing
 from .registry import register_model
 
 __all__ = ["GTSRB_FINE_TO_COARSE", "GTSRB_SUPERCLASSES", "IResNeXt", "ISResNeXt", "coarse_targets"]
@@ -103,7 +105,7 @@ class _ResNeXtBase(AnytimeModel):
     def num_exits(self) -> int:
         return self.K
 
-    def _head(self, k: int, features: int, bn_eps: float) -> ExitHead:
+    def _head(self, features: int, bn_eps: float) -> ExitHead:
         return ExitHead(features, self.num_classes, bn_eps, self.num_coarse)
 
     def forward_hierarchical(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -181,36 +183,39 @@ class ISResNeXt(_ResNeXtBase):
         self.slices = nn.ModuleList(_ISSlice(k, self.K, self.specs, self.G, in_channels, bn_eps)
                                     for k in range(self.K))
         final = self.specs[-1][1] // self.K
-        self.heads = nn.ModuleList(self._head(k, (k + 1) * final, bn_eps) for k in range(self.K))
+        self.heads = nn.ModuleList(self._head((k + 1) * final, bn_eps) for k in range(self.K))
+        init_weights(self)
 
-    def _cat(self, get) -> torch.Tensor:
-        return torch.cat([get(s) for s in self.slices], 0)
-
-    def _per_slice(self, x: torch.Tensor, get) -> torch.Tensor:
-        """Apply each slice's module (`get(slice)`) to its channel chunk of x, and concatenate."""
-        chunks = x.chunk(self.K, 1)
-        return torch.cat([get(s)(c) for s, c in zip(self.slices, chunks)], 1)
+    @staticmethod
+    def _bn_relu(groups: list, x: torch.Tensor, bn: str) -> torch.Tensor:
+        """ReLU(BN) over all slices, each chunk with the BN module of its own branch group."""
+        return torch.cat([F.relu(getattr(g, bn)(c)) for g, c in zip(groups, x.chunk(len(groups), 1))], 1)
 
     def _outputs(self, x: torch.Tensor) -> list:
         """The monolithic network: one pass with the full block-sparse convolutions."""
-        x = F.conv2d(x, self._cat(lambda s: s.stem.weight), padding=1)
+        x = F.conv2d(x, torch.cat([s.stem.weight for s in self.slices]), padding=1)
         for l, (w_in, w_out, _, stride) in enumerate(self.specs):
-            p = self._per_slice(x, lambda s: lambda c: F.relu(s.groups[l].bn_x(c)))
+            groups = [s.groups[l] for s in self.slices]  # branch group k of block l lives in slice k
+            p = self._bn_relu(groups, x, "bn_x")
             # conv1 is block lower-triangular: group k reads input slices 1..k (zero weights elsewhere).
-            w1 = self._cat(lambda s: F.pad(s.groups[l].conv1.weight, (0, 0, 0, 0, 0, w_in - s.groups[l].conv1.in_channels)))
-            a = self._per_slice(F.conv2d(p, w1), lambda s: lambda c: F.relu(s.groups[l].bn_a(c)))
-            b = F.conv2d(a, self._cat(lambda s: s.groups[l].conv2.weight), stride=stride, padding=1, groups=self.G * self.K)
-            b = self._per_slice(b, lambda s: lambda c: F.relu(s.groups[l].bn_b(c)))
-            y = F.conv2d(b, self._cat(lambda s: s.groups[l].conv3.weight), groups=self.K)
+            w1 = torch.cat([F.pad(g.conv1.weight, (0, 0, 0, 0, 0, w_in - g.conv1.in_channels)) for g in groups])
+            a = self._bn_relu(groups, F.conv2d(p, w1), "bn_a")
+            b = F.conv2d(a, torch.cat([g.conv2.weight for g in groups]), stride=stride, padding=1,
+                         groups=self.G * self.K)
+            b = self._bn_relu(groups, b, "bn_b")
+            y = F.conv2d(b, torch.cat([g.conv3.weight for g in groups]), groups=self.K)  # y_k from group k only
             n, _, h, w = x.shape  # shortcut per slice, so zero channels stay inside their slice
             short = _downsample(x.reshape(n * self.K, w_in // self.K, h, w), w_out // self.K, stride)
             x = y + short.reshape(n, w_out, *short.shape[2:])
         final = self.specs[-1][1] // self.K
         return [head(x[:, :(k + 1) * final]) for k, head in enumerate(self.heads)]
 
-    def stage_program(self, example: torch.Tensor) -> StagedModel:
+    def stage_program(self, example: torch.Tensor | None = None) -> StagedModel:
         """Step k runs graph `slice{k}` (slice k of every layer, from the cached slices) then `head{k}`."""
-        builder = ProgramBuilder("image", example)
+        with tracing(self, example, self.config["in_channels"]) as example:
+            return self._build(ProgramBuilder("image", example))
+
+    def _build(self, builder: ProgramBuilder) -> StagedModel:
         exits: list = []
         coarse: list = []
         n = len(self.specs)
@@ -272,7 +277,8 @@ class IResNeXt(_ResNeXtBase):
                                          nn.BatchNorm2d((k + 1) * self.G * width, eps=bn_eps)])
                           for w_in, _, width, _ in self.specs)
             for k in range(self.K))
-        self.heads = nn.ModuleList(self._head(k, self.specs[-1][1], bn_eps) for k in range(self.K))
+        self.heads = nn.ModuleList(self._head(self.specs[-1][1], bn_eps) for _ in range(self.K))
+        init_weights(self)
         # Graph modules, not registered (their parameters are the model's own, registered above).
         self._subnets = [_ISubnet(self.stem, [grps[:k + 1] for grps in self.groups], self.norms[k], self.specs)
                          for k in range(self.K)]
@@ -280,9 +286,12 @@ class IResNeXt(_ResNeXtBase):
     def _outputs(self, x: torch.Tensor) -> list:
         return [head(subnet(x)) for subnet, head in zip(self._subnets, self.heads)]
 
-    def stage_program(self, example: torch.Tensor) -> StagedModel:
+    def stage_program(self, example: torch.Tensor | None = None) -> StagedModel:
         """Sub-network k from the image (graph `subnet{k}`), then its head; nothing is reused."""
-        builder = ProgramBuilder("image", example)
+        with tracing(self, example, self.config["in_channels"]) as example:
+            return self._build(ProgramBuilder("image", example))
+
+    def _build(self, builder: ProgramBuilder) -> StagedModel:
         exits: list = []
         coarse: list = []
         for k, subnet in enumerate(self._subnets):

@@ -1,0 +1,200 @@
+"""The text files of a deploy package: requirements, scripts, service unit, README.
+
+Every function returns file content for one target; `package.py` writes them.
+The scripts run on the device with bash and the package's own venv; nothing
+here is imported there.
+
+>>> from edge_anytime.deploy.targets import load_target
+>>> print(requirements_txt(load_target("x86-64")).splitlines()[-1])
+ai-edge-litert==2.3.0
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Mapping
+
+from .targets import Target
+
+UNIT_NAME = "edge-anytime.service"
+
+
+def precision_arg(precisions: Mapping[str, str]) -> str:
+    """The --precision argument for the launchers: one name when all graphs agree, else GRAPH=PREC,..."""
+    kinds = set(precisions.values())
+    if len(kinds) == 1:
+        return kinds.pop()
+    return ",".join(f"{g}={p}" for g, p in sorted(precisions.items()))
+
+
+def requirements_txt(target: Target) -> str:
+    return (f"# Pins for {target.name} ({target.description}).\n"
+            f"# Python {target.python.version} on {target.arch}; see the target notes in README.md.\n"
+            + "".join(f"{spec}\n" for spec in target.python.packages))
+
+
+def _runtime_args(target: Target, precisions: Mapping[str, str]) -> str:
+    args = (f"--bundle bundle --backend {target.runtime.backend} --threads {target.runtime.threads} "
+            f"--precision {shlex.quote(precision_arg(precisions))}")
+    return args
+
+
+def install_sh(target: Target, wheel_name: str) -> str:
+    py = target.python.version
+    flags = " ".join(shlex.quote(f) for f in target.python.wheel_flags)
+    return f"""#!/usr/bin/env bash
+# Install the edge_anytime runtime for {target.name} into ./venv (idempotent).
+#   ./install.sh             venv + pinned requirements + the runtime wheel
+#   ./install.sh --service   also install and start the systemd unit (sudo)
+# PYTHON=/path/to/python3.X ./install.sh uses another interpreter.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON="${{PYTHON:-python{py}}}"
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "install.sh: $PYTHON not found. This package targets Python {py} ({target.os})." >&2
+  echo "  install it (Debian/Ubuntu: sudo apt install python{py} python{py}-venv) or run PYTHON=/path/to/python3 ./install.sh" >&2
+  exit 1
+fi
+have="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+if [ "$have" != "{py}" ]; then
+  echo "install.sh: warning: $PYTHON is Python $have; the {target.name} pins were checked for Python {py}" >&2
+fi
+[ -x venv/bin/python ] || "$PYTHON" -m venv venv
+pip_major="$(venv/bin/python -m pip --version | awk '{{print $2}}' | cut -d. -f1)"
+if [ "$pip_major" -lt 20 ]; then   # old distro pips cannot install manylinux2014 wheels
+  venv/bin/python -m pip install --disable-pip-version-check --upgrade pip
+fi
+find_links=""
+if ls wheels/deps/*.whl >/dev/null 2>&1; then find_links="--no-index --find-links wheels/deps"; fi
+venv/bin/python -m pip install --disable-pip-version-check $find_links -r requirements.txt
+venv/bin/python -m pip install --disable-pip-version-check --no-deps --force-reinstall {flags} wheels/{wheel_name}
+venv/bin/python -c "import edge_anytime, sys; print('installed edge_anytime', edge_anytime.__version__, 'on Python', sys.version.split()[0])"
+if [ "${{1:-}}" = "--service" ]; then
+  unit=/etc/systemd/system/{UNIT_NAME}
+  sed -e "s|@APP_DIR@|$PWD|g" -e "s|@USER@|$(id -un)|g" systemd/{UNIT_NAME} | sudo tee "$unit" >/dev/null
+  sudo systemctl daemon-reload
+  sudo systemctl enable --now {UNIT_NAME}
+  echo "installed $unit; follow it with: journalctl -u {UNIT_NAME.split('.')[0]} -f"
+fi
+"""
+
+
+def run_sh(target: Target, precisions: Mapping[str, str]) -> str:
+    cpus = f" --cpus {target.runtime.cpus_arg}" if target.runtime.cpus else ""
+    return f"""#!/usr/bin/env bash
+# Start the anytime inference service for {target.name} (the systemd unit runs this).
+# Defaults come from serve.env; arguments are passed on and win, e.g.
+#   ./run.sh --source npz:bundle/reference/self_test.npz --sink stdout --max-frames 10
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ -f serve.env ]; then set -a; . ./serve.env; set +a; fi
+budget=()
+if [ -n "${{EA_BUDGET_MS:-}}" ]; then budget=(--budget-ms "$EA_BUDGET_MS"); fi
+exec venv/bin/python -m edge_anytime.serve {_runtime_args(target, precisions)}{cpus} \\
+  --profile-target {target.name} --source "${{EA_SOURCE:-}}" --sink "${{EA_SINK:-stdout}}" ${{budget[@]+"${{budget[@]}}"}} "$@"
+"""
+
+
+def profile_sh(target: Target, precisions: Mapping[str, str], warmup: int, samples: int) -> str:
+    cpus = f" --cpus {target.runtime.cpus_arg}" if target.runtime.cpus else ""
+    return f"""#!/usr/bin/env bash
+# On the device: measure every graph's latency (-> bundle/profiles/{target.name}.json), then the parity
+# self-test. Exit status non-zero if either fails. Run it in the power mode the service uses.
+set -euo pipefail
+cd "$(dirname "$0")"
+venv/bin/python -m edge_anytime.profiling {_runtime_args(target, precisions)}{cpus} \\
+  --target {target.name} --warmup "${{EA_WARMUP:-{warmup}}}" --samples "${{EA_SAMPLES:-{samples}}}"
+exec ./selftest.sh
+"""
+
+
+def selftest_sh(target: Target, precisions: Mapping[str, str]) -> str:
+    return f"""#!/usr/bin/env bash
+# Parity self-test: the bundle's reference inputs through the converted graphs on this device.
+set -euo pipefail
+cd "$(dirname "$0")"
+exec venv/bin/python -m edge_anytime.selftest {_runtime_args(target, precisions)}
+"""
+
+
+def serve_env(target: Target) -> str:
+    budget = "" if target.service.budget_ms is None else f"{target.service.budget_ms:g}"
+    return f"""# Settings of run.sh and the systemd unit (KEY=value, no spaces around '=').
+# EA_SOURCE: npz:FILE (replay) | dir:FOLDER (images) | serial:URL (frames over the serial link)
+# EA_SINK:   stdout | jsonl:FILE | serial:URL
+# EA_BUDGET_MS: budget per frame; serial frames may carry their own
+EA_SOURCE={target.service.source}
+EA_SINK={target.service.sink}
+EA_BUDGET_MS={budget}
+"""
+
+
+def systemd_unit(target: Target, model_name: str) -> str:
+    pre = "".join(f"ExecStartPre=+{cmd}\n" for cmd in target.service.pre_start)
+    affinity = f"CPUAffinity={' '.join(map(str, target.runtime.cpus))}\n" if target.runtime.cpus else ""
+    return f"""# systemd unit for {model_name} on {target.name}. install.sh --service fills in @APP_DIR@ and @USER@.
+[Unit]
+Description=edge_anytime anytime inference: {model_name} on {target.name}
+After=network.target
+
+[Service]
+Type=simple
+User=@USER@
+SupplementaryGroups=dialout
+WorkingDirectory=@APP_DIR@
+EnvironmentFile=-@APP_DIR@/serve.env
+{pre}ExecStart=@APP_DIR@/run.sh
+KillSignal=SIGTERM
+TimeoutStopSec=10
+Restart=on-failure
+RestartSec=2
+{affinity}LimitMEMLOCK=infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def readme_md(target: Target, model_name: str, precisions: Mapping[str, str], wheel_name: str) -> str:
+    graphs = "\n".join(f"| {g} | {p} |" for g, p in sorted(precisions.items()))
+    return f"""# {model_name} for {target.name}
+
+{target.description}. Built by `python -m edge_anytime.deploy`; see docs/deploy.md in the
+edge_anytime repository for the whole path from a checkpoint to a running service.
+
+## On the device
+
+```bash
+./install.sh              # venv with {', '.join(target.python.packages)} + the runtime wheel
+./profile.sh              # latency of every graph -> bundle/profiles/{target.name}.json, then the self-test
+./selftest.sh             # parity self-test only (exit status 1 on failure)
+./run.sh --source npz:bundle/reference/self_test.npz --max-frames 5    # a quick replay
+./install.sh --service    # systemd unit: starts now and at boot (settings in serve.env)
+```
+
+Stop the service with `sudo systemctl stop {UNIT_NAME}`; it finishes the frame in flight and prints
+its counters to the journal (`journalctl -u {UNIT_NAME.split('.')[0]}`).
+
+## Contents
+
+| path | what |
+|---|---|
+| bundle/ | the model: manifest.json, one .tflite per graph at the precision below, reference/, profiles/ |
+| wheels/{wheel_name} | the edge_anytime runtime (numpy + one interpreter; no torch/tensorflow) |
+| requirements.txt | pinned packages for Python {target.python.version} on {target.arch} |
+| install.sh, run.sh, profile.sh, selftest.sh | install, serve, measure, check |
+| serve.env | source, sink and budget of the service |
+| systemd/{UNIT_NAME} | the service unit (template) |
+| package.json | what was built, for which target, from what |
+
+| graph | precision |
+|---|---|
+{graphs}
+
+Backend `{target.runtime.backend}`, {target.runtime.threads} thread(s) per graph, CPUs
+{target.runtime.cpus_arg or 'not pinned'}.
+
+## Target notes
+
+{target.notes}
+"""

@@ -1,0 +1,7 @@
+"""`python -m simulator` is `python -m simulator.replay`."""
+
+import sys
+
+from .replay import main
+
+sys.exit(main())

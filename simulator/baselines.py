@@ -1,0 +1,105 @@
+"""Baselines on the same frames, budgets and latency draws as the controller's replay.
+
+>>> outs = baseline_outcomes(setup, preds, budgets_s, starts_s, draws, threshold=0.9)   # doctest: +SKIP
+>>> sorted(outs)                                                                        # doctest: +SKIP
+['best-static', 'static:0', 'static:1', 'static:2', 'threshold:0.9']
+
+* `static:K` - exit K as a stand-alone static model: it always runs its a-priori
+  slice (no deadline monitor); no result if it does not finish by the deadline.
+* `best-static` - the best-ranked static model whose slice fits the scenario's
+  worst-case (smallest) budget by its pWCET (+ margin), chosen offline; no
+  policy if none fits (every frame is then a miss).
+* `threshold:T` - early exit by confidence with no deadline awareness: run the
+  anytime plan until an exit's calibrated confidence reaches T (or the last
+  exit), deliver that; a result after the deadline counts as a miss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .fast import ExitPredictions, ReplaySetup
+from .metrics import STATUS, Outcomes
+from .timing import LatencyDraws
+
+
+def _outcomes(exit_: np.ndarray, status: np.ndarray, preds: ExitPredictions, start: np.ndarray,
+              deadline: np.ndarray, delivered: np.ndarray, error: np.ndarray) -> Outcomes:
+    rows = np.arange(len(exit_))
+    col = np.maximum(exit_, 0)
+    none = exit_ < 0
+    return Outcomes(exit_, status, np.where(none, -1, preds.label[rows, col]),
+                    np.where(none, -1, preds.coarse_label[rows, col]), ~none & preds.coarse_level[rows, col],
+                    start, deadline, delivered, error, np.zeros(len(exit_), np.int64))
+
+
+def static_exit(setup: ReplaySetup, preds: ExitPredictions, budgets_s, starts_s, draws: LatencyDraws, k: int,
+                valid=None, bad_steps=None) -> Outcomes:
+    """Exit `k` as a stand-alone model (see the module docstring)."""
+    n = len(budgets_s)
+    start = np.asarray(starts_s, np.float64)
+    deadline = start + np.asarray(budgets_s, np.float64)
+    finish = start + np.cumsum(draws.slice(k), axis=1)[:, -1]
+    error = np.zeros(n, bool) if valid is None else ~np.asarray(valid, bool)
+    if bad_steps is not None:
+        error |= np.asarray(bad_steps)[:, list(setup.plan.slices[k])].any(axis=1)
+    exit_ = np.where(error, -1, k)
+    status = np.where(error, STATUS["no_result"], STATUS["final"])
+    return _outcomes(exit_, status, preds, start, deadline, np.where(error, start, finish), error)
+
+
+def best_static_exit(setup: ReplaySetup, budgets_s) -> int | None:
+    """The best-ranked exit whose slice pWCET + margin fits the smallest budget, or None."""
+    worst = float(np.min(budgets_s))
+    for k in setup.plan.apriori_order:
+        if setup.cost(setup.plan.slices[k]) + setup.options.margin_s <= worst:
+            return k
+    return None
+
+
+def confidence_threshold(setup: ReplaySetup, preds: ExitPredictions, budgets_s, starts_s, draws: LatencyDraws,
+                         threshold: float, valid=None, bad_steps=None) -> Outcomes:
+    """Run until confident, ignoring the deadline (see the module docstring)."""
+    n = len(budgets_s)
+    start = np.asarray(starts_s, np.float64)
+    deadline = start + np.asarray(budgets_s, np.float64)
+    lat = np.cumsum(draws.anytime(), axis=1)
+    bad = np.zeros((n, lat.shape[1]), bool) if bad_steps is None else np.asarray(bad_steps, bool)
+    failed_before = np.cumsum(bad, axis=1) > 0
+    exit_ = np.full(n, -1)
+    status = np.full(n, STATUS["final"])
+    delivered = start.copy()
+    error = np.zeros(n, bool) if valid is None else ~np.asarray(valid, bool)
+    running = ~error
+    for k, steps in setup.plan.segments:
+        end = steps[-1]
+        broke = running & failed_before[:, end]
+        status[broke] = STATUS["degraded"]
+        error |= broke
+        running &= ~broke
+        exit_[running] = k
+        delivered[running] = start[running] + lat[running, end]
+        stop = running & (preds.confidence[:, k] >= threshold)
+        status[stop] = STATUS["confidence"]
+        running &= ~stop
+    status[exit_ < 0] = STATUS["no_result"]
+    return _outcomes(exit_, status, preds, start, deadline, delivered, error)
+
+
+def baseline_outcomes(setup: ReplaySetup, preds: ExitPredictions, budgets_s, starts_s, draws: LatencyDraws,
+                      threshold: float = 0.9, valid=None, bad_steps=None) -> tuple[dict[str, Outcomes], int | None]:
+    """All baselines for one scenario, and the exit `best-static` chose (None: none fits)."""
+    out = {}
+    for k in range(len(setup.plan.slices)):
+        out[f"static:{k}"] = static_exit(setup, preds, budgets_s, starts_s, draws, k, valid, bad_steps)
+    best = best_static_exit(setup, budgets_s)
+    if best is not None:
+        out["best-static"] = out[f"static:{best}"]
+    else:
+        n = len(budgets_s)
+        start = np.asarray(starts_s, np.float64)
+        out["best-static"] = _outcomes(np.full(n, -1), np.full(n, STATUS["no_result"]), preds, start,
+                                       start + np.asarray(budgets_s), start, np.zeros(n, bool))
+    out[f"threshold:{threshold:g}"] = confidence_threshold(setup, preds, budgets_s, starts_s, draws, threshold,
+                                                           valid, bad_steps)
+    return out, best

@@ -1,0 +1,113 @@
+"""Plots of a replay (matplotlib, Agg): accuracy vs budget with baselines, deadline-miss timeline,
+exit histogram.
+
+>>> plot_scenarios(scenarios, "docs/figures/gtsrb-sweep.png")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .sweep import Scenario
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError("plots need matplotlib; install it with: pip install 'edge-anytime[sim]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_scenarios(scenarios: Sequence[Scenario], path: str | os.PathLike, controller: str = "anytime",
+                   threshold: float = 0.9, title: str = "", timeline: int | None = None) -> None:
+    """Write a three-panel PNG. `timeline` picks the scenario of the middle panel (default: the one
+    with the most misses of the controller, else the middle one)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    _accuracy(axes[0], scenarios, controller, threshold)
+    if timeline is None:
+        misses = [sc.metrics[controller].missed for sc in scenarios]
+        timeline = int(np.argmax(misses)) if max(misses) > 0 else len(scenarios) // 2
+    _timeline(axes[1], scenarios[timeline], controller)
+    _histogram(axes[2], scenarios, controller)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _accuracy(ax, scenarios, controller, threshold) -> None:
+    policies = [controller, "apriori" if controller != "apriori" else "anytime", "best-static",
+                f"threshold:{threshold:g}"]
+    statics = sorted(p for p in scenarios[0].metrics if p.startswith("static:"))
+    x = np.array([sc.budgets_s.mean() * 1e3 for sc in scenarios])
+
+    def acc(policy):
+        return np.array([100 * (sc.metrics[policy].accuracy or 0.0) for sc in scenarios])
+
+    if len(scenarios) == 1:
+        names = policies + statics
+        ax.bar(range(len(names)), [acc(p)[0] for p in names], color=["C0", "C1", "C2", "C3"] + ["0.7"] * len(statics))
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set_title(f"accuracy at {scenarios[0].budget.spec}")
+    else:
+        for policy, style in zip(policies, ("-o", "-s", "--", ":")):
+            ax.plot(x, acc(policy), style, label=policy, markersize=3)
+        for policy in statics:
+            ax.plot(x, acc(policy), "-", color="0.75", linewidth=0.8)
+        ax.plot([], [], "-", color="0.75", label="static exits")
+        ax.set_xlabel("mean budget (ms)")
+        ax.legend(fontsize=8)
+        ax.set_title("expected accuracy vs budget")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+
+
+def _timeline(ax, sc: Scenario, controller: str) -> None:
+    out = sc.outcomes[controller]
+    t = out.start_s - out.start_s.min()
+    budget = sc.budgets_s * 1e3
+    latency = (out.delivered_s - out.start_s) * 1e3
+    ax.plot(t, budget, color="0.6", linewidth=0.8, label="budget")
+    on_time = out.on_time
+    points = ax.scatter(t[on_time], latency[on_time], c=out.exit[on_time], s=6, cmap="viridis",
+                        vmin=0, vmax=max(1, int(out.exit.max())), label="result (colour: exit)")
+    miss = ~on_time & ~out.error
+    ax.scatter(t[miss], budget[miss], marker="x", color="red", s=18, label=f"deadline miss ({int(miss.sum())})")
+    if out.error.any():
+        ax.scatter(t[out.error], budget[out.error], marker="+", color="black", s=18, label="error")
+    ax.figure.colorbar(points, ax=ax, label="exit")
+    ax.set_xlabel("stream time (s)")
+    ax.set_ylabel("ms")
+    ax.set_title(f"{controller} timeline at {sc.budget.spec}")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+
+
+def _histogram(ax, scenarios, controller) -> None:
+    hist = np.array([sc.metrics[controller].exit_histogram for sc in scenarios], float)
+    frac = hist / hist.sum(axis=1, keepdims=True)
+    labels = [f"{sc.budgets_s.mean() * 1e3:.2g}" for sc in scenarios]
+    bottom = np.zeros(len(scenarios))
+    cmap = _pyplot().get_cmap("viridis")
+    exits = hist.shape[1] - 1
+    for k in range(exits + 1):
+        color = "red" if k == exits else cmap(k / max(1, exits - 1))
+        ax.bar(range(len(scenarios)), 100 * frac[:, k], bottom=bottom, color=color,
+               label="no result" if k == exits else f"exit {k}")
+        bottom += 100 * frac[:, k]
+    step = max(1, len(scenarios) // 12)
+    ax.set_xticks(range(0, len(scenarios), step), labels[::step], rotation=45)
+    ax.set_xlabel("mean budget (ms)")
+    ax.set_ylabel("frames (%)")
+    ax.set_title(f"exit reached ({controller})")
+    ax.legend(fontsize=7)

@@ -1,0 +1,271 @@
+"""`python -m simulator.replay`: replay a sensor stream with a budget per frame through the Controller.
+
+Simulated clock (default): every exit's logits are computed once per frame with
+the bundle's LiteRT graphs and cached; budget scenarios then replay on the
+simulated clock with step latencies drawn from the bundle's profile for
+`--target` (or `--profile FILE`, or `--measure-profile` on this host).
+
+    python -m simulator.replay --bundle deploy/bundles/gtsrb-resann --stream gtsrb-tracks \\
+        --budget uniform:0.5:3 --json out.json --plot out.png
+    python -m simulator.replay --bundle B --stream gtsrb-test --sweep constant:0.25:4:0.25
+
+Real clock: the same frames through `Controller.from_bundle` (LiteRT) on the
+wall clock, next to the simulator's prediction for them:
+
+    python -m simulator.replay --bundle B --stream gtsrb-test --frames 500 \\
+        --sweep constant:0.25:3:0.25 --clock real
+
+See docs/simulator.md for every option and the JSON schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from edge_anytime.errors import EdgeAnytimeError
+from edge_anytime.options import ControllerOptions
+
+from .budgets import BudgetError, parse_budget, parse_sweep
+from .cache import CacheError, PredictionCache, cached_predictions
+from .fast import FROZEN, ReplaySetup
+from .sources import SerialStream, Stream, StreamError, open_stream
+from .sweep import (Scenario, SweepConfig, exit_table, format_exits, format_table, policy_metrics, run_sweep,
+                    scenario_json, simulate_policies)
+from .timing import draw_latencies, measure_profile, profile_summary, resolve_profile
+
+REPORT_SCHEMA = "edge-anytime-sim-report"
+REPORT_VERSION = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m simulator.replay", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Budgets are in milliseconds: constant:MS, uniform:LO:HI, normal:MEAN:STD, "
+                                       "large:LO:HI[:K], small:LO:HI[:K], speed:DIST_M:VMIN_KMH:VMAX_KMH, "
+                                       "trace:FILE.csv|.json (options: ?jitter=MS). Streams: gtsrb-tracks[?fps=30], "
+                                       "gtsrb-test, gtsrb-val, cifar10-test, npz:PATH, serial:URL.")
+    src = p.add_argument_group("model and stream")
+    src.add_argument("--bundle", help="bundle folder (holds manifest.json)")
+    src.add_argument("--cache", help="replay a saved prediction cache (.npz) instead of --bundle/--stream (sim clock)")
+    src.add_argument("--stream", default="gtsrb-tracks", help="stream spec (default: gtsrb-tracks)")
+    src.add_argument("--frames", type=int, help="use the first N frames (default: all; 300 on the real clock)")
+    src.add_argument("--data-dir", help="folder holding gtsrb32/ and cifar10/ (default: EDGE_ANYTIME_DATA or ../shared/data)")
+    src.add_argument("--precision", default="fp32", help="graph precision: fp32, fp16 or int8 (default fp32)")
+    src.add_argument("--cache-dir", help="where prediction caches live (default: EDGE_ANYTIME_CACHE or ~/.cache/edge_anytime/simulator)")
+    src.add_argument("--rebuild-cache", action="store_true", help="recompute the cached predictions")
+    bud = p.add_argument_group("budgets")
+    bud.add_argument("--budget", action="append", default=[], help="budget spec in ms; repeat for several scenarios")
+    bud.add_argument("--sweep", help="constant budgets START:STOP:STEP in ms, e.g. constant:0.5:5:0.25")
+    bud.add_argument("--jitter", type=float, default=0.0, help="Gaussian jitter (ms std) added to every budget")
+    bud.add_argument("--seed", type=int, default=0, help="seed of budgets and latency draws (default 0)")
+    clk = p.add_argument_group("clock and controller")
+    clk.add_argument("--clock", choices=("sim", "real"), default="sim")
+    clk.add_argument("--engine", choices=("fast", "live"),
+                     help="sim clock: 'live' runs the Controller with a FakeBackend, 'fast' the vectorised replay "
+                          "(default: live for one budget, fast for several)")
+    clk.add_argument("--verify", action="store_true", help="sim clock: run both engines and check they agree")
+    clk.add_argument("--target", default="x86-64", help="latency profile of the bundle to draw from (default x86-64)")
+    clk.add_argument("--profile", help="latency profile file (profiles/<target>.json format)")
+    clk.add_argument("--measure-profile", action="store_true", help="measure the graphs on this host now (LiteRT)")
+    clk.add_argument("--mode", choices=("anytime", "apriori"), default="anytime")
+    clk.add_argument("--margin-ms", type=float, default=0.3, help="admission safety margin (default 0.3)")
+    clk.add_argument("--guard-ms", type=float, default=0.2, help="watchdog guard before the deadline (default 0.2)")
+    clk.add_argument("--confidence-target", type=float, help="controller stops refining at this confidence")
+    clk.add_argument("--coarse-below", type=float, help="report the coarse class below this fine confidence")
+    clk.add_argument("--threshold", type=float, default=0.9, help="confidence of the threshold baseline (0.9)")
+    clk.add_argument("--threads", type=int, default=1, help="LiteRT threads per graph (default 1)")
+    clk.add_argument("--cpu-load", type=float, help="real clock: a background process busy this fraction of a core")
+    clk.add_argument("--pace", action="store_true", help="real clock: wait for each frame's timestamp like a camera")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", help="write the report here")
+    out.add_argument("--plot", help="write accuracy/timeline/histogram plots here (.png)")
+    out.add_argument("--timeline", action="store_true", help="add per-frame records to the JSON report")
+    out.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def budget_models(args) -> list:
+    specs = list(args.budget)
+    models = [parse_budget(s) for s in specs]
+    if args.sweep:
+        models += parse_sweep(args.sweep)
+    if not models:
+        raise BudgetError("give --budget SPEC (ms, e.g. uniform:0.5:3) or --sweep constant:START:STOP:STEP")
+    if args.jitter:
+        if args.jitter < 0:
+            raise BudgetError("--jitter must be >= 0 milliseconds")
+        models = [parse_budget(m.spec + ("&" if "?" in m.spec else "?") + f"jitter={args.jitter:g}") for m in models]
+    return models
+
+
+def controller_options(args, online: bool) -> ControllerOptions:
+    return ControllerOptions(mode=args.mode, confidence_target=args.confidence_target, margin_s=args.margin_ms / 1e3,
+                             watchdog_guard_s=args.guard_ms / 1e3, coarse_below=args.coarse_below,
+                             estimator=replace(FROZEN, online=online), warmup_runs=20 if online else 0,
+                             precision=args.precision, num_threads=args.threads)
+
+
+def _load_bundle(args):
+    from edge_anytime.bundle import Bundle
+
+    if not args.bundle:
+        raise CacheError("give --bundle B (a bundle folder), or --cache FILE to replay a saved cache on the sim clock")
+    return Bundle.load(args.bundle)
+
+
+def _measure(bundle, precisions: dict, threads: int):
+    from edge_anytime.backends.base import GraphLoadSpec, create_backend
+
+    engine = create_backend("litert", num_threads=threads)
+    runners = {}
+    try:
+        for graph, precision in precisions.items():
+            graph_file = bundle.graph_file(graph, precision)
+            runners[graph] = engine.load_graph(GraphLoadSpec(bundle.program.graphs[graph], precision, graph_file,
+                                                             bundle.path_of(graph_file.path)))
+        return measure_profile(bundle.program, runners, precisions)
+    finally:
+        for runner in runners.values():
+            runner.close()
+
+
+def _open(args) -> Stream:
+    stream = open_stream(args.stream, frames=args.frames, data_dir=args.data_dir)
+    if isinstance(stream, SerialStream):  # read once, keep in memory: the cache and the replay both need it
+        with stream:
+            items = list(stream)
+        if not items:
+            raise StreamError(f"{args.stream}: no frame arrived")
+        stream = Stream(stream.spec, [f.frame for f in items], np.array([f.timestamp_s for f in items]),
+                        np.full(len(items), -1), np.full(len(items), -1))
+    return stream
+
+
+def run(args) -> dict:
+    """Run the replay the parsed arguments describe; returns the JSON report (also printed as tables)."""
+    started = time.perf_counter()
+    models = budget_models(args)
+    real = args.clock == "real"
+    if real and args.frames is None:
+        args.frames = 300
+    bundle = None
+    if args.cache and not real:
+        cache = PredictionCache.load(args.cache)
+        if args.frames is not None and args.frames < len(cache):
+            cache = cache.subset(args.frames)
+        stream = None
+    else:
+        bundle = _load_bundle(args)
+        stream = _open(args)
+        cache = cached_predictions(bundle, stream, frames=args.frames, precision=args.precision,
+                                   num_threads=args.threads, cache_dir=args.cache_dir,
+                                   rebuild=args.rebuild_cache or stream.spec.startswith("serial:"),
+                                   show_progress=not args.quiet)
+    if args.profile or not (real or args.measure_profile):
+        profile, source = resolve_profile(cache.profiles, args.target, args.profile, cache.program)
+    else:
+        bundle = bundle or _load_bundle(args)
+        profile, source = _measure(bundle, cache.precisions, args.threads), "measured:this-host"
+    setup = ReplaySetup.create(cache.program, profile, cache.precisions, controller_options(args, online=False))
+    config = SweepConfig(seed=args.seed, threshold=args.threshold, verify=args.verify, show_progress=not args.quiet,
+                         engine=args.engine or ("live" if len(models) == 1 or args.verify else "fast"))
+    replay_started = time.perf_counter()
+    if real:
+        scenarios = run_real(args, bundle, stream, cache, setup, profile, models, config)
+        engine = "wall-clock"
+    else:
+        scenarios = run_sweep(cache, setup, profile, models, config)
+        engine = config.engine
+    replay_s = time.perf_counter() - replay_started
+    exits = exit_table(cache, setup, profile)
+    if not args.quiet or not args.json:
+        print(f"stream {cache.meta.get('stream')}: {len(cache)} frames; clock {args.clock} ({engine}); "
+              f"latency profile {source}")
+        print(format_exits(exits))
+        print()
+        print(format_table(scenarios, args.mode, args.threshold))
+    report = {
+        "schema": REPORT_SCHEMA, "version": REPORT_VERSION,
+        "command": "python -m simulator.replay " + shlex.join(args.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "bundle": {"path": cache.meta.get("bundle"), "sha256": cache.meta.get("bundle_sha"),
+                   "model": cache.model.name, "dataset": cache.model.dataset, "precisions": cache.precisions},
+        "cache": {"path": str(cache.path) if cache.path else None, "key": cache.key},
+        "stream": {"spec": cache.meta.get("stream"), "frames": len(cache),
+                   "labelled": int((cache.labels >= 0).sum()), "rejected_frames": int((~cache.valid).sum()),
+                   "failed_frames": int((cache.bad_steps.any(axis=1) & cache.valid).sum()),
+                   "tracks": int(len(np.unique(cache.track_ids[cache.track_ids >= 0])))},
+        "clock": args.clock, "engine": engine, "seed": args.seed, "target": args.target,
+        "profile": {"source": source, "graphs": profile_summary(profile, cache.precisions, setup.estimates)},
+        "controller": {"mode": args.mode, "margin_ms": args.margin_ms, "watchdog_guard_ms": args.guard_ms,
+                       "confidence_target": args.confidence_target, "coarse_below": args.coarse_below,
+                       "estimator": "online (warm-up)" if real else "frozen (profile)"},
+        "baselines": {"threshold": args.threshold},
+        "cpu_load": args.cpu_load, "paced": bool(args.pace),
+        "exits": exits,
+        "scenarios": [scenario_json(sc, timeline=args.timeline) for sc in scenarios],
+        "timing": {"wall_s": time.perf_counter() - started, "replay_s": replay_s,
+                   "frames_per_s": len(cache) * len(scenarios) / replay_s if replay_s > 0 else None},
+    }
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    if args.plot:
+        from .plots import plot_scenarios
+
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        plot_scenarios(scenarios, args.plot, args.mode, args.threshold,
+                       title=f"{cache.model.name} on {cache.meta.get('stream')} ({args.clock} clock, {source})")
+    return report
+
+
+def run_real(args, bundle, stream, cache, setup, profile, models, config) -> list[Scenario]:
+    """Each scenario through Controller.from_bundle on the wall clock, beside its simulated twin."""
+    from contextlib import nullcontext
+
+    from edge_anytime.controller import Controller
+
+    from .fast import exit_predictions
+    from .live import replay_real
+    from .load import BackgroundLoad
+
+    preds = exit_predictions(cache, setup.options.coarse_below)
+    draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), config.seed)
+    load = BackgroundLoad(args.cpu_load) if args.cpu_load else nullcontext()
+    scenarios = []
+    with load, Controller.from_bundle(bundle, options=controller_options(args, online=True)) as ctrl:
+        for i, model in enumerate(models):
+            budgets = model.sample(len(cache), config.seed, cache.timestamps)
+            outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold)
+            outcomes["sim:" + args.mode] = outcomes[args.mode]
+            outcomes[args.mode], _ = replay_real(bundle, stream, budgets, pace=args.pace, controller=ctrl,
+                                                 show_progress=config.show_progress,
+                                                 desc=f"real clock {i + 1}/{len(models)} {model.spec}")
+            simulated = tuple(name for name in outcomes if name != args.mode)
+            scenarios.append(Scenario(model, budgets, outcomes, policy_metrics(outcomes, cache), best, simulated))
+    return scenarios
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        run(args)
+    except (EdgeAnytimeError, BudgetError, StreamError, CacheError, ValueError, OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Step latencies for the simulated clock: the plan's structure, the profile, frozen pWCETs, per-frame draws.
+
+>>> plan = PlanInfo.from_program(program)                                   # doctest: +SKIP
+>>> draws = draw_latencies(plan, profile, {"stem": "fp32", ...}, n=1000, seed=0)   # doctest: +SKIP
+>>> draws.anytime().shape                                                   # doctest: +SKIP
+(1000, 6)
+
+Draws are per graph *call*: the j-th call of graph g while frame i runs takes
+`draws.per_graph[g][i, j]` seconds, a sample picked at random from g's profile.
+The live replay (FakeBackend) and the vectorised replay read the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from edge_anytime.errors import BundleError
+from edge_anytime.latency import EstimatorOptions, make_estimator
+from edge_anytime.plan import exit_ranks
+from edge_anytime.profile import LatencyProfile, load_profile
+from edge_anytime.program import Program
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    """What the controller will run, as index tuples (anytime segments, a-priori slices, graph calls)."""
+
+    step_graphs: tuple[str, ...]
+    segments: tuple[tuple[int, tuple[int, ...]], ...]   # (exit index, step indices) in plan order
+    slices: tuple[tuple[int, ...], ...]                 # a-priori plan of each exit
+    ranks: tuple[float, ...]                            # how the controller ranks exits (plan.exit_ranks)
+    apriori_order: tuple[int, ...]                      # exits by decreasing rank
+    calls: Mapping[str, int]                            # calls of each graph in the anytime plan
+    anytime_call: tuple[int, ...]                       # step -> which call of its graph it is (anytime)
+    slice_call: tuple[tuple[int, ...], ...]             # per exit: slice position -> call of its graph
+
+    @classmethod
+    def from_program(cls, program: Program) -> "PlanInfo":
+        graphs = tuple(step.graph for step in program.steps)
+        segments = tuple((s.exit_index, s.steps) for s in program.anytime_segments())
+        slices = tuple(program.apriori_plan(e.index) for e in program.exits)
+        ranks = tuple(exit_ranks(program))
+
+        def call_numbers(steps):
+            seen: dict[str, int] = {}
+            out = []
+            for s in steps:
+                out.append(seen.get(graphs[s], 0))
+                seen[graphs[s]] = out[-1] + 1
+            return tuple(out)
+
+        calls = {g: graphs.count(g) for g in program.graphs}
+        return cls(graphs, segments, slices, ranks, tuple(sorted(range(len(ranks)), key=lambda i: -ranks[i])),
+                   calls, call_numbers(range(len(graphs))), tuple(call_numbers(sl) for sl in slices))
+
+
+@dataclass(frozen=True)
+class LatencyDraws:
+    """Per-frame step latencies in seconds; see the module docstring."""
+
+    plan: PlanInfo
+    per_graph: Mapping[str, np.ndarray]   # graph -> (frames, calls) seconds
+
+    def __len__(self) -> int:
+        return len(next(iter(self.per_graph.values())))
+
+    def anytime(self) -> np.ndarray:
+        """(frames, steps): the latency of every step of the anytime plan."""
+        plan = self.plan
+        return np.stack([self.per_graph[g][:, c] for g, c in zip(plan.step_graphs, plan.anytime_call)], axis=1)
+
+    def slice(self, exit_index: int) -> np.ndarray:
+        """(frames, len(slice)): the latency of every step of exit `exit_index`'s a-priori plan."""
+        plan = self.plan
+        steps = plan.slices[exit_index]
+        return np.stack([self.per_graph[plan.step_graphs[s]][:, c]
+                         for s, c in zip(steps, plan.slice_call[exit_index])], axis=1)
+
+
+def _seed(seed: int, text: str) -> list[int]:
+    return [int(seed), int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")]
+
+
+def draw_latencies(plan: PlanInfo, profile: LatencyProfile, precisions: Mapping[str, str], n: int,
+                   seed: int = 0, scale: float = 1.0) -> LatencyDraws:
+    """Draw every graph call of `n` frames from the profile's samples (with replacement), times `scale`."""
+    rng = np.random.default_rng(_seed(seed, "latency"))
+    per_graph = {}
+    for graph in sorted(plan.calls):
+        samples = np.asarray(profile.samples_s(graph, precisions[graph]), np.float64)
+        picks = rng.integers(0, len(samples), size=(n, max(1, plan.calls[graph])))
+        per_graph[graph] = samples[picks] * scale
+    return LatencyDraws(plan, per_graph)
+
+
+def frozen_estimates(program: Program, profile: LatencyProfile, precisions: Mapping[str, str],
+                     options: EstimatorOptions) -> dict[str, float]:
+    """The pWCET (seconds) of every graph exactly as a controller seeded from `profile` computes it."""
+    out = {}
+    for graph in program.graphs:
+        estimator = make_estimator(options)
+        estimator.seed(profile.samples_s(graph, precisions[graph]))
+        out[graph] = estimator.estimate()
+    return out
+
+
+def resolve_profile(profiles: Mapping[str, LatencyProfile], target: str, path: str | None = None,
+                    program: Program | None = None) -> tuple[LatencyProfile, str]:
+    """The profile to draw from and where it came from: `path` if given, else the bundle's for `target`."""
+    if path is not None:
+        return load_profile(path, program), f"file:{path}"
+    if target not in profiles:
+        raise BundleError(f"the bundle has no latency profile for target {target!r} (it has {sorted(profiles)}). "
+                          f"Measure one on the target with: python -m edge_anytime.deploy --target {target} --profile; "
+                          f"or pass --profile FILE, or --measure-profile to measure this host now")
+    return profiles[target], f"bundle:{target}"
+
+
+def measure_profile(program: Program, runners: Mapping, precisions: Mapping[str, str], runs: int = 200,
+                    target: str | None = None, backend: str = "litert") -> LatencyProfile:
+    """Time every graph `runs` times on zeros (after one discarded warm-up run) on this host."""
+    import time
+
+    graphs = {}
+    for graph, signature in program.graphs.items():
+        inputs = {p.name: np.zeros(p.shape, dtype=p.dtype) for p in signature.inputs}
+        runner = runners[graph]
+        runner.run(inputs)
+        samples = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            runner.run(inputs)
+            samples.append((time.perf_counter() - t0) * 1e6)
+        graphs[graph] = {precisions[graph]: tuple(samples)}
+    return LatencyProfile(target or f"measured:{platform.node()}", backend, graphs)
+
+
+def profile_summary(profile: LatencyProfile, precisions: Mapping[str, str], estimates: Mapping[str, float]) -> dict:
+    """JSON-ready medians, p99 and frozen pWCETs (ms) per graph."""
+    out = {}
+    for graph, precision in precisions.items():
+        samples = np.asarray(profile.samples_s(graph, precision)) * 1e3
+        out[graph] = {"precision": precision, "samples": int(samples.size), "median_ms": float(np.median(samples)),
+                      "p99_ms": float(np.percentile(samples, 99)), "pwcet_ms": float(estimates[graph] * 1e3)}
+    return out

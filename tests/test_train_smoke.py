@@ -1,0 +1,85 @@
+"""training.train / training.evaluate: a one-epoch CLI run on a tiny synthetic dataset, resume, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from training import data
+from training.evaluate import expected_calibration_error, fit_temperature, nll, softmax
+from training.train import TrainConfig, lr_at, load_checkpoint, main, parse_args
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    data.clear_cache()
+    data.write_synthetic(tmp_path / "data", "gtsrb32", tracks_per_class=2, test_per_class=2)
+    yield tmp_path / "data"
+    data.clear_cache()
+
+
+def test_one_epoch_cli_run_and_resume(tmp_path, tiny_data):
+    run = tmp_path / "run"
+    args = ["--arch", "resann", "--dataset", "gtsrb32", "--out", str(run), "--data-dir", str(tiny_data),
+            "--limit-train", "256", "--limit-eval", "128", "--batch-size", "64", "--weighting", "adaloss", "--device", "cpu",
+            "--arch-kwargs", '{"widths": [8, 16, 16]}']
+    metrics = main(args + ["--epochs", "1"])
+    assert len(metrics["test_accuracy"]) == 3 and len(metrics["temperatures"]) == 3
+    on_disk = json.loads((run / "metrics.json").read_text())
+    assert on_disk["test_accuracy"] == metrics["test_accuracy"]
+    exit0 = on_disk["exits"][0]
+    for key in ("accuracy", "confidence", "mean_max_softmax", "ece", "ece_calibrated", "superclass_accuracy"):
+        assert 0 <= exit0["test"][key] <= 1
+    assert exit0["flops"] < on_disk["exits"][2]["flops"] and exit0["params"] > 0
+    assert len(exit0["test_per_class"]) == 43
+    lines = [json.loads(s) for s in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0] and len(lines[0]["val_accuracy"]) == 3
+
+    state = torch.load(run / "checkpoint.pt", weights_only=True)  # tensors + plain values only
+    assert state["config"]["normalisation"]["mean"] == list(data.DATASETS["gtsrb32"].mean)
+    model, config = load_checkpoint(run / "checkpoint.pt")
+    assert config["arch_kwargs"]["widths"] == [8, 16, 16] and config["temperatures"] == metrics["temperatures"]
+    assert not model.training and len(model(torch.zeros(1, 3, 32, 32))) == 3
+
+    main(args + ["--epochs", "2", "--resume"])
+    lines = [json.loads(s) for s in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1]
+    assert load_checkpoint(run / "checkpoint.pt")[1]["epoch"] == 1
+
+
+def test_cli_parsing_and_schedule():
+    config = parse_args(["--arch", "resann", "--dataset", "cifar10", "--epochs", "4", "--out", "x",
+                         "--arch-kwargs", '{"blocks_per_section": 2}', "--schedule", "step"])
+    assert config == TrainConfig(arch="resann", dataset="cifar10", epochs=4, out="x", schedule="step",
+                                 arch_kwargs={"blocks_per_section": 2})
+    assert [lr_at(config, s, 10) for s in (0, 19, 20, 30, 39)] == pytest.approx([0.1, 0.1, 0.01, 0.001, 0.001])
+    cosine = TrainConfig(arch="resann", dataset="cifar10", epochs=2, out="x", warmup_epochs=0.5)
+    assert lr_at(cosine, 0, 10) == pytest.approx(0.02) and lr_at(cosine, 19, 10) < 0.002
+    with pytest.raises(SystemExit):
+        parse_args(["--arch", "resann", "--dataset", "cifar10", "--epochs", "1", "--out", "x", "--arch-kwargs", "{"])
+
+
+def test_missing_checkpoint_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="training.train"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_temperature_scaling_recovers_the_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(4000, 10))
+    labels = np.array([rng.choice(10, p=p) for p in softmax(logits, 2.0)])  # true temperature 2
+    t = fit_temperature(logits, labels)
+    assert 1.8 < t < 2.2
+    assert nll(logits, labels, t) < nll(logits, labels, 1.0)
+    probs = softmax(logits)
+    assert expected_calibration_error(softmax(logits, t), labels) < expected_calibration_error(probs, labels)
+
+
+def test_ece_by_hand():
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
+    labels = np.array([0, 1, 0, 0])
+    # bin of 0.9: accuracy 0.5 -> |0.5 - 0.9| = 0.4; bin of 0.6: accuracy 1 -> 0.4; each half of the data
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.4)
