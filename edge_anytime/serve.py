@@ -279,28 +279,34 @@ def build_controller(args, callbacks: list[Callbacks]):
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Run the service until the source ends, --max-frames, or SIGTERM/SIGINT; counters go to stderr."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    if args.cpus:
-        from .realtime import RealtimeOptions, apply_realtime
-
-        print(f"serve: {apply_realtime(RealtimeOptions(cpus=args.cpus))}", file=sys.stderr)
-    default_budget = None if args.budget_ms is None else args.budget_ms / 1e3
-    sinks = [open_sink(url) for url in (args.sink or ["stdout"]) if url != args.source]
-    counters = Counters()
-    started = time.perf_counter()
-    ctrl = build_controller(args, [counters, *sinks])
+    sinks: list[Sink] = []
     try:
-        if args.source.startswith("serial:"):
-            serve_serial(ctrl, args.source, default_budget, stop, args.max_frames, counters)
-        else:
-            serve_frames(ctrl, make_source(args, ctrl.model.input), default_budget, stop, args)
-        ctrl.flush()
+        if args.cpus:
+            from .realtime import RealtimeOptions, apply_realtime
+
+            print(f"serve: {apply_realtime(RealtimeOptions(cpus=args.cpus))}", file=sys.stderr)
+        default_budget = None if args.budget_ms is None else args.budget_ms / 1e3
+        for url in args.sink or ["stdout"]:
+            if url != args.source:       # a serial source answers over its own link
+                sinks.append(open_sink(url))
+        counters = Counters()
+        started = time.perf_counter()
+        ctrl = build_controller(args, [counters, *sinks])
+        try:
+            if args.source.startswith("serial:"):
+                serve_serial(ctrl, args.source, default_budget, stop, args.max_frames, counters)
+            else:
+                serve_frames(ctrl, make_source(args, ctrl.model.input), default_budget, stop, args)
+            ctrl.flush()
+        finally:
+            ctrl.close()
+            print(counters.summary(ctrl.stats(), time.perf_counter() - started), file=sys.stderr, flush=True)
     finally:
-        ctrl.close()
         for sink in sinks:
             sink.close()
-        print(counters.summary(ctrl.stats(), time.perf_counter() - started), file=sys.stderr, flush=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     clk.add_argument("--target", default="x86-64", help="latency profile of the bundle to draw from (default x86-64)")
     clk.add_argument("--profile", help="latency profile file (profiles/<target>.json format)")
     clk.add_argument("--measure-profile", action="store_true", help="measure the graphs on this host now (LiteRT)")
+    clk.add_argument("--latency-scale", type=float, default=1.0,
+                     help="sim clock: drawn step latencies times this (e.g. 1.3: a target 30%% slower than profiled)")
     clk.add_argument("--mode", choices=("anytime", "apriori"), default="anytime")
     clk.add_argument("--margin-ms", type=float, default=0.3, help="admission safety margin (default 0.3)")
     clk.add_argument("--guard-ms", type=float, default=0.2, help="watchdog guard before the deadline (default 0.2)")
@@ -176,6 +178,7 @@ def run(args) -> dict:
         profile, source = _measure(bundle, cache.precisions, args.threads), "measured:this-host"
     setup = ReplaySetup.create(cache.program, profile, cache.precisions, controller_options(args, online=False))
     config = SweepConfig(seed=args.seed, threshold=args.threshold, verify=args.verify, show_progress=not args.quiet,
+                         latency_scale=args.latency_scale,
                          engine=args.engine or ("live" if len(models) == 1 or args.verify else "fast"))
     replay_started = time.perf_counter()
     if real:
@@ -204,6 +207,7 @@ def run(args) -> dict:
                    "failed_frames": int((cache.bad_steps.any(axis=1) & cache.valid).sum()),
                    "tracks": int(len(np.unique(cache.track_ids[cache.track_ids >= 0])))},
         "clock": args.clock, "engine": engine, "seed": args.seed, "target": args.target,
+        "latency_scale": args.latency_scale,
         "profile": {"source": source, "graphs": profile_summary(profile, cache.precisions, setup.estimates)},
         "controller": {"mode": args.mode, "margin_ms": args.margin_ms, "watchdog_guard_ms": args.guard_ms,
                        "confidence_target": args.confidence_target, "coarse_below": args.coarse_below,

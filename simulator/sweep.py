@@ -37,12 +37,15 @@ class SweepConfig:
     engine: str = "fast"
     verify: bool = False
     show_progress: bool = True
+    latency_scale: float = 1.0    # drawn step latencies times this (a slower target than profiled)
 
     def __post_init__(self) -> None:
         if self.engine not in ("fast", "live"):
             raise ValueError(f"engine must be 'fast' or 'live', got {self.engine!r}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not self.latency_scale > 0:
+            raise ValueError(f"latency_scale must be > 0, got {self.latency_scale}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,7 +93,7 @@ def run_sweep(cache, setup: ReplaySetup, profile: LatencyProfile, models: Sequen
     from .live import replay_live_sim
 
     preds = exit_predictions(cache, setup.options.coarse_below)
-    draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), config.seed)
+    draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), config.seed, config.latency_scale)
     scenarios = []
     for model in progress(models, desc="budget scenarios", enabled=config.show_progress and len(models) > 1):
         budgets = model.sample(len(cache), config.seed, cache.timestamps)
