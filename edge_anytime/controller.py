@@ -131,7 +131,12 @@ class Controller:
         return cls(program, runners, model, clock=clock, options=options, callbacks=callbacks, profile=profile)
 
     def add_callbacks(self, callbacks: Callbacks) -> None:
-        self._callbacks.append(callbacks)
+        """Register another callbacks object (all are called on the delivery thread, in registration order)."""
+        self._callbacks = [*self._callbacks, callbacks]
+
+    def remove_callbacks(self, callbacks: Callbacks) -> None:
+        """Unregister a callbacks object; unknown objects are ignored."""
+        self._callbacks = [c for c in self._callbacks if c is not callbacks]
 
     def warm_up(self, runs: int) -> None:
         """Run every graph `runs` times on zeros and seed its latency estimate (first run discarded)."""

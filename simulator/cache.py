@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -128,7 +129,7 @@ class PredictionCache:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
                 arrays = {name: data[name] for name in _ARRAYS}
-        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise CacheError(f"prediction cache {path} is damaged or from another tool ({exc}); {fix}") from exc
         if header.get("format") != CACHE_FORMAT or header.get("version") != CACHE_VERSION:
             raise CacheError(f"{path} is not a version-{CACHE_VERSION} prediction cache; {fix}")

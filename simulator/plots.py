@@ -32,9 +32,8 @@ def plot_scenarios(scenarios: Sequence[Scenario], path: str | os.PathLike, contr
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     _accuracy(axes[0], scenarios, controller, threshold)
-    if timeline is None:
-        misses = [sc.metrics[controller].missed for sc in scenarios]
-        timeline = int(np.argmax(misses)) if max(misses) > 0 else len(scenarios) // 2
+    if timeline is None:  # the scenario with the most varied outcomes (exits and misses)
+        timeline = int(np.argmax([_entropy(sc.metrics[controller].exit_histogram) for sc in scenarios]))
     _timeline(axes[1], scenarios[timeline], controller)
     _histogram(axes[2], scenarios, controller)
     if title:
@@ -42,6 +41,12 @@ def plot_scenarios(scenarios: Sequence[Scenario], path: str | os.PathLike, contr
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _entropy(histogram) -> float:
+    p = np.asarray(histogram, float)
+    p = p[p > 0] / p.sum()
+    return float(-(p * np.log(p)).sum())
 
 
 def _accuracy(ax, scenarios, controller, threshold) -> None:
@@ -72,21 +77,24 @@ def _accuracy(ax, scenarios, controller, threshold) -> None:
     ax.grid(alpha=0.3)
 
 
-def _timeline(ax, sc: Scenario, controller: str) -> None:
+def _timeline(ax, sc: Scenario, controller: str, frames: int = 300) -> None:
     out = sc.outcomes[controller]
-    t = out.start_s - out.start_s.min()
-    budget = sc.budgets_s * 1e3
-    latency = (out.delivered_s - out.start_s) * 1e3
-    ax.plot(t, budget, color="0.6", linewidth=0.8, label="budget")
-    on_time = out.on_time
-    points = ax.scatter(t[on_time], latency[on_time], c=out.exit[on_time], s=6, cmap="viridis",
-                        vmin=0, vmax=max(1, int(out.exit.max())), label="result (colour: exit)")
-    miss = ~on_time & ~out.error
+    n = min(frames, len(out))
+    t = (out.start_s - out.start_s.min())[:n]
+    budget = sc.budgets_s[:n] * 1e3
+    latency = ((out.delivered_s - out.start_s) * 1e3)[:n]
+    ax.plot(t, budget, "_", color="0.5", markersize=4, label="budget")
+    on_time = out.on_time[:n]
+    error = out.error[:n]
+    exits = out.exit[:n]
+    points = ax.scatter(t[on_time], latency[on_time], c=exits[on_time], s=8, cmap="viridis",
+                        vmin=0, vmax=max(1, int(out.exit.max())), label="result (delivery time; colour: exit)")
+    miss = ~on_time & ~error
     ax.scatter(t[miss], budget[miss], marker="x", color="red", s=18, label=f"deadline miss ({int(miss.sum())})")
-    if out.error.any():
-        ax.scatter(t[out.error], budget[out.error], marker="+", color="black", s=18, label="error")
+    if error.any():
+        ax.scatter(t[error], budget[error], marker="+", color="black", s=18, label="error")
     ax.figure.colorbar(points, ax=ax, label="exit")
-    ax.set_xlabel("stream time (s)")
+    ax.set_xlabel(f"stream time (s), first {n} frames")
     ax.set_ylabel("ms")
     ax.set_title(f"{controller} timeline at {sc.budget.spec}")
     ax.legend(fontsize=7, loc="upper right")

@@ -43,6 +43,7 @@ from .timing import draw_latencies, measure_profile, profile_summary, resolve_pr
 
 REPORT_SCHEMA = "edge-anytime-sim-report"
 REPORT_VERSION = 1
+DEMO_FRAMES = 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("model and stream")
     src.add_argument("--bundle", help="bundle folder (holds manifest.json)")
     src.add_argument("--cache", help="replay a saved prediction cache (.npz) instead of --bundle/--stream (sim clock)")
-    src.add_argument("--stream", default="gtsrb-tracks", help="stream spec (default: gtsrb-tracks)")
+    src.add_argument("--stream", help="stream spec (default: gtsrb-tracks; gtsrb-test with --demo)")
     src.add_argument("--frames", type=int, help="use the first N frames (default: all; 300 on the real clock)")
     src.add_argument("--data-dir", help="folder holding gtsrb32/ and cifar10/ (default: EDGE_ANYTIME_DATA or ../shared/data)")
     src.add_argument("--precision", default="fp32", help="graph precision: fp32, fp16 or int8 (default fp32)")
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     clk.add_argument("--threads", type=int, default=1, help="LiteRT threads per graph (default 1)")
     clk.add_argument("--cpu-load", type=float, help="real clock: a background process busy this fraction of a core")
     clk.add_argument("--pace", action="store_true", help="real clock: wait for each frame's timestamp like a camera")
+    clk.add_argument("--demo", action="store_true",
+                     help="the project demo: real GTSRB test images through the bundle on real LiteRT (wall clock) "
+                          "under a sweep of constant budgets spanning its exits, beside the simulator's prediction "
+                          f"(= --clock real --stream gtsrb-test --frames {DEMO_FRAMES} and an automatic --sweep)")
     out = p.add_argument_group("output")
     out.add_argument("--json", help="write the report here")
     out.add_argument("--plot", help="write accuracy/timeline/histogram plots here (.png)")
@@ -154,7 +159,12 @@ def _open(args) -> Stream:
 def run(args) -> dict:
     """Run the replay the parsed arguments describe; returns the JSON report (also printed as tables)."""
     started = time.perf_counter()
-    models = budget_models(args)
+    if args.demo:
+        args.clock = "real"
+        args.stream = args.stream or "gtsrb-test"
+        args.frames = args.frames or DEMO_FRAMES
+    args.stream = args.stream or "gtsrb-tracks"
+    models = budget_models(args) if (args.budget or args.sweep or not args.demo) else None
     real = args.clock == "real"
     if real and args.frames is None:
         args.frames = 300
@@ -165,8 +175,8 @@ def run(args) -> dict:
             cache = cache.subset(args.frames)
         stream = None
     else:
-        bundle = _load_bundle(args)
         stream = _open(args)
+        bundle = _load_bundle(args)
         cache = cached_predictions(bundle, stream, frames=args.frames, precision=args.precision,
                                    num_threads=args.threads, cache_dir=args.cache_dir,
                                    rebuild=args.rebuild_cache or stream.spec.startswith("serial:"),
@@ -177,6 +187,8 @@ def run(args) -> dict:
         bundle = bundle or _load_bundle(args)
         profile, source = _measure(bundle, cache.precisions, args.threads), "measured:this-host"
     setup = ReplaySetup.create(cache.program, profile, cache.precisions, controller_options(args, online=False))
+    if models is None:
+        models = demo_budgets(exit_table(cache, setup, profile))
     config = SweepConfig(seed=args.seed, threshold=args.threshold, verify=args.verify, show_progress=not args.quiet,
                          latency_scale=args.latency_scale,
                          engine=args.engine or ("live" if len(models) == 1 or args.verify else "fast"))
@@ -189,12 +201,11 @@ def run(args) -> dict:
         engine = config.engine
     replay_s = time.perf_counter() - replay_started
     exits = exit_table(cache, setup, profile)
-    if not args.quiet or not args.json:
-        print(f"stream {cache.meta.get('stream')}: {len(cache)} frames; clock {args.clock} ({engine}); "
-              f"latency profile {source}")
-        print(format_exits(exits))
-        print()
-        print(format_table(scenarios, args.mode, args.threshold))
+    print(f"stream {cache.meta.get('stream')}: {len(cache)} frames; clock {args.clock} ({engine}); "
+          f"latency profile {source}")
+    print(format_exits(exits))
+    print()
+    print(format_table(scenarios, args.mode, args.threshold))
     report = {
         "schema": REPORT_SCHEMA, "version": REPORT_VERSION,
         "command": "python -m simulator.replay " + shlex.join(args.argv),
@@ -229,6 +240,14 @@ def run(args) -> dict:
         plot_scenarios(scenarios, args.plot, args.mode, args.threshold,
                        title=f"{cache.model.name} on {cache.meta.get('stream')} ({args.clock} clock, {source})")
     return report
+
+
+def demo_budgets(exits: list[dict], count: int = 10) -> list:
+    """Constant budgets from below the first exit's admission threshold to past the last one's."""
+    lo = 0.7 * exits[0]["min_budget_ms"]
+    hi = 1.15 * exits[-1]["min_budget_ms"]
+    step = float(f"{(hi - lo) / (count - 1):.2g}")
+    return [parse_budget(f"constant:{float(f'{lo + i * step:.3g}'):g}") for i in range(count)]
 
 
 def run_real(args, bundle, stream, cache, setup, profile, models, config) -> list[Scenario]:

@@ -145,8 +145,11 @@ def _pct(value: float | None) -> str:
 def format_table(scenarios: Sequence[Scenario], controller: str = "anytime", threshold: float = 0.9) -> str:
     """budget -> exit reached, accuracy, deadline met/missed, with the baselines' accuracy."""
     thr = f"threshold:{threshold:g}"
-    head = (f"{'budget (ms)':<22} {'mean':>6} | {controller + ' exit':>13} {'acc':>6} {'met':>6} {'missed':>6} | "
-            f"{'apriori':>7} {'best-static':>14} {thr:>15} {'miss':>6}")
+    twin = "sim:" + controller
+    has_twin = twin in scenarios[0].metrics
+    head = (f"{'budget (ms)':<22} {'mean':>6} | {controller + ' exit':>13} {'acc':>6} {'met':>6} {'missed':>6} "
+            + (f"{'sim acc':>7} {'sim met':>7} " if has_twin else "")
+            + f"| {'apriori':>7} {'best-static':>14} {thr:>15} {'miss':>6}")
     lines = [head, "-" * len(head)]
     for sc in scenarios:
         m = sc.metrics[controller]
@@ -155,8 +158,10 @@ def format_table(scenarios: Sequence[Scenario], controller: str = "anytime", thr
         th = sc.metrics[thr]
         exit_text = "-" if m.mean_exit is None else f"{m.mean_exit:.2f}"
         best_text = f"{_pct(best.accuracy)} (" + ("none" if sc.best_static is None else f"e{sc.best_static}") + ")"
+        sim = (f"{_pct(sc.metrics[twin].accuracy):>7} {_pct(sc.metrics[twin].deadline_met):>7} " if has_twin else "")
         lines.append(f"{sc.budget.spec:<22} {sc.budgets_s.mean() * 1e3:6.2f} | {exit_text:>13} {_pct(m.accuracy):>6} "
-                     f"{_pct(m.deadline_met):>6} {_pct(m.miss_rate):>6} | {_pct(apriori.accuracy if apriori else None):>7} "
+                     f"{_pct(m.deadline_met):>6} {_pct(m.miss_rate):>6} {sim}| "
+                     f"{_pct(apriori.accuracy if apriori else None):>7} "
                      f"{best_text:>14} {_pct(th.accuracy):>15} {_pct(th.miss_rate):>6}")
     return "\n".join(lines)
 

@@ -53,6 +53,17 @@ def test_loop_round_trip_and_counters():
         link.send(Ping(3))
 
 
+def test_sending_more_than_max_payload_is_refused_with_the_fix():
+    import numpy as np
+
+    from edge_anytime.serial.protocol import ProtocolError
+
+    with open_link("loop://", max_payload=1024) as link:
+        with pytest.raises(ProtocolError, match="max_payload=1024.*both sides"):
+            link.send(Frame.from_array(1, np.zeros((32, 32, 3), np.uint8), budget_s=0.01))
+        assert link.send(Ping(1)) == 0                          # nothing was written, the sequence goes on
+
+
 def test_keyword_options_override_the_url_query():
     with open_link("loop://", LinkOptions(baudrate=9600), baudrate=57600) as link:
         assert link.port.baudrate == 57600

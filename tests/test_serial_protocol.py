@@ -22,8 +22,8 @@ FRAME_VECTOR = ("ea7e011000000500220000005a8bd76c"                          # he
                 "5e20eaf5")                                                    # frame CRC-32
 
 RESULT_VECTOR = ("ea7e01110000060030000000a3722807"                          # header, seq 6, length 48
-                 "07000000" "01" "01" "01" "02" "0400" "ffff" "0000403f"     # id, status, exit, mode, k, label, coarse, conf
-                 "c4090000" "d4feffff" "0400" "0200" "0000" "0000"          # elapsed, lateness, run, skipped, late, reserved
+                 "07000000" "01" "01" "01" "02" "0400" "ffff" "0000403f"     # id status exit mode k label coarse conf
+                 "c4090000" "d4feffff" "0400" "0200" "0000" "0000"          # elapsed lateness run skipped late 0
                  "04000000" "0000403f" "01000000" "0000003e"                # top-k (label, reserved, probability) x 2
                  "50fed7e6")                                                # frame CRC-32
 
@@ -176,3 +176,9 @@ def test_the_documented_test_vectors_decode():
              for block in blocks]
     assert wires[0] == PING_VECTOR and wires[2] == FRAME_VECTOR and wires[3] == RESULT_VECTOR
     assert wires[1] == encode(Hello(), seq=0, flags=FLAG_SEQ_RESET).hex()
+
+
+def test_long_texts_are_cut_to_240_bytes_on_a_character_boundary():
+    got = one(encode(Error(ErrorCode.INTERNAL, "é" * 300)))
+    assert got.text == "é" * 120
+    assert one(encode(Result(1, StopReason.NO_RESULT, error="x" * 500))).error == "x" * 240

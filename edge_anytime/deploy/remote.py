@@ -95,7 +95,7 @@ Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess"]
 
 
 def _run(argv: Sequence[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(list(argv), stderr=subprocess.PIPE, text=True)  # stdout: the terminal
 
 
 def check_tools() -> None:
@@ -120,8 +120,23 @@ def reach(remote: Remote) -> None:
             f"Check the address and that sshd runs on the device, and set up key login: ssh-copy-id {remote.host}")
 
 
-def deploy_remote(remote: Remote, package_dir: Path, archive: Path, profile_dest: Path, run: Runner = _run) -> None:
-    """Run the plan after `reach`: upload, install, profile + self-test, fetch the profile into profile_dest."""
+def _step_name(argv: Sequence[str]) -> str:
+    command = argv[-1]
+    if argv[0] == "scp":
+        return "copying the profile back" if command.endswith(".json") else "copying the package"
+    for script, name in (("install.sh", "install"), ("profile.sh", "profiling / self-test"), ("tar -xzf", "unpacking")):
+        if script in command:
+            return name
+    return "ssh"
+
+
+def deploy_remote(remote: Remote, package_dir: Path, archive: Path, profile_dest: Path,
+                  run: Runner | None = None) -> None:
+    """Run the plan after `reach`: upload, install, profile + self-test, fetch the profile into profile_dest.
+
+    `run(argv)` executes one command (default: subprocess, stdout streamed, stderr kept for the error).
+    """
+    run = run or _run
     make_archive(package_dir, archive)
     try:
         steps = remote.plan(archive, profile_dest)[1:]
@@ -129,9 +144,8 @@ def deploy_remote(remote: Remote, package_dir: Path, archive: Path, profile_dest
             print(f"+ {remote.shell(argv)}", flush=True)
             result = run(argv)
             if result.returncode != 0:
-                what = "profile/self-test" if "profile.sh" in argv[-1] else argv[0]
-                raise DeployError(f"on {remote.host}: {what} failed (exit {result.returncode}): {remote.shell(argv)}\n"
-                                  f"{(result.stderr or '')[-1500:]}")
+                raise DeployError(f"on {remote.host}: {_step_name(argv)} failed (exit {result.returncode}): "
+                                  f"{remote.shell(argv)}\n{(result.stderr or '')[-1500:]}")
     finally:
         if archive.exists():
             archive.unlink()

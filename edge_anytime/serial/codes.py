@@ -67,6 +67,8 @@ TOPK_LAYOUT = struct.Struct("<HHf")               # 8 bytes per entry
 ERROR_LAYOUT = struct.Struct("<HBBIH")            # 10 bytes, then text (utf-8, rest of payload)
 
 
+# Helpers shared by the message records.
+
 def f32(value: float | None) -> float | None:
     """Round to the nearest float32, so records compare equal after a round trip."""
     return None if value is None else float(np.float32(value))
@@ -98,6 +100,8 @@ def clamp(value: float, lo: int, hi: int) -> int:
 
 
 def pack_topk(top_k: tuple[tuple[int, float], ...]) -> bytes:
+    if len(top_k) > NONE_U8:
+        raise ProtocolError(f"{len(top_k)} top-k entries do not fit the wire (at most 255)")
     return b"".join(TOPK_LAYOUT.pack(unsigned(label, NONE_U16, "top-k label"), 0, prob) for label, prob in top_k)
 
 
@@ -106,6 +110,14 @@ def unpack_topk(payload: bytes, offset: int, k: int) -> tuple[tuple[int, float],
     if len(payload) < end:
         raise ProtocolError(f"payload of {len(payload)} bytes is too short for {k} top-k entries")
     return tuple((label, prob) for label, _, prob in TOPK_LAYOUT.iter_unpack(payload[offset:end]))
+
+
+MAX_TEXT = 240  # bytes of UTF-8 text in ERROR and RESULT payloads
+
+
+def utf8_text(text: str) -> bytes:
+    """Text for the wire: UTF-8, cut to MAX_TEXT bytes at a character boundary."""
+    return text.encode("utf-8")[:MAX_TEXT].decode("utf-8", "ignore").encode("utf-8")
 
 
 def need(payload: bytes, size: int, what: str) -> None:

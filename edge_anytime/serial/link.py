@@ -23,7 +23,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import EdgeAnytimeError, require
-from .protocol import DEFAULT_MAX_PAYLOAD, FLAG_SEQ_RESET, FrameDecoder, LinkStats, Message, encode
+from .protocol import (DEFAULT_MAX_PAYLOAD, FLAG_SEQ_RESET, OVERHEAD, FrameDecoder, LinkStats, Message, ProtocolError,
+                       encode)
 
 
 class LinkError(EdgeAnytimeError, OSError):
@@ -134,6 +135,10 @@ class SerialLink:
                 raise LinkError(f"link {self.url!r} is closed")
             seq = self._seq
             wire = encode(message, seq, flags | (0 if self._reset_sent else FLAG_SEQ_RESET))
+            if len(wire) - OVERHEAD > self.options.max_payload:
+                raise ProtocolError(f"{type(message).__name__} payload of {len(wire) - OVERHEAD} bytes exceeds "
+                                    f"max_payload={self.options.max_payload}; the receiver would drop it. Send "
+                                    f"smaller frames, or raise max_payload on both sides")
             try:
                 self.port.write(wire)
             except Exception as exc:

@@ -1,8 +1,9 @@
-"""Typed messages of the serial protocol and their payload layouts (little-endian).
+"""Typed messages of the serial protocol: frozen records that pack / unpack their payloads.
 
-Each record knows its message type code and how to pack / unpack its payload;
-framing (magic, sequence number, CRCs) lives in `protocol.py`. Byte layouts
-are specified in docs/serial-protocol.md; keep the two in step.
+Each record knows its message type code; the numbers and struct layouts are
+in `codes.py`, framing (magic, sequence number, CRCs) in `protocol.py`. Byte
+layouts are specified in docs/serial-protocol.md; keep the three in step.
+`seq` is filled in on receipt and ignored by `==`.
 
 >>> import numpy as np
 >>> f = Frame.from_array(7, np.zeros((2, 2, 3), np.uint8), budget_s=0.02, top_k=3)
@@ -29,7 +30,7 @@ from .codes import (DTYPE_BY_CODE, DTYPE_CODES, ERROR_LAYOUT, FRAME_ABSOLUTE_DEA
                     FRAME_LAYOUT, FRAME_WANT_REFINEMENTS, INFO_LAYOUT, MODE_BY_CODE, MODE_CODES, NONE_U8, NONE_U16,
                     NONE_U32, PONG_LAYOUT, REFINE_LAYOUT, RESULT_LAYOUT, STATUS_BY_CODE, STATUS_CODES, TOPK_LAYOUT,
                     ErrorCode, MsgType, ProtocolError, clamp, f32, f32_topk, need, optional, pack_topk, set_fields,
-                    unpack_topk, unsigned)
+                    unpack_topk, unsigned, utf8_text)
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ class Info:
     seq: int = field(default=0, compare=False)
 
     def pack(self) -> bytes:
-        return INFO_LAYOUT.pack(self.num_labels, self.height, self.width, self.channels, DTYPE_CODES[self.dtype], 0,
-                          self.num_coarse_labels, self.max_payload) + self.model.encode("utf-8")
+        fixed = INFO_LAYOUT.pack(self.num_labels, self.height, self.width, self.channels, DTYPE_CODES[self.dtype], 0,
+                                 self.num_coarse_labels, self.max_payload)
+        return fixed + self.model.encode("utf-8")
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Info:
@@ -177,7 +179,7 @@ class Frame:
             raise ProtocolError(f"frame {self.frame_id}: time {time_us} us is out of range")
         h, w, c = self.shape
         header = FRAME_LAYOUT.pack(self.frame_id, MODE_CODES[self.mode], DTYPE_CODES[self.dtype], flags, self.top_k,
-                             time_us, self.confidence_target or 0.0, h, w, c, 0)
+                                   time_us, self.confidence_target or 0.0, h, w, c, 0)
         return header + self.pixels
 
     @classmethod
@@ -233,7 +235,7 @@ class Result:
             steps_run=min(result.steps_run, NONE_U16), steps_skipped=min(result.steps_skipped, NONE_U16),
             late_steps=min(result.late_steps, NONE_U16), mode=result.mode if result.mode in MODE_CODES else None,
             top_k=() if pred is None else tuple(pred.top_k[:top_k]),
-            error=(result.error or "")[:240])
+            error=result.error or "")
 
     def pack(self) -> bytes:
         conf = math.nan if self.confidence is None else self.confidence
@@ -242,7 +244,7 @@ class Result:
             MODE_CODES[self.mode], len(self.top_k), unsigned(self.label, NONE_U16, "label"),
             unsigned(self.coarse_label, NONE_U16, "coarse_label"), conf, self.elapsed_us, self.lateness_us,
             self.steps_run, self.steps_skipped, self.late_steps, 0)
-        return header + pack_topk(self.top_k) + self.error.encode("utf-8")
+        return header + pack_topk(self.top_k) + utf8_text(self.error)
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Result:
@@ -284,9 +286,11 @@ class Refinement:
                    min(result.steps_run, NONE_U16), tuple(pred.top_k[:top_k]))
 
     def pack(self) -> bytes:
-        return REFINE_LAYOUT.pack(self.frame_id, unsigned(self.exit_index, NONE_U8, "exit_index"), len(self.top_k),
-                            unsigned(self.label, NONE_U16, "label"), unsigned(self.coarse_label, NONE_U16, "coarse_label"),
-                            self.steps_run, self.confidence, self.elapsed_us) + pack_topk(self.top_k)
+        fixed = REFINE_LAYOUT.pack(
+            self.frame_id, unsigned(self.exit_index, NONE_U8, "exit_index"), len(self.top_k),
+            unsigned(self.label, NONE_U16, "label"), unsigned(self.coarse_label, NONE_U16, "coarse_label"),
+            self.steps_run, self.confidence, self.elapsed_us)
+        return fixed + pack_topk(self.top_k)
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Refinement:
@@ -309,7 +313,8 @@ class Error:
 
     def pack(self) -> bytes:
         bits = (1 if self.frame_id is not None else 0) | (2 if self.ref_seq is not None else 0)
-        return ERROR_LAYOUT.pack(int(self.code), bits, 0, self.frame_id or 0, self.ref_seq or 0) + self.text.encode("utf-8")
+        fixed = ERROR_LAYOUT.pack(int(self.code), bits, 0, self.frame_id or 0, self.ref_seq or 0)
+        return fixed + utf8_text(self.text)
 
     @classmethod
     def unpack(cls, payload: bytes, seq: int = 0) -> Error:

@@ -21,6 +21,7 @@ Command line: python -m edge_anytime.serial.server --bundle B --url URL [--budge
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -124,8 +125,11 @@ class SerialServer:
     closed by `close()`; a link passed in is left open. The controller is never closed here.
     """
 
+    _ids = itertools.count(1)  # tells this server's frames from other users' of the same controller
+
     def __init__(self, controller: Any, link: str | SerialLink, options: ServerOptions | None = None) -> None:
         self.controller = controller
+        self._id = next(SerialServer._ids)
         self.options = options or ServerOptions()
         self._owns_link = isinstance(link, str)
         self.link = open_link(link, self.options.link) if isinstance(link, str) else link
@@ -137,7 +141,8 @@ class SerialServer:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.error: BaseException | None = None  # what ended a background serve loop, if anything
-        controller.add_callbacks(_Relay(self))
+        self._relay = _Relay(self)
+        controller.add_callbacks(self._relay)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -181,6 +186,9 @@ class SerialServer:
             return
         self._closed = True
         self._stop.set()
+        remove = getattr(self.controller, "remove_callbacks", None)
+        if remove is not None:
+            remove(self._relay)
         if self._owns_link:
             self.link.close()  # wakes a blocked read
         self.stop()
@@ -216,7 +224,7 @@ class SerialServer:
 
     def _reject(self, code: ErrorCode, text: str, frame_id: int | None, ref_seq: int | None) -> None:
         self._count("errors_sent")
-        self._send(Error(code, text[:240], frame_id, ref_seq))
+        self._send(Error(code, text, frame_id, ref_seq))
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, Frame):
@@ -251,7 +259,7 @@ class SerialServer:
         else:
             return reject(ErrorCode.BAD_FRAME, "no budget (budget_us=0); send one, or start the server with "
                                                "a default budget (--budget-ms)")
-        pending = _Pending(id(self), frame.frame_id, frame.seq, deadline,
+        pending = _Pending(self._id, frame.frame_id, frame.seq, deadline,
                            frame.refinements or self.options.refinements, min(frame.top_k, self.options.max_top_k))
         with self._lock:
             if len(self._pending) >= self.options.max_pending:  # forget frames long past their deadline
@@ -278,7 +286,7 @@ class SerialServer:
     # ------------------------------------------------------------------ results (delivery thread)
     def _ours(self, result) -> bool:
         pending = getattr(result, "user_data", None)
-        return isinstance(pending, _Pending) and pending.server_id == id(self)
+        return isinstance(pending, _Pending) and pending.server_id == self._id
 
     def _on_exit(self, result) -> None:
         with self._lock:
