@@ -104,6 +104,7 @@ def main(argv=None) -> int:
     mono_runner = interpreter.get_signature_runner("serving_default")
     in_index = mono_runner.get_input_details()[mono.file.inputs["image"]]["index"]
     out_index = mono_runner.get_output_details()[mono.file.outputs["logits"]]["index"]
+    del mono_runner  # a live SignatureRunner keeps references that make invoke() refuse to run
     mono_perm = mono.file.transpose.get("image")
     mono_inputs = [np.ascontiguousarray(x.transpose(mono_perm) if mono_perm else x) for x in inputs]
     set_tensor, invoke, get_tensor = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor

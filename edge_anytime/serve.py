@@ -136,10 +136,18 @@ def dir_source(folder: str, height: int, width: int, loop: int = 1) -> Iterator[
 
 
 class Sink(Callbacks):
-    """Writes every final result; subclasses format it."""
+    """Writes every final result; subclasses format it. A failing write is reported, never fatal."""
+
+    errors = 0
 
     def on_final(self, result: FrameResult) -> None:
         self.write(result, result.user_data if isinstance(result.user_data, SourceFrame) else None)
+
+    def on_error(self, error, context) -> None:
+        if context.startswith("callback:"):
+            self.errors += 1
+            if self.errors <= 5:
+                print(f"serve: {type(self).__name__} failed: {error}", file=sys.stderr, flush=True)
 
     def write(self, result: FrameResult, source: SourceFrame | None) -> None:
         raise NotImplementedError
@@ -214,7 +222,7 @@ class Counters(Callbacks):
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
-        self.met = self.labelled = self.correct = self.sink_errors = 0
+        self.met = self.labelled = self.correct = 0
 
     def on_final(self, result: FrameResult) -> None:
         self.counts[result.status.value] = self.counts.get(result.status.value, 0) + 1
@@ -224,17 +232,13 @@ class Counters(Callbacks):
             self.labelled += 1
             self.correct += result.label == source.label
 
-    def on_error(self, error, context) -> None:
-        if context.startswith("callback:"):
-            self.sink_errors += 1
-
-    def summary(self, stats, elapsed_s: float) -> str:
+    def summary(self, stats, elapsed_s: float, sink_errors: int = 0) -> str:
         frames = sum(self.counts.values())
         parts = [f"served {frames} frames in {elapsed_s:.2f} s", f"statuses {self.counts}",
                  f"deadlines met {self.met}/{frames}"]
         if self.labelled:
             parts.append(f"accuracy {self.correct}/{self.labelled}")
-        parts.append(f"sink errors {self.sink_errors}")
+        parts.append(f"sink errors {sink_errors}")
         return "; ".join(parts) + f"\ncontroller: {stats}"
 
 
@@ -264,14 +268,19 @@ def build_controller(args, callbacks: list[Callbacks]):
     from .options import ControllerOptions
 
     bundle = Bundle.load(args.bundle)
-    profile_target = args.profile_target if args.profile_target in bundle.profiles else None
-    if args.profile_target and profile_target is None:
-        print(f"serve: no profile {args.profile_target!r} in the bundle; seeding latencies by warm-up "
-              f"(run profile.sh on the device to measure one)", file=sys.stderr)
     from .selftest import resolve_precisions
 
+    precisions = resolve_precisions(bundle, args.precision)
+    profile = bundle.profiles.get(args.profile_target) if args.profile_target else None
+    usable = profile is not None and all(p in profile.graphs.get(g, {}) for g, p in precisions.items())
+    profile_target = args.profile_target if usable else None
+    if args.profile_target and not usable:
+        why = "no profile" if profile is None else "a profile measured at other precisions"
+        print(f"serve: {why} {args.profile_target!r} in the bundle; seeding latencies by warm-up "
+              f"(run profile.sh on the device to measure one)", file=sys.stderr)
+
     options = ControllerOptions(mode=args.mode, confidence_target=args.confidence, profile_target=profile_target,
-                                precision=resolve_precisions(bundle, args.precision), num_threads=args.threads)
+                                precision=precisions, num_threads=args.threads)
     ctrl = Controller.from_bundle(bundle, backend=args.backend, options=options)
     for cb in callbacks:
         ctrl.add_callbacks(cb)
@@ -303,7 +312,8 @@ def serve(args: argparse.Namespace) -> int:
             ctrl.flush()
         finally:
             ctrl.close()
-            print(counters.summary(ctrl.stats(), time.perf_counter() - started), file=sys.stderr, flush=True)
+            print(counters.summary(ctrl.stats(), time.perf_counter() - started, sum(k.errors for k in sinks)),
+                  file=sys.stderr, flush=True)
     finally:
         for sink in sinks:
             sink.close()

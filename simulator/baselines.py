@@ -34,12 +34,12 @@ def _outcomes(exit_: np.ndarray, status: np.ndarray, preds: ExitPredictions, sta
 
 
 def static_exit(setup: ReplaySetup, preds: ExitPredictions, budgets_s, starts_s, draws: LatencyDraws, k: int,
-                valid=None, bad_steps=None) -> Outcomes:
+                valid=None, bad_steps=None, dispatch_s: float = 0.0) -> Outcomes:
     """Exit `k` as a stand-alone model (see the module docstring)."""
     n = len(budgets_s)
     start = np.asarray(starts_s, np.float64)
     deadline = start + np.asarray(budgets_s, np.float64)
-    finish = start + np.cumsum(draws.slice(k), axis=1)[:, -1]
+    finish = start + dispatch_s + draws.cumulative(k)[:, -1]
     error = np.zeros(n, bool) if valid is None else ~np.asarray(valid, bool)
     if bad_steps is not None:
         error |= np.asarray(bad_steps)[:, list(setup.plan.slices[k])].any(axis=1)
@@ -58,12 +58,12 @@ def best_static_exit(setup: ReplaySetup, budgets_s) -> int | None:
 
 
 def confidence_threshold(setup: ReplaySetup, preds: ExitPredictions, budgets_s, starts_s, draws: LatencyDraws,
-                         threshold: float, valid=None, bad_steps=None) -> Outcomes:
+                         threshold: float, valid=None, bad_steps=None, dispatch_s: float = 0.0) -> Outcomes:
     """Run until confident, ignoring the deadline (see the module docstring)."""
     n = len(budgets_s)
     start = np.asarray(starts_s, np.float64)
     deadline = start + np.asarray(budgets_s, np.float64)
-    lat = np.cumsum(draws.anytime(), axis=1)
+    lat = dispatch_s + draws.cumulative()
     bad = np.zeros((n, lat.shape[1]), bool) if bad_steps is None else np.asarray(bad_steps, bool)
     failed_before = np.cumsum(bad, axis=1) > 0
     exit_ = np.full(n, -1)
@@ -87,12 +87,13 @@ def confidence_threshold(setup: ReplaySetup, preds: ExitPredictions, budgets_s, 
 
 
 def baseline_outcomes(setup: ReplaySetup, preds: ExitPredictions, budgets_s, starts_s, draws: LatencyDraws,
-                      threshold: float = 0.9, valid=None, bad_steps=None) -> tuple[dict[str, Outcomes], int | None]:
+                      threshold: float = 0.9, valid=None, bad_steps=None,
+                      dispatch_s: float = 0.0) -> tuple[dict[str, Outcomes], int | None]:
     """All baselines for one scenario, and the exit `best-static` chose (None: none fits)."""
     out = {}
     for k in range(len(setup.plan.slices)):
-        out[f"static:{k}"] = static_exit(setup, preds, budgets_s, starts_s, draws, k, valid, bad_steps)
-    best = best_static_exit(setup, budgets_s)
+        out[f"static:{k}"] = static_exit(setup, preds, budgets_s, starts_s, draws, k, valid, bad_steps, dispatch_s)
+    best = best_static_exit(setup, np.asarray(budgets_s) - dispatch_s)
     if best is not None:
         out["best-static"] = out[f"static:{best}"]
     else:
@@ -101,5 +102,5 @@ def baseline_outcomes(setup: ReplaySetup, preds: ExitPredictions, budgets_s, sta
         out["best-static"] = _outcomes(np.full(n, -1), np.full(n, STATUS["no_result"]), preds, start,
                                        start + np.asarray(budgets_s), start, np.zeros(n, bool))
     out[f"threshold:{threshold:g}"] = confidence_threshold(setup, preds, budgets_s, starts_s, draws, threshold,
-                                                           valid, bad_steps)
+                                                           valid, bad_steps, dispatch_s)
     return out, best

@@ -103,9 +103,10 @@ class BudgetModel:
             trace_t, trace_v = _read_speed_trace(Path(self.path), self.spec)
             speed = np.interp(t, trace_t, trace_v)
         else:
-            dist, vmin, vmax, period = self.params[:4]
-            knots = max(2, int(math.ceil((t.max() - t.min()) / period)) + 2 if n else 2)
-            speed = np.interp(t - t.min() if n else t, np.arange(knots) * period, rng.uniform(vmin, vmax, knots))
+            _, vmin, vmax, period = self.params
+            t = t - (t.min() if n else 0.0)
+            knots = int(math.ceil((t.max() if n else 0.0) / period)) + 2
+            speed = np.interp(t, np.arange(knots) * period, rng.uniform(vmin, vmax, knots))
         return 1e3 * self.params[0] / (speed / 3.6)
 
     def _trace_ms(self, n: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import platform
 import time
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -32,7 +33,7 @@ import numpy as np
 from edge_anytime.errors import FrameError
 from edge_anytime.manifest import Manifest, ModelInfo, manifest_to_json, parse_manifest
 from edge_anytime.preprocess import Preprocessor
-from edge_anytime.profile import LatencyProfile, PROFILE_FORMAT, PROFILE_VERSION
+from edge_anytime.profile import LatencyProfile
 from edge_anytime.program import Program
 
 from .progress import progress
@@ -79,7 +80,7 @@ class PredictionCache:
     def __len__(self) -> int:
         return len(self.labels)
 
-    @property
+    @cached_property
     def manifest(self) -> Manifest:
         return parse_manifest(self.meta["manifest"])
 
@@ -213,8 +214,6 @@ def bundle_sha(bundle) -> str:
 
 def cache_meta(bundle, stream_spec: str, precisions: Mapping[str, str], backend: str) -> dict[str, Any]:
     profiles = {t: p.to_json() for t, p in bundle.profiles.items()}
-    for data in profiles.values():
-        assert data["format"] == PROFILE_FORMAT and data["version"] == PROFILE_VERSION
     return {"bundle": str(bundle.root), "bundle_sha": bundle_sha(bundle), "stream": stream_spec,
             "precisions": dict(precisions), "backend": backend, "host": platform.node(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "manifest": manifest_to_json(bundle.manifest),
@@ -238,7 +237,8 @@ def cached_predictions(bundle, stream, *, frames: int | None = None, precision: 
     opened = open_stream(stream, frames=frames, data_dir=data_dir) if isinstance(stream, str) else stream
     spec = opened.spec
     precisions = bundle.resolve_precisions(precision)
-    key = cache_key(bundle_sha(bundle), spec, frames, json.dumps(precisions, sort_keys=True), backend)
+    key = cache_key(bundle_sha(bundle), spec + getattr(opened, "fingerprint", ""), frames,
+                    json.dumps(precisions, sort_keys=True), backend)
     path = Path(cache_dir or default_cache_dir()) / f"{bundle.model.name}-{key[:16]}.npz"
     if path.is_file() and not rebuild:
         try:

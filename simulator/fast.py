@@ -105,8 +105,12 @@ def exit_predictions(cache, coarse_below: float | None = None) -> ExitPrediction
 
 def replay_fast(setup: ReplaySetup, preds: ExitPredictions, budgets_s: np.ndarray, starts_s: np.ndarray,
                 draws: LatencyDraws, valid: np.ndarray | None = None, bad_steps: np.ndarray | None = None,
-                mode: str | None = None) -> Outcomes:
-    """Outcomes of every frame under the controller's rules; see the module docstring."""
+                mode: str | None = None, dispatch_s: float = 0.0) -> Outcomes:
+    """Outcomes of every frame under the controller's rules; see the module docstring.
+
+    Frame i is captured at `starts_s[i]` and its deadline is `starts_s[i] + budgets_s[i]`; the
+    controller takes it `dispatch_s` later (transfer, queueing, thread hand-off; 0 by default).
+    """
     opts = setup.options
     mode = mode or opts.mode
     n = len(budgets_s)
@@ -116,8 +120,9 @@ def replay_fast(setup: ReplaySetup, preds: ExitPredictions, budgets_s: np.ndarra
     budgets = np.asarray(budgets_s, np.float64)
     budget_ok = np.isfinite(budgets) & (budgets >= 0)
     deadline = start + budgets
-    accepted = valid & budget_ok & (deadline > start)
-    state = _State(start, deadline, deadline - opts.watchdog_guard_s, accepted)
+    admitted = start + dispatch_s if dispatch_s else start.copy()
+    accepted = valid & budget_ok & (deadline > admitted)
+    state = _State(start, admitted, deadline, deadline - opts.watchdog_guard_s, accepted)
     margin = opts.margin_s
     if mode == "anytime":
         lat = draws.anytime()
@@ -128,7 +133,7 @@ def replay_fast(setup: ReplaySetup, preds: ExitPredictions, budgets_s: np.ndarra
         undecided = accepted.copy()
         for k in setup.plan.apriori_order:
             cost = setup.cost(setup.plan.slices[k])
-            fits = undecided & ((start + cost) + margin <= deadline)
+            fits = undecided & ((admitted + cost) + margin <= deadline)
             chosen[fits] = k
             undecided &= ~fits
         state.stop(undecided, STATUS["deadline"])
@@ -142,10 +147,10 @@ def replay_fast(setup: ReplaySetup, preds: ExitPredictions, budgets_s: np.ndarra
 class _State:
     """Per-frame clock and result while segments run (mirrors FrameJob + CompiledPlan.execute)."""
 
-    def __init__(self, start, deadline, fire, accepted) -> None:
+    def __init__(self, start, admitted, deadline, fire, accepted) -> None:
         n = len(start)
         self.start, self.deadline, self.fire = start, deadline, fire
-        self.now = start.copy()
+        self.now = admitted
         self.best = np.full(n, -1, np.int64)
         self.rank = np.full(n, -1.0)
         self.status = np.full(n, STATUS["final"], np.int64)
@@ -154,7 +159,7 @@ class _State:
         self.errored = ~accepted
         self.done = ~accepted
         self.status[~accepted] = STATUS["no_result"]
-        self.delivered[~accepted] = start[~accepted]
+        self.delivered[~accepted] = admitted[~accepted]
 
     def stop(self, mask: np.ndarray, status: int, at: np.ndarray | None = None) -> None:
         self.status[mask] = status

@@ -17,6 +17,7 @@ plan code as on the device.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -113,8 +114,12 @@ class CachedGraphs:
 
 def replay_live_sim(cache, setup: ReplaySetup, profile: LatencyProfile, budgets_s: np.ndarray,
                     draws: LatencyDraws, starts_s: np.ndarray | None = None, mode: str | None = None,
-                    show_progress: bool = False) -> tuple[Outcomes, list[FrameResult]]:
-    """Replay every cached frame through a Controller on the simulated clock."""
+                    show_progress: bool = False, dispatch_s: float = 0.0) -> tuple[Outcomes, list[FrameResult]]:
+    """Replay every cached frame through a Controller on the simulated clock.
+
+    Frame i is captured at `starts_s[i]` (default: its timestamp) with deadline `starts_s[i] + budgets_s[i]`
+    and handed to the controller `dispatch_s` later. Outcomes' start_s are the capture times.
+    """
     starts = cache.timestamps if starts_s is None else starts_s
     clock = ReplayClock()
     graphs = CachedGraphs(cache, draws)
@@ -129,14 +134,14 @@ def replay_live_sim(cache, setup: ReplaySetup, profile: LatencyProfile, budgets_
         for i in progress(range(len(budgets_s)), desc="live replay (simulated clock)", enabled=show_progress):
             tensor = np.zeros(shape, np.float32) if cache.valid[i] else np.full(shape, np.nan, np.float32)
             graphs.begin(i, tensor)
-            clock.jump_to(starts[i])
-            results.append(ctrl.run(tensor, float(budgets_s[i]), frame_id=i))
-    return outcomes_from_results(results), results
+            start = float(starts[i])
+            clock.jump_to(start + dispatch_s if dispatch_s else start)
+            results.append(ctrl.run(tensor, deadline_s=start + float(budgets_s[i]), frame_id=i))
+    out = outcomes_from_results(results)
+    return replace(out, start_s=np.asarray(starts[:len(results)], np.float64)), results
 
 
 def _with_mode(options: ControllerOptions, mode: str) -> ControllerOptions:
-    from dataclasses import replace
-
     return replace(options, mode=mode)
 
 

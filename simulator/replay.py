@@ -39,7 +39,7 @@ from .fast import FROZEN, ReplaySetup
 from .sources import SerialStream, Stream, StreamError, open_stream
 from .sweep import (Scenario, SweepConfig, exit_table, format_exits, format_table, policy_metrics, run_sweep,
                     scenario_json, simulate_policies)
-from .timing import draw_latencies, measure_profile, profile_summary, resolve_profile
+from .timing import draw_latencies, profile_summary, resolve_profile
 
 REPORT_SCHEMA = "edge-anytime-sim-report"
 REPORT_VERSION = 1
@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     clk.add_argument("--measure-profile", action="store_true", help="measure the graphs on this host now (LiteRT)")
     clk.add_argument("--latency-scale", type=float, default=1.0,
                      help="sim clock: drawn step latencies times this (e.g. 1.3: a target 30%% slower than profiled)")
+    clk.add_argument("--dispatch-ms", type=float, default=0.0,
+                     help="sim clock: delay from capture to the controller (transfer, queueing, thread hand-off); "
+                          "deadlines stay relative to capture (default 0)")
     clk.add_argument("--mode", choices=("anytime", "apriori"), default="anytime")
     clk.add_argument("--margin-ms", type=float, default=0.3, help="admission safety margin (default 0.3)")
     clk.add_argument("--guard-ms", type=float, default=0.2, help="watchdog guard before the deadline (default 0.2)")
@@ -129,19 +132,10 @@ def _load_bundle(args):
 
 
 def _measure(bundle, precisions: dict, threads: int):
-    from edge_anytime.backends.base import GraphLoadSpec, create_backend
+    """The project's profiler (edge_anytime.profiling) on this host, for these precisions."""
+    from edge_anytime.profiling import ProfileOptions, profile_bundle
 
-    engine = create_backend("litert", num_threads=threads)
-    runners = {}
-    try:
-        for graph, precision in precisions.items():
-            graph_file = bundle.graph_file(graph, precision)
-            runners[graph] = engine.load_graph(GraphLoadSpec(bundle.program.graphs[graph], precision, graph_file,
-                                                             bundle.path_of(graph_file.path)))
-        return measure_profile(bundle.program, runners, precisions)
-    finally:
-        for runner in runners.values():
-            runner.close()
+    return profile_bundle(bundle, "this-host", "litert", threads, dict(precisions), ProfileOptions(warmup=20, samples=300))
 
 
 def _open(args) -> Stream:
@@ -156,80 +150,63 @@ def _open(args) -> Stream:
     return stream
 
 
+def _prepare(args):
+    """The prediction cache (loaded or built), the opened stream and the bundle (None with --cache)."""
+    if args.cache and args.clock == "sim":
+        cache = PredictionCache.load(args.cache)
+        if args.frames is not None and args.frames < len(cache):
+            cache = cache.subset(args.frames)
+        return cache, None, None
+    stream = _open(args)
+    bundle = _load_bundle(args)
+    cache = cached_predictions(bundle, stream, frames=args.frames, precision=args.precision, num_threads=args.threads,
+                               cache_dir=args.cache_dir, show_progress=not args.quiet,
+                               rebuild=args.rebuild_cache or stream.spec.startswith("serial:"))
+    if stream.class_names and len(stream.class_names) != len(cache.model.labels):
+        print(f"warning: the stream has {len(stream.class_names)} classes but the model {len(cache.model.labels)}; "
+              f"accuracies compare unrelated labels", file=sys.stderr)
+    return cache, stream, bundle
+
+
 def run(args) -> dict:
-    """Run the replay the parsed arguments describe; returns the JSON report (also printed as tables)."""
+    """Run the replay the parsed arguments describe; prints the tables and returns the JSON report."""
     started = time.perf_counter()
     if args.demo:
-        args.clock = "real"
-        args.stream = args.stream or "gtsrb-test"
-        args.frames = args.frames or DEMO_FRAMES
+        args.clock, args.stream, args.frames = "real", args.stream or "gtsrb-test", args.frames or DEMO_FRAMES
     args.stream = args.stream or "gtsrb-tracks"
     models = budget_models(args) if (args.budget or args.sweep or not args.demo) else None
     real = args.clock == "real"
     if real and args.frames is None:
         args.frames = 300
-    bundle = None
-    if args.cache and not real:
-        cache = PredictionCache.load(args.cache)
-        if args.frames is not None and args.frames < len(cache):
-            cache = cache.subset(args.frames)
-        stream = None
-    else:
-        stream = _open(args)
-        bundle = _load_bundle(args)
-        cache = cached_predictions(bundle, stream, frames=args.frames, precision=args.precision,
-                                   num_threads=args.threads, cache_dir=args.cache_dir,
-                                   rebuild=args.rebuild_cache or stream.spec.startswith("serial:"),
-                                   show_progress=not args.quiet)
+    cache, stream, bundle = _prepare(args)
     if args.profile or not (real or args.measure_profile):
         profile, source = resolve_profile(cache.profiles, args.target, args.profile, cache.program)
     else:
         bundle = bundle or _load_bundle(args)
         profile, source = _measure(bundle, cache.precisions, args.threads), "measured:this-host"
     setup = ReplaySetup.create(cache.program, profile, cache.precisions, controller_options(args, online=False))
-    if models is None:
-        models = demo_budgets(exit_table(cache, setup, profile))
+    exits = exit_table(cache, setup, profile)
+    models = models or demo_budgets(exits)
     config = SweepConfig(seed=args.seed, threshold=args.threshold, verify=args.verify, show_progress=not args.quiet,
-                         latency_scale=args.latency_scale,
+                         latency_scale=args.latency_scale, dispatch_s=args.dispatch_ms / 1e3,
                          engine=args.engine or ("live" if len(models) == 1 or args.verify else "fast"))
     replay_started = time.perf_counter()
+    real_stats = None
     if real:
-        scenarios = run_real(args, bundle, stream, cache, setup, profile, models, config)
+        scenarios, real_stats = run_real(args, bundle, stream, cache, setup, profile, models, config)
         engine = "wall-clock"
     else:
         scenarios = run_sweep(cache, setup, profile, models, config)
         engine = config.engine
     replay_s = time.perf_counter() - replay_started
-    exits = exit_table(cache, setup, profile)
     print(f"stream {cache.meta.get('stream')}: {len(cache)} frames; clock {args.clock} ({engine}); "
           f"latency profile {source}")
     print(format_exits(exits))
     print()
     print(format_table(scenarios, args.mode, args.threshold))
-    report = {
-        "schema": REPORT_SCHEMA, "version": REPORT_VERSION,
-        "command": "python -m simulator.replay " + shlex.join(args.argv),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "bundle": {"path": cache.meta.get("bundle"), "sha256": cache.meta.get("bundle_sha"),
-                   "model": cache.model.name, "dataset": cache.model.dataset, "precisions": cache.precisions},
-        "cache": {"path": str(cache.path) if cache.path else None, "key": cache.key},
-        "stream": {"spec": cache.meta.get("stream"), "frames": len(cache),
-                   "labelled": int((cache.labels >= 0).sum()), "rejected_frames": int((~cache.valid).sum()),
-                   "failed_frames": int((cache.bad_steps.any(axis=1) & cache.valid).sum()),
-                   "tracks": int(len(np.unique(cache.track_ids[cache.track_ids >= 0])))},
-        "clock": args.clock, "engine": engine, "seed": args.seed, "target": args.target,
-        "latency_scale": args.latency_scale,
-        "profile": {"source": source, "graphs": profile_summary(profile, cache.precisions, setup.estimates)},
-        "controller": {"mode": args.mode, "margin_ms": args.margin_ms, "watchdog_guard_ms": args.guard_ms,
-                       "confidence_target": args.confidence_target, "coarse_below": args.coarse_below,
-                       "estimator": "online (warm-up)" if real else "frozen (profile)"},
-        "baselines": {"threshold": args.threshold},
-        "cpu_load": args.cpu_load, "paced": bool(args.pace),
-        "exits": exits,
-        "scenarios": [scenario_json(sc, timeline=args.timeline) for sc in scenarios],
-        "timing": {"wall_s": time.perf_counter() - started, "replay_s": replay_s,
-                   "frames_per_s": len(cache) * len(scenarios) / replay_s if replay_s > 0 else None},
-    }
+    report = build_report(args, cache, setup, profile, source, exits, scenarios, engine, real_stats)
+    report["timing"] = {"wall_s": time.perf_counter() - started, "replay_s": replay_s,
+                        "frames_per_s": len(cache) * len(scenarios) / replay_s if replay_s > 0 else None}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
@@ -242,6 +219,33 @@ def run(args) -> dict:
     return report
 
 
+def build_report(args, cache, setup, profile, source, exits, scenarios, engine, real_stats) -> dict:
+    """The JSON report (schema in docs/simulator.md), without its timing section."""
+    real = args.clock == "real"
+    return {
+        "schema": REPORT_SCHEMA, "version": REPORT_VERSION,
+        "command": "python -m simulator.replay " + shlex.join(args.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "bundle": {"path": cache.meta.get("bundle"), "sha256": cache.meta.get("bundle_sha"),
+                   "model": cache.model.name, "dataset": cache.model.dataset, "precisions": cache.precisions},
+        "cache": {"path": str(cache.path) if cache.path else None, "key": cache.key},
+        "stream": {"spec": cache.meta.get("stream"), "frames": len(cache),
+                   "labelled": int((cache.labels >= 0).sum()), "rejected_frames": int((~cache.valid).sum()),
+                   "failed_frames": int((cache.bad_steps.any(axis=1) & cache.valid).sum()),
+                   "tracks": int(len(np.unique(cache.track_ids[cache.track_ids >= 0])))},
+        "clock": args.clock, "engine": engine, "seed": args.seed, "target": args.target,
+        "latency_scale": args.latency_scale, "dispatch_ms": args.dispatch_ms,
+        "profile": {"source": source, "graphs": profile_summary(profile, cache.precisions, setup.estimates)},
+        "controller": {"mode": args.mode, "margin_ms": args.margin_ms, "watchdog_guard_ms": args.guard_ms,
+                       "confidence_target": args.confidence_target, "coarse_below": args.coarse_below,
+                       "estimator": "online (warm-up on this host)" if real else "frozen (profile)"},
+        "baselines": {"threshold": args.threshold},
+        "cpu_load": args.cpu_load, "paced": bool(args.pace), "real_controller_stats": real_stats,
+        "exits": exits,
+        "scenarios": [scenario_json(sc, timeline=args.timeline) for sc in scenarios],
+    }
+
+
 def demo_budgets(exits: list[dict], count: int = 10) -> list:
     """Constant budgets from below the first exit's admission threshold to past the last one's."""
     lo = 0.7 * exits[0]["min_budget_ms"]
@@ -250,8 +254,11 @@ def demo_budgets(exits: list[dict], count: int = 10) -> list:
     return [parse_budget(f"constant:{float(f'{lo + i * step:.3g}'):g}") for i in range(count)]
 
 
-def run_real(args, bundle, stream, cache, setup, profile, models, config) -> list[Scenario]:
-    """Each scenario through Controller.from_bundle on the wall clock, beside its simulated twin."""
+def run_real(args, bundle, stream, cache, setup, profile, models, config) -> tuple[list[Scenario], dict]:
+    """Each scenario through Controller.from_bundle on the wall clock, beside its simulated twin;
+    also returns the real controller's counters (ControllerStats) over all scenarios."""
+    from dataclasses import asdict
+
     from contextlib import nullcontext
 
     from edge_anytime.controller import Controller
@@ -264,17 +271,20 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config) -> lis
     draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), config.seed)
     load = BackgroundLoad(args.cpu_load) if args.cpu_load else nullcontext()
     scenarios = []
+    # the documented path: the controller warms up on this host and learns latencies online
     with load, Controller.from_bundle(bundle, options=controller_options(args, online=True)) as ctrl:
         for i, model in enumerate(models):
             budgets = model.sample(len(cache), config.seed, cache.timestamps)
-            outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold)
+            outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold,
+                                               config.dispatch_s)
             outcomes["sim:" + args.mode] = outcomes[args.mode]
             outcomes[args.mode], _ = replay_real(bundle, stream, budgets, pace=args.pace, controller=ctrl,
                                                  show_progress=config.show_progress,
                                                  desc=f"real clock {i + 1}/{len(models)} {model.spec}")
             simulated = tuple(name for name in outcomes if name != args.mode)
             scenarios.append(Scenario(model, budgets, outcomes, policy_metrics(outcomes, cache), best, simulated))
-    return scenarios
+        stats = asdict(ctrl.stats())
+    return scenarios, stats
 
 
 def main(argv: list[str] | None = None) -> int:

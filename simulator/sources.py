@@ -26,6 +26,7 @@ Any iterable of `SensorFrame` works wherever a stream is expected.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import zipfile
@@ -62,12 +63,15 @@ _OPTIONS = {"gtsrb-tracks": ("fps", "gap", "order", "seed"), "npz": ("fps",),
 class Stream:
     """A finite sequence of SensorFrames held in memory (datasets, recordings).
 
-    `spec` is the canonical spec string (options sorted), used to key prediction caches.
+    `spec` is the canonical spec string (options sorted) and `fingerprint` a digest of a recording's
+    content; both key prediction caches.
     """
 
     def __init__(self, spec: str, frames: np.ndarray | Sequence[np.ndarray], timestamps: np.ndarray,
-                 labels: np.ndarray, track_ids: np.ndarray, class_names: tuple[str, ...] = ()) -> None:
+                 labels: np.ndarray, track_ids: np.ndarray, class_names: tuple[str, ...] = (),
+                 fingerprint: str = "") -> None:
         self.spec = spec
+        self.fingerprint = fingerprint
         self.frames = frames
         self.timestamps = np.asarray(timestamps, np.float64)
         self.labels = np.asarray(labels, np.int64)
@@ -203,7 +207,7 @@ def _limit(stream: Stream, frames: int | None) -> Stream:
     if frames is None or frames >= len(stream):
         return stream
     return Stream(stream.spec, stream.frames[:frames], stream.timestamps[:frames], stream.labels[:frames],
-                  stream.track_ids[:frames], stream.class_names)
+                  stream.track_ids[:frames], stream.class_names, stream.fingerprint)
 
 
 def load_npz(path: str | os.PathLike, fps: float = 30.0, spec: str | None = None) -> Stream:
@@ -237,7 +241,9 @@ def load_npz(path: str | os.PathLike, fps: float = 30.0, spec: str | None = None
         raise StreamError(f"recorded stream {path}: timestamps must be finite and non-decreasing seconds; {fix}")
     if labels.dtype.kind not in "iu":
         raise StreamError(f"recorded stream {path}: labels must be integers (-1 for unknown), got {labels.dtype}")
-    return Stream(spec or canonical_spec("npz", str(path), {}), frames, timestamps - timestamps[0], labels, track_ids)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return Stream(spec or canonical_spec("npz", str(path), {}), frames, timestamps - timestamps[0], labels, track_ids,
+                  fingerprint=f"#sha256:{digest}")
 
 
 def save_npz(path: str | os.PathLike, frames: np.ndarray, timestamps: Iterable[float] | None = None,

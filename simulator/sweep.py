@@ -38,12 +38,15 @@ class SweepConfig:
     verify: bool = False
     show_progress: bool = True
     latency_scale: float = 1.0    # drawn step latencies times this (a slower target than profiled)
+    dispatch_s: float = 0.0       # capture -> controller delay (transfer, queueing, thread hand-off)
 
     def __post_init__(self) -> None:
         if self.engine not in ("fast", "live"):
             raise ValueError(f"engine must be 'fast' or 'live', got {self.engine!r}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not self.dispatch_s >= 0:
+            raise ValueError(f"dispatch_s must be >= 0, got {self.dispatch_s}")
         if not self.latency_scale > 0:
             raise ValueError(f"latency_scale must be > 0, got {self.latency_scale}")
 
@@ -77,12 +80,13 @@ def policy_metrics(outcomes: Mapping[str, Outcomes], cache) -> dict[str, Metrics
 
 
 def simulate_policies(cache, setup: ReplaySetup, preds: ExitPredictions, budgets: np.ndarray,
-                      draws: LatencyDraws, threshold: float) -> tuple[dict[str, Outcomes], int | None]:
+                      draws: LatencyDraws, threshold: float,
+                      dispatch_s: float = 0.0) -> tuple[dict[str, Outcomes], int | None]:
     """Controller modes and baselines on the simulated clock (vectorised)."""
-    out = {mode: replay_fast(setup, preds, budgets, cache.timestamps, draws, cache.valid, cache.bad_steps, mode)
-           for mode in CONTROLLER_MODES}
+    out = {mode: replay_fast(setup, preds, budgets, cache.timestamps, draws, cache.valid, cache.bad_steps, mode,
+                             dispatch_s) for mode in CONTROLLER_MODES}
     baselines, best = baseline_outcomes(setup, preds, budgets, cache.timestamps, draws, threshold, cache.valid,
-                                        cache.bad_steps)
+                                        cache.bad_steps, dispatch_s)
     out.update(baselines)
     return out, best
 
@@ -97,10 +101,10 @@ def run_sweep(cache, setup: ReplaySetup, profile: LatencyProfile, models: Sequen
     scenarios = []
     for model in progress(models, desc="budget scenarios", enabled=config.show_progress and len(models) > 1):
         budgets = model.sample(len(cache), config.seed, cache.timestamps)
-        outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold)
+        outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold, config.dispatch_s)
         if config.engine == "live":
             mode = setup.options.mode
-            live, _ = replay_live_sim(cache, setup, profile, budgets, draws,
+            live, _ = replay_live_sim(cache, setup, profile, budgets, draws, dispatch_s=config.dispatch_s,
                                       show_progress=config.show_progress and len(models) == 1)
             if config.verify:
                 differ = compare_outcomes(live, outcomes[mode])

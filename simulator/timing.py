@@ -13,8 +13,7 @@ The live replay (FakeBackend) and the vectorised replay read the same numbers.
 from __future__ import annotations
 
 import hashlib
-import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
@@ -65,21 +64,41 @@ class LatencyDraws:
 
     plan: PlanInfo
     per_graph: Mapping[str, np.ndarray]   # graph -> (frames, calls) seconds
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(next(iter(self.per_graph.values())))
 
     def anytime(self) -> np.ndarray:
-        """(frames, steps): the latency of every step of the anytime plan."""
-        plan = self.plan
-        return np.stack([self.per_graph[g][:, c] for g, c in zip(plan.step_graphs, plan.anytime_call)], axis=1)
+        """(frames, steps): the latency of every step of the anytime plan (read-only)."""
+        if "anytime" not in self._memo:
+            plan = self.plan
+            self._memo["anytime"] = _frozen(np.stack([self.per_graph[g][:, c] for g, c in
+                                                      zip(plan.step_graphs, plan.anytime_call)], axis=1))
+        return self._memo["anytime"]
 
     def slice(self, exit_index: int) -> np.ndarray:
-        """(frames, len(slice)): the latency of every step of exit `exit_index`'s a-priori plan."""
-        plan = self.plan
-        steps = plan.slices[exit_index]
-        return np.stack([self.per_graph[plan.step_graphs[s]][:, c]
-                         for s, c in zip(steps, plan.slice_call[exit_index])], axis=1)
+        """(frames, len(slice)): the latency of every step of exit `exit_index`'s a-priori plan (read-only)."""
+        if exit_index not in self._memo:
+            plan = self.plan
+            steps = plan.slices[exit_index]
+            self._memo[exit_index] = _frozen(np.stack([self.per_graph[plan.step_graphs[s]][:, c]
+                                                       for s, c in zip(steps, plan.slice_call[exit_index])], axis=1))
+        return self._memo[exit_index]
+
+
+    def cumulative(self, exit_index: int | None = None) -> np.ndarray:
+        """Running sums of `anytime()` (exit_index None) or of `slice(exit_index)`, along the steps."""
+        key = ("cumulative", exit_index)
+        if key not in self._memo:
+            steps = self.anytime() if exit_index is None else self.slice(exit_index)
+            self._memo[key] = _frozen(np.cumsum(steps, axis=1))
+        return self._memo[key]
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
 def _seed(seed: int, text: str) -> list[int]:
@@ -119,25 +138,6 @@ def resolve_profile(profiles: Mapping[str, LatencyProfile], target: str, path: s
                           f"Measure one on the target with: python -m edge_anytime.deploy --target {target} --profile; "
                           f"or pass --profile FILE, or --measure-profile to measure this host now")
     return profiles[target], f"bundle:{target}"
-
-
-def measure_profile(program: Program, runners: Mapping, precisions: Mapping[str, str], runs: int = 200,
-                    target: str | None = None, backend: str = "litert") -> LatencyProfile:
-    """Time every graph `runs` times on zeros (after one discarded warm-up run) on this host."""
-    import time
-
-    graphs = {}
-    for graph, signature in program.graphs.items():
-        inputs = {p.name: np.zeros(p.shape, dtype=p.dtype) for p in signature.inputs}
-        runner = runners[graph]
-        runner.run(inputs)
-        samples = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            runner.run(inputs)
-            samples.append((time.perf_counter() - t0) * 1e6)
-        graphs[graph] = {precisions[graph]: tuple(samples)}
-    return LatencyProfile(target or f"measured:{platform.node()}", backend, graphs)
 
 
 def profile_summary(profile: LatencyProfile, precisions: Mapping[str, str], estimates: Mapping[str, float]) -> dict:

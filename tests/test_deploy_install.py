@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,14 @@ def test_host_flow_installs_profiles_self_tests_and_serves(tmp_path, tiny_bundle
     records = [json.loads(line) for line in (installed / "served.jsonl").read_text().splitlines()]
     assert len(records) == 6 and all(r["status"] == "final" for r in records)
     assert "served 6 frames" in result.stderr
+    # a redeploy keeps the device's venv and its edited serve.env
+    (installed / "serve.env").write_text("EA_SOURCE=npz:mine.npz\n")
+    (installed / "venv" / "marker").write_text("kept")
+    status = deploy_main(["--target", "x86-64", "--bundle", str(tiny_bundle), "--out", str(out), "--host",
+                          "user@device", "--samples", "20", "--force", "--wheel", str(runtime_wheel)])
+    assert status == 0
+    assert (installed / "venv" / "marker").exists() and "mine.npz" in (installed / "serve.env").read_text()
+    assert not (installed / "served.jsonl").exists()
 
 
 def test_remote_failure_is_reported_and_nothing_is_written(tmp_path, tiny_bundle, runtime_wheel, monkeypatch,
@@ -100,3 +109,28 @@ def _no_real_ssh(monkeypatch):
         raise AssertionError("a test tried to run real ssh/scp")
 
     monkeypatch.setattr(remote_mod, "check_tools", refuse)
+
+
+def _python38():
+    for candidate in [*sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python3.8")), shutil.which("python3.8")]:
+        if candidate and subprocess.run([str(candidate), "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+PY38 = _python38()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(PY38 is None, reason="needs a Python 3.8 interpreter (pyenv)")
+def test_old_image_pins_install_and_self_test_on_python38_with_tflite_runtime(tmp_path, tiny_bundle, runtime_wheel):
+    """The jetson-nano pins (Python 3.8, numpy 1.24.4, tflite-runtime 2.13.0), on this machine's x86 wheels."""
+    out = tmp_path / "nano"
+    assert deploy_main(["--target", "jetson-nano", "--bundle", str(tiny_bundle), "--out", str(out),
+                        "--wheel", str(runtime_wheel)]) == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+    env["PYTHON"] = str(PY38)
+    for script in ("install.sh", "selftest.sh"):
+        result = subprocess.run([str(out / script)], capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert "backend tflite_runtime, precision int8" in result.stdout and "PASS" in result.stdout

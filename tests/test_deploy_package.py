@@ -121,7 +121,8 @@ def test_dry_run_prints_the_exact_remote_commands_and_writes_nothing(tmp_path, t
         f"{ssh} 'mkdir -p edge-anytime'",
         f"scp -o BatchMode=yes -o ConnectTimeout=10 {archive} nvidia@orin.local:edge-anytime/orin.tar.gz",
         f"{ssh} 'cd edge-anytime && rm -rf orin.new && mkdir orin.new && tar -xzf orin.tar.gz -C orin.new && "
-        f"rm -rf orin && mv orin.new orin && rm orin.tar.gz'",
+        f"rm orin.tar.gz && if [ -d orin/venv ]; then mv orin/venv orin.new/venv; fi && "
+        f"if [ -f orin/serve.env ]; then cp orin/serve.env orin.new/serve.env; fi && rm -rf orin && mv orin.new orin'",
         f"{ssh} 'cd edge-anytime/orin && ./install.sh'",
         f"{ssh} 'cd edge-anytime/orin && ./profile.sh'",
         f"scp -o BatchMode=yes -o ConnectTimeout=10 nvidia@orin.local:edge-anytime/orin/bundle/profiles/"
@@ -198,3 +199,35 @@ def test_existing_out_needs_force_and_is_replaced_atomically(tmp_path, tiny_bund
     assert deploy("--target", "x86-64", "--bundle", tiny_bundle, "--out", out, "--force", wheel=runtime_wheel) == 0
     assert not (out / "old.txt").exists() and (out / "install.sh").exists()
     assert leftovers(tmp_path, "pkg") == ["pkg"]
+
+
+def test_recommended_precision_from_the_exporter(tmp_path, tiny_bundle, runtime_wheel, capsys):
+    from dataclasses import replace
+
+    src = copy_bundle(tiny_bundle, tmp_path / "rec")
+    bundle = Bundle.load(src)
+    mixed = {"stem": "fp32", "body": "int8", "head": "int8"}
+    write_manifest(src, replace(bundle.manifest, metadata={**bundle.manifest.metadata, "recommended_precision": mixed}))
+
+    def shipped(out):
+        return {g: next(iter(f)) for g, f in Bundle.load(out / "bundle").manifest.files.items()}
+
+    assert deploy("--target", "jetson", "--bundle", src, "--out", tmp_path / "j", wheel=runtime_wheel) == 0
+    assert shipped(tmp_path / "j") == mixed                     # int8 targets take the exporter's choice
+    assert deploy("--target", "x86-64", "--bundle", src, "--out", tmp_path / "x", wheel=runtime_wheel) == 0
+    assert set(shipped(tmp_path / "x").values()) == {"fp32"}    # fp32 targets keep fp32
+    assert deploy("--target", "x86-64", "--bundle", src, "--out", tmp_path / "r", "--precision", "recommended",
+                  wheel=runtime_wheel) == 0
+    assert shipped(tmp_path / "r") == mixed
+    assert deploy("--target", "x86-64", "--bundle", tiny_bundle, "--out", tmp_path / "n", "--precision",
+                  "recommended", wheel=runtime_wheel) == 1
+    assert "--mixed-drift-budget" in capsys.readouterr().err
+
+
+def test_offline_dry_run_downloads_wheels_for_the_targets_python_and_platform(tmp_path, tiny_bundle, capsys):
+    assert deploy("--target", "jetson-nano", "--bundle", tiny_bundle, "--out", tmp_path / "n", "--offline",
+                  "--dry-run") == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if " pip download " in l)
+    assert "--python-version 3.8" in line and "--only-binary=:all:" in line
+    assert "--platform manylinux_2_27_aarch64" in line and "manylinux_2_28" not in line
+    assert not (tmp_path / "n").exists()

@@ -171,3 +171,15 @@ def test_serve_over_a_serial_link_end_to_end(tiny_bundle, tmp_path):
         os.close(slave)
     assert proc.returncode == 0, err
     assert len(log.read_text().splitlines()) == 3 and "served 3 frames" in err
+
+
+def test_serve_seeds_from_a_matching_profile_only(tiny_bundle, tmp_path, capsys):
+    bundle_dir = copy_bundle(tiny_bundle, tmp_path / "b")
+    profile_bundle(bundle_dir, "x86-64", precision="fp32", options=ProfileOptions(warmup=1, samples=10)).save(bundle_dir)
+    stream = tmp_path / "s.npz"
+    np.savez(stream, frames=np.zeros((2, 8, 8, 3), np.uint8))
+    base = ["--bundle", str(bundle_dir), "--source", f"npz:{stream}", "--budget-ms", "100", "--profile-target", "x86-64"]
+    assert serve_main(base + ["--precision", "fp32"]) == 0
+    assert "seeding latencies by warm-up" not in capsys.readouterr().err
+    assert serve_main(base + ["--precision", "fp16"]) == 0
+    assert "a profile measured at other precisions 'x86-64'" in capsys.readouterr().err

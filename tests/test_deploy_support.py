@@ -116,11 +116,21 @@ def build_tiny_bundle(out: Path) -> Path:
     return out
 
 
+_SESSION: dict[str, Path] = {}   # the fixtures below are imported by several modules: build once per session
+
+
 @pytest.fixture(scope="session")
-def tiny_bundle(request) -> Path:
+def tiny_bundle(request, tmp_path_factory) -> Path:
     """A cached, read-only-by-convention tiny bundle; copy it before changing anything."""
+    if "bundle" not in _SESSION:
+        _SESSION["bundle"] = _tiny_bundle(request, tmp_path_factory)
+    return _SESSION["bundle"]
+
+
+def _tiny_bundle(request, tmp_path_factory) -> Path:
     key = hashlib.sha256(BUILDER.encode()).hexdigest()[:12]
-    cache = Path(request.config.cache.mkdir("edge-anytime-deploy"))
+    store = getattr(request.config, "cache", None)       # None with -p no:cacheprovider
+    cache = Path(store.mkdir("edge-anytime-deploy")) if store is not None else tmp_path_factory.mktemp("bundle")
     bundle = cache / f"tiny-{key}"
     if not (bundle / "manifest.json").is_file():
         tmp = cache / f"tiny-{key}.tmp"
@@ -136,7 +146,9 @@ def runtime_wheel(tmp_path_factory) -> Path:
     """The edge_anytime wheel, built once per session."""
     from edge_anytime.deploy.package import build_wheel
 
-    return build_wheel(REPO, tmp_path_factory.mktemp("wheel"))
+    if "wheel" not in _SESSION:
+        _SESSION["wheel"] = build_wheel(REPO, tmp_path_factory.mktemp("wheel"))
+    return _SESSION["wheel"]
 
 
 def copy_bundle(bundle: Path, dest: Path) -> Path:

@@ -117,3 +117,15 @@ def test_sweep_parsing():
         parse_sweep("uniform:1:2:3")
     with pytest.raises(BudgetError, match="STEP > 0"):
         parse_sweep("constant:1:5:0")
+
+
+def test_background_cpu_load_is_bounded_and_stops():
+    from simulator.load import BackgroundLoad
+
+    with pytest.raises(ValueError, match="fraction of one core"):
+        BackgroundLoad(1.5)
+    load = BackgroundLoad(0.2, max_seconds=20)
+    with load:
+        process = load._process
+        assert process.is_alive()
+    assert not process.is_alive()

@@ -30,6 +30,7 @@ def noisy():
 
 CASES = [
     ("anytime", "uniform:0.5:9", 1.0, ControllerOptions(estimator=FROZEN, warmup_runs=0)),
+    ("dispatch", "uniform:0.5:9", 1.0, ControllerOptions(estimator=FROZEN, warmup_runs=0)),   # hand-off delay
     ("apriori", "uniform:0.5:9", 1.0, ControllerOptions(mode="apriori", estimator=FROZEN, warmup_runs=0)),
     ("anytime", "large:1:8", 1.6, ControllerOptions(estimator=FROZEN, warmup_runs=0)),      # overruns -> watchdog
     ("apriori", "normal:4:2", 1.6, ControllerOptions(mode="apriori", estimator=FROZEN, warmup_runs=0)),
@@ -47,8 +48,9 @@ def test_cached_replay_equals_live_controller_frame_by_frame(noisy, mode, spec, 
     preds = exit_predictions(cache, options.coarse_below)
     draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), seed=4, scale=scale)
     budgets = parse_budget(spec).sample(len(cache), seed=2, timestamps=cache.timestamps)
-    fast = replay_fast(setup, preds, budgets, cache.timestamps, draws, cache.valid, cache.bad_steps)
-    live, results = replay_live_sim(cache, setup, profile, budgets, draws)
+    dispatch = 0.7 * MS if mode == "dispatch" else 0.0
+    fast = replay_fast(setup, preds, budgets, cache.timestamps, draws, cache.valid, cache.bad_steps, None, dispatch)
+    live, results = replay_live_sim(cache, setup, profile, budgets, draws, dispatch_s=dispatch)
     assert compare_outcomes(fast, live) == []
     np.testing.assert_array_equal(fast.delivered_s, live.delivered_s)   # same clock arithmetic, bit for bit
     np.testing.assert_array_equal(fast.late_steps, live.late_steps)

@@ -30,14 +30,19 @@ from .targets import Target, load_target
 PROJECT = Path(__file__).resolve().parents[2]
 
 
+def _precision(text: str):
+    return "recommended" if text == "recommended" else parse_precision(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m edge_anytime.deploy", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--target", required=True, help="target profile name (deploy/targets/NAME.toml)")
     p.add_argument("--bundle", required=True, help="bundle folder (manifest.json + graphs)")
     p.add_argument("--out", required=True, help="package folder to create (atomically)")
-    p.add_argument("--precision", type=parse_precision, default=None,
-                   help="override the target's precision: fp32|fp16|int8 or GRAPH=PREC,...,*=PREC")
+    p.add_argument("--precision", type=_precision, default=None,
+                   help="override the target's precision: fp32|fp16|int8, GRAPH=PREC,...,*=PREC, or recommended "
+                        "(the exporter's per-graph choice in the bundle's metadata)")
     p.add_argument("--profile", action="store_true",
                    help="measure latencies + run the self-test here (only when this machine is the target)")
     p.add_argument("--host", help="user@address: copy, install, profile and self-test on the device over ssh")
@@ -87,7 +92,7 @@ def _profile_here(bundle_dir: Path, target: Target, precisions: dict, warmup: in
 
 
 def _dry_run(args, target: Target, precisions: dict, remote: Remote | None, out: Path) -> int:
-    print(f"# dry run: nothing is written, copied or executed")
+    print("# dry run: nothing is written, copied or executed")
     print(f"# package {out} for target {target.name} ({target.description})")
     print(f"# precisions: {precisions}; backend {target.runtime.backend}, {target.runtime.threads} thread(s)")
     if args.wheel:

@@ -103,7 +103,7 @@ def profile_sh(target: Target, precisions: Mapping[str, str], warmup: int, sampl
 set -euo pipefail
 cd "$(dirname "$0")"
 venv/bin/python -m edge_anytime.profiling {_runtime_args(target, precisions)}{cpus} \\
-  --target {target.name} --warmup "${{EA_WARMUP:-{warmup}}}" --samples "${{EA_SAMPLES:-{samples}}}"
+  --target {target.name} --warmup "${{EA_WARMUP:-{warmup}}}" --samples "${{EA_SAMPLES:-{samples}}}" "$@"
 exec ./selftest.sh
 """
 

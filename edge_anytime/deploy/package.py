@@ -46,9 +46,23 @@ class DeployError(EdgeAnytimeError, RuntimeError):
     """The package cannot be built or installed; the message names the fix."""
 
 
+def recommended(bundle: Bundle) -> dict[str, str] | None:
+    """The exporter's per-graph choice (`python -m training.export --mixed-drift-budget`), if it made one."""
+    chosen = bundle.manifest.metadata.get("recommended_precision")
+    return dict(chosen) if isinstance(chosen, dict) and chosen else None
+
+
 def choose_precisions(bundle: Bundle, target: Target, override: PrecisionChoice = None) -> dict[str, str]:
-    """Per-graph precision: `override` (a name or {graph|'*': precision}) else the target's; all must exist."""
+    """Per-graph precision; all must exist in the bundle. In order: `override` ('recommended', a name, or
+    {graph|'*': precision}); the bundle's recommended mapping if the target uses it; the target's table."""
     graphs = list(bundle.program.graphs)
+    if override == "recommended":
+        override = recommended(bundle)
+        if override is None:
+            raise DeployError(f"bundle {bundle.root} has no metadata.recommended_precision; export it with "
+                              f"--precision fp32,int8 --mixed-drift-budget 0.01, or pass --precision fp32|fp16|int8")
+    if override is None and target.use_recommended and recommended(bundle):
+        override = recommended(bundle)
     if override is None:
         chosen = {g: target.precision_for(g) for g in graphs}
     elif isinstance(override, str):

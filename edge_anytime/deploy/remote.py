@@ -16,7 +16,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +59,12 @@ class Remote:
     def upload(self, archive: Path) -> list[list[str]]:
         name = shlex.quote(self.package)
         remote_archive = f"{REMOTE_ROOT}/{self.package}.tar.gz"
+        # a redeploy keeps the device's venv (install.sh reuses it) and its edited serve.env
         unpack = (f"cd {REMOTE_ROOT} && rm -rf {name}.new && mkdir {name}.new && "
-                  f"tar -xzf {name}.tar.gz -C {name}.new && rm -rf {name} && mv {name}.new {name} && rm {name}.tar.gz")
+                  f"tar -xzf {name}.tar.gz -C {name}.new && rm {name}.tar.gz && "
+                  f"if [ -d {name}/venv ]; then mv {name}/venv {name}.new/venv; fi && "
+                  f"if [ -f {name}/serve.env ]; then cp {name}/serve.env {name}.new/serve.env; fi && "
+                  f"rm -rf {name} && mv {name}.new {name}")
         return [self.ssh(f"mkdir -p {REMOTE_ROOT}"),
                 ["scp", *self._options(scp=True), str(archive), f"{self.host}:{remote_archive}"],
                 self.ssh(unpack)]

@@ -87,6 +87,7 @@ class Target:
     runtime: RuntimeSpec
     precision: Mapping[str, str]          # {'*': default, graph: precision, ...}
     service: ServiceSpec = field(default_factory=ServiceSpec)
+    use_recommended: bool = False         # prefer the bundle's metadata.recommended_precision when it has one
     notes: str = ""
     source: str = ""                      # the file it came from
     alias: str | None = None              # the name asked for, when it was an alias
@@ -108,7 +109,7 @@ class Target:
                            "wheel_flags": list(self.python.wheel_flags)},
                 "runtime": {"backend": self.runtime.backend, "threads": self.runtime.threads,
                             "cpus": list(self.runtime.cpus)},
-                "precision": dict(self.precision),
+                "precision": dict(self.precision), "use_recommended": self.use_recommended,
                 "service": {"source": self.service.source, "sink": self.service.sink,
                             "budget_ms": self.service.budget_ms, "pre_start": list(self.service.pre_start)},
                 "notes": self.notes}
@@ -172,6 +173,9 @@ def parse_target(data: Mapping[str, Any], where: str = "target") -> Target:
     if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus):
         raise TargetError(f"{where} [runtime]: cpus must be a list of CPU numbers like [4, 5], got {cpus!r}")
     precision = dict(data["precision"])
+    use_recommended = precision.pop("use_recommended", False)
+    if not isinstance(use_recommended, bool):
+        raise TargetError(f"{where} [precision]: use_recommended must be true or false, got {use_recommended!r}")
     if "default" not in precision:
         raise TargetError(f"{where} [precision]: missing 'default' (e.g. default = \"fp32\")")
     for graph, value in precision.items():
@@ -188,7 +192,8 @@ def parse_target(data: Mapping[str, Any], where: str = "target") -> Target:
                   python=PythonSpec(py["version"], packages,
                                     _strings(py.get("wheel_flags", []), f"{where} [python].wheel_flags")),
                   runtime=RuntimeSpec(rt["backend"], threads, tuple(cpus)), precision=precision,
-                  service=service, notes=data.get("notes", "").strip(), source=where)
+                  service=service, use_recommended=use_recommended, notes=data.get("notes", "").strip(),
+                  source=where)
 
 
 def targets_dir(explicit: str | os.PathLike | None = None) -> Path:

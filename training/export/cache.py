@@ -64,6 +64,7 @@ class ConversionCache:
                 shutil.copyfile(path, staging / name)
                 record["files"][precision] = [name, sha256_file(staging / name)]
             (staging / "entry.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+            os.chmod(staging, 0o755)  # mkdtemp makes it private; a cache may be shared
             if entry.exists():
                 shutil.rmtree(entry, ignore_errors=True)
             os.replace(staging, entry)

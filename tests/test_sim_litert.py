@@ -1,0 +1,52 @@
+"""The prediction cache and the real clock with the shipped GTSRB bundle on LiteRT (skipped without it)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import DEMO_BUNDLE, data_dir
+
+pytestmark = pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file() or not (data_dir() / "gtsrb32").is_dir(),
+                                reason="needs deploy/bundles/gtsrb-resann and the GTSRB data")
+
+
+def test_cached_logits_are_what_the_controller_computes(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from edge_anytime import Controller, ControllerOptions
+    from simulator.cache import cached_predictions
+    from simulator.fast import exit_predictions
+    from simulator.sources import open_stream
+
+    stream = open_stream("gtsrb-test", frames=40, data_dir=data_dir())
+    cache = cached_predictions(DEMO_BUNDLE, stream, frames=40, cache_dir=tmp_path, show_progress=False)
+    assert np.isfinite(cache.logits).all() and cache.valid.all() and not cache.bad_steps.any()
+    preds = exit_predictions(cache)
+    with Controller.from_bundle(DEMO_BUNDLE, options=ControllerOptions(warmup_runs=1)) as ctrl:
+        for item in stream:
+            result = ctrl.run(item.frame, 5.0)      # a generous budget: every exit runs
+            assert [e.prediction.label for e in result.exits] == list(preds.label[item.index])
+            np.testing.assert_allclose([e.prediction.confidence for e in result.exits],
+                                       preds.confidence[item.index], atol=1e-5)
+    again = cached_predictions(DEMO_BUNDLE, "gtsrb-test", frames=40, cache_dir=tmp_path, data_dir=data_dir(),
+                               show_progress=False)
+    assert again.path == cache.path and np.array_equal(again.logits, cache.logits)   # loaded, not rebuilt
+
+
+def test_real_clock_cli(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from simulator.replay import main
+
+    out = tmp_path / "real.json"
+    assert main(["--bundle", str(DEMO_BUNDLE), "--stream", "gtsrb-test", "--frames", "40", "--clock", "real",
+                 "--budget", "constant:20", "--budget", "constant:0.05", "--cache-dir", str(tmp_path),
+                 "--data-dir", str(data_dir()), "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    generous, tiny = report["scenarios"]
+    assert report["clock"] == "real" and report["profile"]["source"] == "measured:this-host"
+    assert generous["policies"]["anytime"]["deadline_met"] > 0.9
+    assert generous["policies"]["anytime"]["accuracy"] > 0.5
+    assert tiny["policies"]["anytime"]["exit_histogram"][-1] == 40     # 50 us: nothing fits, nothing runs late
+    assert "sim:anytime" in generous["policies"] and report["real_controller_stats"]["frames"] == 80
