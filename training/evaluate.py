@@ -159,6 +159,9 @@ def evaluate_model(model, dataset: str, options, device) -> dict:
     info = dataset_info(dataset)
     val_logits, val_labels = collect_logits(model, make_loader(dataset, "val", options), device)
     test_logits, test_labels = collect_logits(model, make_loader(dataset, "test", options), device)
+    keep = getattr(model, "keep_exits", None)  # e.g. EANN: the program holds only the kept outputs
+    if keep is not None:
+        val_logits, test_logits = [val_logits[i] for i in keep], [test_logits[i] for i in keep]
     flops, params = exit_costs(model)
     exits, temperatures = [], []
     for k, (v, t) in enumerate(zip(val_logits, test_logits)):
@@ -195,7 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
                             val_fraction=config["val_fraction"])
     metrics = evaluate_model(model.to(device), config["dataset"], options, device)
     metrics.update(arch=config["arch"], arch_kwargs=config["arch_kwargs"], epoch=config["epoch"])
-    (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    path = args.run_dir / "metrics.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}  # keep training facts (train_seconds...)
+    metrics = {**previous, **metrics}
+    path.write_text(json.dumps(metrics, indent=1))
     print(json.dumps({"test_accuracy": metrics["test_accuracy"], "temperatures": metrics["temperatures"]}))
     return metrics
 

@@ -190,6 +190,24 @@ def load_checkpoint(path, map_location="cpu"):
     return model.eval(), config
 
 
+class TrainView(torch.nn.Module):
+    """What the optimiser sees: (fine logits per output, coarse logits per output or []).
+
+    Hierarchical models (`num_coarse` > 0, e.g. is-resnext with hierarchical=True) are run through
+    `forward_hierarchical` so their coarse heads train too. A module, so DDP can wrap it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.hierarchical = int(getattr(model, "num_coarse", 0) or 0) > 0
+
+    def forward(self, x: torch.Tensor):
+        if self.hierarchical:
+            pairs = self.model.forward_hierarchical(x)
+            return [fine for fine, _ in pairs], [coarse for _, coarse in pairs]
+        return self.model(x), []
+
+
 def _log(line: str, env: Dist) -> None:
     if env.main:
         print(line, flush=True)
@@ -208,7 +226,16 @@ def train(config: TrainConfig) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     info = dataset_info(config.dataset)
     model = create_model(config.arch, num_classes=info.num_classes, **config.arch_kwargs).to(device)
+    view = TrainView(model)
+    if view.hierarchical and not info.fine_to_coarse:
+        raise ValueError(f"{config.arch} has coarse heads but {config.dataset} has no fine->coarse mapping; "
+                         f"build it without hierarchical=True")
+    coarse_map = torch.tensor(info.fine_to_coarse or (0,), device=device)
     flops, _ = exit_costs(model)
+    if config.weighting.startswith("impatient-") and len(flops) != model.num_exits:
+        raise ValueError(f"{config.weighting} needs one cost per model output, but the {config.arch} stage program "
+                         f"has {len(flops)} exits for {model.num_exits} outputs (keep_exits set?); train with all "
+                         f"exits kept or choose another --weighting")
     weighting = make_weighting(config.weighting, model.num_exits, exit_costs=flops, seed=config.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -235,9 +262,9 @@ def train(config: TrainConfig) -> dict:
         _log(f"resumed from {ckpt_path} after epoch {saved['epoch']}", env)
     elif env.main and log_path.exists():
         log_path.unlink()
-    net = model
+    net = view
     if env.world_size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(view, device_ids=[device.index] if device.type == "cuda" else None)
 
     steps_per_epoch = len(train_loader)
     started = time.time()
@@ -255,8 +282,10 @@ def train(config: TrainConfig) -> dict:
                 group["lr"] = lr_at(config, step, steps_per_epoch)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = net(images)
+                logits, coarse = net(images)
             losses = torch.stack([F.cross_entropy(z.float(), labels) for z in logits])
+            if coarse:  # coarse heads: the same exit weight as their fine twin
+                losses = losses + torch.stack([F.cross_entropy(z.float(), coarse_map[labels]) for z in coarse])
             observed = losses.detach().clone()
             if env.world_size > 1:
                 dist.all_reduce(observed)
@@ -276,12 +305,16 @@ def train(config: TrainConfig) -> dict:
             elif config.log_every and (i + 1) % config.log_every == 0:
                 _log(f"epoch {epoch + 1} batch {i + 1}/{steps_per_epoch} loss {loss.item():.4f} "
                      f"final-exit acc {sums[1, -1].item() / seen:.4f} {time.time() - epoch_start:.0f}s", env)
+        if env.world_size > 1:  # the log shows all ranks' training statistics
+            totals = torch.cat([sums.flatten(), torch.tensor([float(seen)], dtype=torch.float64)]).to(device)
+            dist.all_reduce(totals)
+            sums, seen = totals[:-1].cpu().view_as(sums), int(totals[-1].item())
         if env.main:
             val_logits, val_labels = collect_logits(model, val_loader, device)
             record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - epoch_start,
                       "train_loss": (sums[0] / max(seen, 1)).tolist(), "train_accuracy": (sums[1] / max(seen, 1)).tolist(),
                       "val_accuracy": [accuracy(z, val_labels) for z in val_logits] if len(val_labels) else [],
-                      "weights": weights, "images_per_rank": seen}
+                      "weights": weights, "images": seen}
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             _log(json.dumps(record), env)
