@@ -39,7 +39,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: %(default)s)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint the bundle was exported from (default: the bundle's metadata.source.checkpoint)")
-    p.add_argument("--precision", default="fp32", help="precision of the staged graphs (default: %(default)s)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8", "recommended"),
+                   help="precision of the staged graphs and of the monolithic file (int8: calibrated on real "
+                        "training images like the export); 'recommended': the bundle's per-graph choice, against "
+                        "an fp32 monolithic file (default: %(default)s)")
+    p.add_argument("--calib-samples", type=int, default=1000, help="int8 calibration images (default: %(default)s)")
     p.add_argument("--frames", type=int, default=500, help="timed frames (real test images) (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=50, help="untimed frames first (default: %(default)s)")
     p.add_argument("--data-dir", type=Path, default=None)
@@ -57,6 +61,8 @@ def _percentiles(samples_ns: list[int]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import torch
+
     from edge_anytime.backends import GraphLoadSpec, create_backend
     from edge_anytime.bundle import Bundle
     from edge_anytime.preprocess import Preprocessor
@@ -76,24 +82,41 @@ def main(argv=None) -> int:
     if not checkpoint.is_absolute() and not checkpoint.is_file():
         checkpoint = REPO / checkpoint
     torch_model, config = load_checkpoint(checkpoint)
-    staged = torch_model.stage_program(__import__("torch").zeros(model.input.shape))
+    staged = torch_model.stage_program(torch.zeros(model.input.shape))
     conversion = ConversionOptions(**{k: v for k, v in bundle.manifest.metadata.get("conversion", {}).items()
                                       if k in ("quant_type", "onnx_exporter")}, image_layout="nhwc")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-monolithic-"))
     last = len(program.exits) - 1
-    mono = convert_monolithic(staged, last, model.input.shape, work, ConversionCache(args.cache_dir or default_cache_dir()),
-                              conversion)
+    dataset = model.dataset or config["dataset"]
+    prepare = Preprocessor(model.input)
+    mono_precision = "fp32" if args.precision == "recommended" else args.precision
+    calib = None
+    if mono_precision == "int8":
+        from training.export.calibrate import select_indices
 
-    frames, _ = load_split(model.dataset or config["dataset"], "test", args.data_dir)
+        train, _ = load_split(dataset, "train", args.data_dir, val_fraction=float(config.get("val_fraction", 0.1)),
+                              seed=int(config.get("seed", 0)))
+        calib = np.concatenate([prepare(np.asarray(train[i])) for i in select_indices(len(train), args.calib_samples, 0)])
+    mono = convert_monolithic(staged, last, model.input.shape, work, ConversionCache(args.cache_dir or default_cache_dir()),
+                              conversion, precision=mono_precision, calib_images=calib)
+
+    frames, _ = load_split(dataset, "test", args.data_dir)
     count = args.warmup + args.frames
     index = np.random.default_rng(0).choice(len(frames), size=min(count, len(frames)), replace=False)
-    prepare = Preprocessor(model.input)
     inputs = [prepare(np.asarray(frames[i])) for i in index]
     while len(inputs) < count:
         inputs += inputs[: count - len(inputs)]
 
     backend = create_backend("litert", num_threads=1)
-    precisions = bundle.resolve_precisions(args.precision)
+    if args.precision == "recommended":
+        recommended = bundle.manifest.metadata.get("recommended_precision")
+        if not recommended:
+            print("error: the bundle has no metadata.recommended_precision (export with --mixed-drift-budget)",
+                  file=sys.stderr)
+            return 2
+        precisions = bundle.resolve_precisions(recommended)
+    else:
+        precisions = bundle.resolve_precisions(args.precision)
     runners = {g: backend.load_graph(GraphLoadSpec(program.graphs[g], p, bundle.graph_file(g, p),
                                                    bundle.path_of(bundle.graph_file(g, p).path)))
                for g, p in precisions.items()}
@@ -153,9 +176,10 @@ def main(argv=None) -> int:
     stats = {name: _percentiles(samples) for name, samples in times.items()}
     mono_median = stats["monolithic"]["median_us"]
     result = {
-        "bundle": str(args.bundle), "precision": precisions, "frames": args.frames, "threads": 1,
-        "image_port_transpose": {g: list(bundle.graph_file(g, p).transpose.get(port, []))
-                                 for g, p in precisions.items() for port in bundle.graph_file(g, p).transpose},
+        "bundle": str(args.bundle), "precision": precisions, "monolithic_precision": mono_precision,
+        "frames": args.frames, "threads": 1,
+        "transposes": {g: {port: list(perm) for port, perm in bundle.graph_file(g, p).transpose.items()}
+                       for g, p in precisions.items() if bundle.graph_file(g, p).transpose},
         "monolithic_file": str(mono.path), "monolithic_vs_staged_max_abs_delta": max_delta,
         "stats": stats,
         "ratio_apriori_final": stats["apriori_final"]["median_us"] / mono_median,
@@ -168,7 +192,8 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"bundle {args.bundle} ({args.frames} real test frames, 1 thread, interleaved)")
+        print(f"bundle {args.bundle} ({args.frames} real test frames, 1 thread, interleaved; staged "
+              f"{args.precision}, monolithic {mono_precision})")
         print(f"monolithic vs staged final-exit logits: max |delta| {max_delta:.2e}")
         print(f"{'plan':<16}{'median us':>12}{'p99 us':>12}{'ratio':>8}")
         for name in ("monolithic", "apriori_final", "anytime"):

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     clk.add_argument("--threads", type=int, default=1, help="LiteRT threads per graph (default 1)")
     clk.add_argument("--cpu-load", type=float, help="real clock: a background process busy this fraction of a core")
     clk.add_argument("--pace", action="store_true", help="real clock: wait for each frame's timestamp like a camera")
+    clk.add_argument("--realtime", type=int, metavar="PRIORITY",
+                     help="real clock: run the replay process under SCHED_FIFO with this priority (1-99; needs root or "
+                          "CAP_SYS_NICE), as on a device (edge_anytime.realtime); latency spikes from other processes vanish")
+    clk.add_argument("--settle", type=int, default=1000,
+                     help="real clock: frames served with a generous budget before the scenarios, so the controller's "
+                          "online pWCETs reach steady state (default 1000; 0 to skip)")
     clk.add_argument("--demo", action="store_true",
                      help="the project demo: real GTSRB test images through the bundle on real LiteRT (wall clock) "
                           "under a sweep of constant budgets spanning its exits, beside the simulator's prediction "
@@ -185,20 +191,19 @@ def run(args) -> dict:
         bundle = bundle or _load_bundle(args)
         profile, source = _measure(bundle, cache.precisions, args.threads), "measured:this-host"
     setup = ReplaySetup.create(cache.program, profile, cache.precisions, controller_options(args, online=False))
-    exits = exit_table(cache, setup, profile)
-    models = models or demo_budgets(exits)
     config = SweepConfig(seed=args.seed, threshold=args.threshold, verify=args.verify, show_progress=not args.quiet,
                          latency_scale=args.latency_scale, dispatch_s=args.dispatch_ms / 1e3,
-                         engine=args.engine or ("live" if len(models) == 1 or args.verify else "fast"))
+                         engine=args.engine or ("live" if len(models or ()) == 1 or args.verify else "fast"))
     replay_started = time.perf_counter()
     real_stats = None
     if real:
-        scenarios, real_stats = run_real(args, bundle, stream, cache, setup, profile, models, config)
+        scenarios, real_stats, setup = run_real(args, bundle, stream, cache, setup, profile, models, config)
         engine = "wall-clock"
     else:
         scenarios = run_sweep(cache, setup, profile, models, config)
         engine = config.engine
     replay_s = time.perf_counter() - replay_started
+    exits = exit_table(cache, setup, profile)
     print(f"stream {cache.meta.get('stream')}: {len(cache)} frames; clock {args.clock} ({engine}); "
           f"latency profile {source}")
     print(format_exits(exits))
@@ -240,26 +245,32 @@ def build_report(args, cache, setup, profile, source, exits, scenarios, engine, 
                        "confidence_target": args.confidence_target, "coarse_below": args.coarse_below,
                        "estimator": "online (warm-up on this host)" if real else "frozen (profile)"},
         "baselines": {"threshold": args.threshold},
-        "cpu_load": args.cpu_load, "paced": bool(args.pace), "real_controller_stats": real_stats,
+        "cpu_load": args.cpu_load, "paced": bool(args.pace), "settle_frames": args.settle if real else None,
+        "real_controller": real_stats,
         "exits": exits,
         "scenarios": [scenario_json(sc, timeline=args.timeline) for sc in scenarios],
     }
 
 
 def demo_budgets(exits: list[dict], count: int = 10) -> list:
-    """Constant budgets from below the first exit's admission threshold to past the last one's."""
-    lo = 0.7 * exits[0]["min_budget_ms"]
-    hi = 1.15 * exits[-1]["min_budget_ms"]
+    """Constant budgets from below the first exit's threshold to past the last exit's (see exit_table)."""
+    lo = 0.6 * exits[0]["min_budget_ms"]
+    hi = max(1.3 * exits[-1]["min_budget_ms"], 2 * lo)
     step = float(f"{(hi - lo) / (count - 1):.2g}")
     return [parse_budget(f"constant:{float(f'{lo + i * step:.3g}'):g}") for i in range(count)]
 
 
-def run_real(args, bundle, stream, cache, setup, profile, models, config) -> tuple[list[Scenario], dict]:
-    """Each scenario through Controller.from_bundle on the wall clock, beside its simulated twin;
-    also returns the real controller's counters (ControllerStats) over all scenarios."""
-    from dataclasses import asdict
+def run_real(args, bundle, stream, cache, setup, profile, models, config):
+    """Each scenario through Controller.from_bundle on the wall clock, beside its simulated twin.
 
+    Every scenario gets a fresh controller (warmed up, then settled, see `settle`), so a latency
+    spike in one scenario cannot change the next. The twin replays the same frames and budgets on
+    the simulated clock with step latencies drawn from `profile` and that controller's own pWCETs,
+    so it predicts the real admissions. Returns (scenarios, the real controllers' counters and
+    pWCETs, the last twin's setup). `models` None: the demo's budgets, chosen from those pWCETs.
+    """
     from contextlib import nullcontext
+    from dataclasses import asdict
 
     from edge_anytime.controller import Controller
 
@@ -269,22 +280,54 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config) -> tup
 
     preds = exit_predictions(cache, setup.options.coarse_below)
     draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), config.seed)
-    load = BackgroundLoad(args.cpu_load) if args.cpu_load else nullcontext()
-    scenarios = []
-    # the documented path: the controller warms up on this host and learns latencies online
-    with load, Controller.from_bundle(bundle, options=controller_options(args, online=True)) as ctrl:
+    options = controller_options(args, online=True)
+    if args.realtime is not None:  # before the controllers start: their threads inherit the policy
+        from edge_anytime.realtime import RealtimeOptions, apply_realtime
+
+        print(apply_realtime(RealtimeOptions(fifo_priority=args.realtime)))
+    scenarios, stats, pwcets = [], {}, []
+    with BackgroundLoad(args.cpu_load) if args.cpu_load else nullcontext():
+        if models is None:
+            with Controller.from_bundle(bundle, options=options) as ctrl:
+                settle(ctrl, stream, args.settle)
+                models = demo_budgets(exit_table(cache, replace(setup, estimates=ctrl.latency_estimates()), profile))
         for i, model in enumerate(models):
-            budgets = model.sample(len(cache), config.seed, cache.timestamps)
-            outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold,
-                                               config.dispatch_s)
-            outcomes["sim:" + args.mode] = outcomes[args.mode]
-            outcomes[args.mode], _ = replay_real(bundle, stream, budgets, pace=args.pace, controller=ctrl,
-                                                 show_progress=config.show_progress,
-                                                 desc=f"real clock {i + 1}/{len(models)} {model.spec}")
+            with Controller.from_bundle(bundle, options=options) as ctrl:
+                settle(ctrl, stream, args.settle)
+                setup = replace(setup, estimates=dict(ctrl.latency_estimates()))
+                budgets = model.sample(len(cache), config.seed, cache.timestamps)
+                outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold,
+                                                   config.dispatch_s)
+                outcomes["sim:" + args.mode] = outcomes[args.mode]
+                outcomes[args.mode], _ = replay_real(bundle, stream, budgets, pace=args.pace, controller=ctrl,
+                                                     show_progress=config.show_progress,
+                                                     desc=f"real clock {i + 1}/{len(models)} {model.spec}")
+                after = ctrl.latency_estimates()
+                for name, value in asdict(ctrl.stats()).items():
+                    stats[name] = stats.get(name, 0) + value
+            pwcets.append({"budget": model.spec, "before_ms": {g: v * 1e3 for g, v in setup.estimates.items()},
+                           "after_ms": {g: v * 1e3 for g, v in after.items()}})
             simulated = tuple(name for name in outcomes if name != args.mode)
             scenarios.append(Scenario(model, budgets, outcomes, policy_metrics(outcomes, cache), best, simulated))
-        stats = asdict(ctrl.stats())
-    return scenarios, stats
+    grew = [p["budget"] for p in pwcets if sum(p["after_ms"].values()) > 1.5 * sum(p["before_ms"].values())]
+    if grew:
+        print(f"note: the real controller's pWCETs grew by > 50% during {', '.join(grew)} (latency spikes on this "
+              f"host); see real_controller.pwcet in the JSON report", file=sys.stderr)
+    return scenarios, {"stats": stats, "pwcet": pwcets}, setup
+
+
+def settle(ctrl, stream, frames: int, budget_s: float = 0.05) -> None:
+    """Serve `frames` frames (cycling the stream) with a generous budget. With fewer than 1/(1-q) samples
+    the controller's pWCET is 1.25x the largest one seen, so a single preemption during its 20-run
+    warm-up would pin it (and refused segments add no samples); ~1000 served frames let the online
+    estimator reach its steady-state quantile."""
+    served = 0
+    while served < frames:
+        for item in stream:
+            if served >= frames:
+                break
+            ctrl.run(item.frame, budget_s)
+            served += 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,4 +49,4 @@ def test_real_clock_cli(tmp_path):
     assert generous["policies"]["anytime"]["deadline_met"] > 0.9
     assert generous["policies"]["anytime"]["accuracy"] > 0.5
     assert tiny["policies"]["anytime"]["exit_histogram"][-1] == 40     # 50 us: nothing fits, nothing runs late
-    assert "sim:anytime" in generous["policies"] and report["real_controller_stats"]["frames"] == 80
+    assert "sim:anytime" in generous["policies"] and report["real_controller"]["stats"]["frames"] >= 80

@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="bundle folder to write (replaced atomically if it holds a bundle)")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16, int8 (fp32 is always written); "
                    "default: %(default)s")
-    p.add_argument("--calib-samples", type=int, default=200, help="real training images for int8 calibration "
+    p.add_argument("--calib-samples", type=int, default=1000, help="real training images for int8 calibration "
                    "(default: %(default)s)")
     p.add_argument("--parity-samples", type=int, default=256, help="real test images for parity.json (default: %(default)s)")
     p.add_argument("--self-test-samples", type=int, default=4, help="test images stored in reference/self_test.npz "
@@ -68,7 +68,7 @@ def build_options(args: argparse.Namespace) -> ExportOptions:
                                      onnx_exporter=args.onnx_exporter))
 
 
-def load_run(checkpoint: Path, data_dir: Path | None, name: str | None, calib_samples: int):
+def load_run(checkpoint: Path, data_dir: Path | None, name: str | None):
     """ExportInputs for a training run: model, stage program, real data, exit metadata."""
     import numpy as np
     import torch
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bar = None
     try:
-        inputs = load_run(args.checkpoint, args.data_dir, args.name, options.calib_samples)
+        inputs = load_run(args.checkpoint, args.data_dir, args.name)
         graphs = len(inputs.staged.program.graphs)
         total = 1 + graphs + 1 + graphs + 1 + 1 + len(options.precisions) + ("int8" in options.precisions) \
             + (options.mixed_drift_budget is not None) + 1

@@ -17,7 +17,7 @@ from edge_anytime.manifest import GraphFile
 from edge_anytime.program import GraphSignature, Port
 
 from .cache import ConversionCache
-from .convert import convert_graph, kept_nchw_inputs
+from .convert import convert_graph, kept_nchw_inputs, tf_layout
 from .onnx_export import export_onnx
 from .options import ConversionOptions
 from .ports import resolve_ports
@@ -59,8 +59,10 @@ class MonolithicGraph:
 
 def convert_monolithic(staged, exit_index: int, input_shape: tuple[int, ...], work_dir: Path,
                        cache: ConversionCache, options: ConversionOptions = ConversionOptions(),
-                       probe: np.ndarray | None = None) -> MonolithicGraph:
-    """Export and convert the unsplit network to exit `exit_index` (fp32), with a checked port mapping."""
+                       probe: np.ndarray | None = None, precision: str = "fp32",
+                       calib_images: np.ndarray | None = None) -> MonolithicGraph:
+    """Export and convert the unsplit network to exit `exit_index` at `precision`, with a checked port
+    mapping. int8 needs `calib_images` (N, C, H, W): preprocessed real training images."""
     import onnxruntime as ort
     import torch
 
@@ -70,14 +72,19 @@ def convert_monolithic(staged, exit_index: int, input_shape: tuple[int, ...], wo
     signature = GraphSignature("monolithic", (Port("image", tuple(input_shape)),), (Port("logits", tuple(logits.shape)),))
     onnx_graph = export_onnx(signature, module, work_dir / "onnx" / "monolithic.onnx", options)
     kept = kept_nchw_inputs(signature, ("image",), options)
-    converted = convert_graph(onnx_graph, signature, ("fp32",), kept, None, options, cache, work_dir)
+    calibration = None
+    if precision == "int8":
+        if calib_images is None:
+            raise ValueError("an int8 monolithic graph needs calib_images (preprocessed real training images)")
+        calibration = {"image": tf_layout(calib_images, "image" in kept)}
+    converted = convert_graph(onnx_graph, signature, (precision,), kept, calibration, options, cache, work_dir)
     probe = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32) if probe is None else probe
     session = ort.InferenceSession(str(onnx_graph.path), providers=["CPUExecutionProvider"])
     reference = {"logits": session.run(["logits"], {"image": probe})[0]}
-    path = converted.files["fp32"]
-    mapping = resolve_ports(path, signature, "fp32", kept, {"image": probe}, reference)
+    path = converted.files[precision]
+    mapping = resolve_ports(path, signature, precision, kept, {"image": probe}, reference)
     from edge_anytime.bundle import sha256_file
 
-    graph_file = GraphFile("fp32", path.name, sha256_file(path), dict(mapping.inputs), dict(mapping.outputs),
+    graph_file = GraphFile(precision, path.name, sha256_file(path), dict(mapping.inputs), dict(mapping.outputs),
                            transpose=dict(mapping.transpose))
     return MonolithicGraph(signature, path, graph_file, onnx_graph.path, converted.cached)

@@ -87,7 +87,7 @@ class ExportOptions:
     """
 
     precisions: tuple[str, ...] = ("fp32",)
-    calib_samples: int = 200
+    calib_samples: int = 1000
     parity_samples: int = 256
     self_test_samples: int = 4
     mixed_drift_budget: float | None = None

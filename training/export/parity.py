@@ -216,6 +216,6 @@ def to_markdown(report: dict, title: str) -> str:
                      for p, m in per.items() if m["fallbacks"]}
         lines += ["", "## Port mapping", "",
                   "Every port is mapped by signature name and checked on a probe frame against ONNX Runtime; " +
-                  ("fallbacks (name did not hold, mapped by the check): " + str(fallbacks) if fallbacks
+                  ("fallbacks (the name or layout predicted from names and shapes did not hold; mapped by the numeric check): " + str(fallbacks) if fallbacks
                    else "every name held (no fallback used).")]
     return "\n".join(lines) + "\n"
