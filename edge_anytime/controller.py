@@ -125,10 +125,15 @@ class Controller:
     @classmethod
     def from_program(cls, program: Program, model: ModelInfo, backend: Any, *, clock=None,
                      options: ControllerOptions | None = None, callbacks: Callbacks | None = None,
-                     profile: LatencyProfile | None = None) -> "Controller":
-        """Build a controller for a Program without bundle files (fake backend, torch backend, simulator)."""
-        runners = {name: backend.load_graph(GraphLoadSpec(signature)) for name, signature in program.graphs.items()}
-        return cls(program, runners, model, clock=clock, options=options, callbacks=callbacks, profile=profile)
+                     profile: LatencyProfile | None = None,
+                     precisions: Mapping[str, str] | None = None) -> "Controller":
+        """Build a controller for a Program without bundle files (fake backend, torch backend, simulator).
+        `precisions` (graph -> precision) selects which samples of `profile` seed the deadline monitor."""
+        precisions = dict(precisions or {name: "fp32" for name in program.graphs})
+        runners = {name: backend.load_graph(GraphLoadSpec(signature, precisions.get(name, "fp32")))
+                   for name, signature in program.graphs.items()}
+        return cls(program, runners, model, clock=clock, options=options, callbacks=callbacks, profile=profile,
+                   precisions=precisions)
 
     def add_callbacks(self, callbacks: Callbacks) -> None:
         """Register another callbacks object (all are called on the delivery thread, in registration order)."""

@@ -6,12 +6,16 @@ kept here only as a baseline for bench/bench_deadline.py). The default
 `QuantileEstimator` combines:
 
 * an empirical high quantile over a sliding window of recent samples (no
-  distribution assumed; with fewer samples than 1/(1-q) it is the window max),
-* a small-sample inflation (the max of few samples under-estimates the quantile),
-* a burst guard with fast attack and slow release: one sample above the
-  estimate raises it at once, and it decays back over many samples, so a
-  burst of slow steps (thermal throttling, a competing process) does not
-  cause a burst of misses.
+  distribution assumed);
+* with fewer samples than 1/(1-q), the sample at the 99th-percentile rank
+  times `small_sample_factor` (the max of few samples under-estimates a high
+  quantile; one outlier among hundreds of warm-up runs is ignored);
+* a burst guard with fast attack and release per admission check: a sample
+  served above the estimate raises it at once, so a burst of slow steps
+  (thermal throttling, a competing process) does not cause a burst of
+  misses; it decays by `burst_release` at every admission check, including
+  checks that refuse the graph, so a graph refused after a spike is admitted
+  again after a few frames instead of starving.
 
 >>> est = QuantileEstimator(quantile=0.99, window=200)
 >>> for v in [1.0e-3] * 150 + [1.4e-3] * 3:
@@ -33,8 +37,8 @@ class EstimatorOptions:
     kind: str = "quantile"        # "quantile" (default) or "gaussian" (mean + k sigma; a baseline only)
     quantile: float = 0.999
     window: int = 2000
-    small_sample_factor: float = 1.25  # inflation of the window max while samples < 1/(1-quantile)
-    burst_release: float = 0.995   # per-sample decay of the burst guard towards the quantile
+    small_sample_factor: float = 1.25  # inflation while samples < 1/(1-quantile) (see _window_quantile)
+    burst_release: float = 0.95    # decay of the burst guard per admission check
     sigmas: float = 3.0            # for kind="gaussian"
     online: bool = True            # False: estimates come from warm-up/profile samples only (simulator sweeps)
 
@@ -49,7 +53,7 @@ class QuantileEstimator:
     """Sliding-window empirical quantile with small-sample inflation and a burst guard."""
 
     def __init__(self, quantile: float = 0.999, window: int = 2000, small_sample_factor: float = 1.25,
-                 burst_release: float = 0.995, online: bool = True) -> None:
+                 burst_release: float = 0.95, online: bool = True) -> None:
         self.online = online
         self.quantile = quantile
         self.small_sample_factor = small_sample_factor
@@ -57,7 +61,7 @@ class QuantileEstimator:
         self._samples = np.zeros(window, dtype=np.float64)
         self._count = 0
         self._burst = 0.0
-        self._quantile_value = -math.inf  # last computed window quantile
+        self._quantile_value = math.inf   # last computed window quantile
         self._dirty = True
         self._stale = 0
         self._needed = math.ceil(1.0 / (1.0 - quantile))
@@ -67,44 +71,53 @@ class QuantileEstimator:
         return self._count
 
     def seed(self, samples) -> None:
-        """Record samples (warm-up, a stored profile) whether or not the estimator is online."""
+        """Record samples (warm-up, a stored profile) whether or not the estimator is online.
+        Seeding never arms the burst guard: one preempted warm-up run must not stick."""
         for value in samples:
             self._record(float(value))
 
     def observe(self, seconds: float) -> None:
         """Record a latency measured while serving frames (ignored when not online)."""
         if self.online:
+            if seconds > self._quantile_value:
+                self._burst = max(self._burst, seconds)   # fast attack
             self._record(seconds)
 
     def _record(self, seconds: float) -> None:
         self._samples[self._count % self._samples.size] = seconds
         self._count += 1
-        if seconds > self._quantile_value:
-            self._burst = max(self._burst, seconds)   # fast attack
-            self._dirty = True
-        else:
-            self._burst *= self.burst_release         # slow release
-            self._stale += 1
-            if self._stale >= 32:                     # refresh the quantile every 32 samples: cheap hot path
-                self._dirty = True
+        self._stale += 1
+        if seconds > self._quantile_value or self._stale >= 32 or self._count <= self._needed:
+            self._dirty = True                            # refresh lazily; at most every 32 samples when calm
 
     def _window_quantile(self) -> float:
         n = min(self._count, self._samples.size)
         data = self._samples[:n]
         if n < self._needed:
-            return float(data.max()) * self.small_sample_factor
+            # Too few samples for the quantile: take the sample at the 99th percentile rank (the max
+            # below 100 samples, so isolated outliers of larger warm-ups are ignored) and inflate it.
+            rank = n - 1 - n // 100
+            return float(np.partition(data, rank)[rank]) * self.small_sample_factor
         rank = min(n - 1, int(math.ceil(self.quantile * n)) - 1)
         return float(np.partition(data, rank)[rank])
 
     def estimate(self) -> float:
-        """The pWCET in seconds (inf when nothing was observed)."""
+        """The pWCET in seconds (inf when nothing was observed).
+
+        Each call is one admission check and releases the burst guard by `burst_release`, so
+        a graph that is no longer admitted after a spike gets admitted again: nothing starves.
+        """
         if self._count == 0:
             return math.inf
         if self._dirty:
             self._quantile_value = self._window_quantile()
             self._dirty = False
             self._stale = 0
-        return max(self._quantile_value, self._burst)
+        if self._burst > self._quantile_value:
+            burst = self._burst
+            self._burst = burst * self.burst_release
+            return burst
+        return self._quantile_value
 
 
 class GaussianEstimator:

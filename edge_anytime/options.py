@@ -47,7 +47,7 @@ class ControllerOptions:
     margin_s: float = 0.0003
     watchdog_guard_s: float = 0.0002
     estimator: EstimatorOptions = field(default_factory=EstimatorOptions)
-    warmup_runs: int = 5
+    warmup_runs: int = 100
     profile_target: str | None = None
     precision: Union[str, Mapping[str, str]] = "fp32"
     num_threads: int = 1

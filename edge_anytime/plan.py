@@ -94,19 +94,16 @@ class CompiledPlan:
             segments = self.segments
         env = {self.program.input_tensor: job.tensor}
         for position, (exit_index, steps) in enumerate(segments):
-            cost = 0.0
-            for step in steps:
-                cost += estimators[step.graph].estimate()
-            if clock.now() + cost + margin > deadline:
+            pwcets = [estimators[step.graph].estimate() for step in steps]
+            if clock.now() + sum(pwcets) + margin > deadline:
                 skipped = sum(len(s) for _, s in segments[position:])
                 job.steps_skipped += skipped
                 counts["steps_skipped"] += skipped
                 return StopReason.DEADLINE, None
-            for step in steps:
+            for step, admitted_with in zip(steps, pwcets):
                 if job.finalized:
                     return StopReason.DEADLINE, None
                 estimator = estimators[step.graph]
-                admitted_with = estimator.estimate()
                 counts["steps_admitted"] += 1
                 t0 = clock.now()
                 try:

@@ -52,20 +52,44 @@ def _entropy(histogram) -> float:
 def _accuracy(ax, scenarios, controller, threshold) -> None:
     policies = [controller, "apriori" if controller != "apriori" else "anytime", "best-static",
                 f"threshold:{threshold:g}"]
+    twin = "sim:" + controller
+    mixed = twin in scenarios[0].metrics          # a real-clock run: mark what was simulated
+    if mixed:
+        policies.insert(1, twin)
     statics = sorted(p for p in scenarios[0].metrics if p.startswith("static:"))
     x = np.array([sc.budgets_s.mean() * 1e3 for sc in scenarios])
 
     def acc(policy):
         return np.array([100 * (sc.metrics[policy].accuracy or 0.0) for sc in scenarios])
 
+    def name(policy):
+        if not mixed:
+            return policy
+        if policy == controller:
+            return f"{policy} (real clock)"
+        return f"{policy[4:]} (simulated)" if policy == twin else f"{policy} (sim)"
+
     if len(scenarios) == 1:
         names = policies + statics
-        ax.bar(range(len(names)), [acc(p)[0] for p in names], color=["C0", "C1", "C2", "C3"] + ["0.7"] * len(statics))
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        colors = [f"C{i}" for i in range(len(policies))] + ["0.7"] * len(statics)
+        ax.bar(range(len(names)), [acc(p)[0] for p in names], color=colors)
+        ax.set_xticks(range(len(names)), [name(p) for p in names], rotation=30, ha="right")
         ax.set_title(f"accuracy at {scenarios[0].budget.spec}")
+    elif any(sc.budget.kind != "constant" for sc in scenarios):  # distributions: bars per scenario
+        width = 0.8 / len(policies)
+        for i, policy in enumerate(policies):
+            ax.bar(np.arange(len(scenarios)) + (i - (len(policies) - 1) / 2) * width, acc(policy), width,
+                   label=name(policy), color=f"C{i}")
+        ax.set_xticks(range(len(scenarios)), [sc.budget.spec for sc in scenarios], rotation=20, ha="right",
+                      fontsize=8)
+        ax.legend(fontsize=7)
+        ax.set_title("expected accuracy per budget model (ms)")
     else:
-        for policy, style in zip(policies, ("-o", "-s", "--", ":")):
-            ax.plot(x, acc(policy), style, label=policy, markersize=3)
+        styles = ("-o", "--o", "-s", "--", ":") if mixed else ("-o", "-s", "--", ":")
+        colors = ("C0", "C0", "C1", "C2", "C3") if mixed else ("C0", "C1", "C2", "C3")
+        for policy, style, color in zip(policies, styles, colors):
+            ax.plot(x, acc(policy), style, color=color, label=name(policy), markersize=3,
+                    alpha=0.6 if policy == twin else 1.0)
         for policy in statics:
             ax.plot(x, acc(policy), "-", color="0.75", linewidth=0.8)
         ax.plot([], [], "-", color="0.75", label="static exits")
@@ -104,7 +128,8 @@ def _timeline(ax, sc: Scenario, controller: str, frames: int = 300) -> None:
 def _histogram(ax, scenarios, controller) -> None:
     hist = np.array([sc.metrics[controller].exit_histogram for sc in scenarios], float)
     frac = hist / hist.sum(axis=1, keepdims=True)
-    labels = [f"{sc.budgets_s.mean() * 1e3:.2g}" for sc in scenarios]
+    constant = all(sc.budget.kind == "constant" for sc in scenarios)
+    labels = [f"{sc.budgets_s.mean() * 1e3:.2g}" if constant else sc.budget.spec for sc in scenarios]
     bottom = np.zeros(len(scenarios))
     cmap = _pyplot().get_cmap("viridis")
     exits = hist.shape[1] - 1
@@ -114,8 +139,9 @@ def _histogram(ax, scenarios, controller) -> None:
                label="no result" if k == exits else f"exit {k}")
         bottom += 100 * frac[:, k]
     step = max(1, len(scenarios) // 12)
-    ax.set_xticks(range(0, len(scenarios), step), labels[::step], rotation=45)
-    ax.set_xlabel("mean budget (ms)")
+    ax.set_xticks(range(0, len(scenarios), step), labels[::step], rotation=45 if constant else 20,
+                  ha="center" if constant else "right", fontsize=None if constant else 8)
+    ax.set_xlabel("budget (ms)" if constant else "")
     ax.set_ylabel("frames (%)")
     ax.set_title(f"exit reached ({controller})")
     ax.legend(fontsize=7)

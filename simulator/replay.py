@@ -39,11 +39,11 @@ from .fast import FROZEN, ReplaySetup
 from .sources import SerialStream, Stream, StreamError, open_stream
 from .sweep import (Scenario, SweepConfig, exit_table, format_exits, format_table, policy_metrics, run_sweep,
                     scenario_json, simulate_policies)
-from .timing import draw_latencies, profile_summary, resolve_profile
+from .timing import draw_latencies, profile_summary, resolve_profile, scaled_profile
 
 REPORT_SCHEMA = "edge-anytime-sim-report"
 REPORT_VERSION = 1
-DEMO_FRAMES = 1000
+DEMO_FRAMES = 12630  # the whole GTSRB test set
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,13 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     clk.add_argument("--target", default="x86-64", help="latency profile of the bundle to draw from (default x86-64)")
     clk.add_argument("--profile", help="latency profile file (profiles/<target>.json format)")
     clk.add_argument("--measure-profile", action="store_true", help="measure the graphs on this host now (LiteRT)")
+    clk.add_argument("--slowdown", type=float, default=1.0,
+                     help="sim clock: scale the whole profile (estimates and draws), e.g. 10 for a board 10x slower "
+                          "than the profiled host")
     clk.add_argument("--latency-scale", type=float, default=1.0,
-                     help="sim clock: drawn step latencies times this (e.g. 1.3: a target 30%% slower than profiled)")
+                     help="sim clock: drawn step latencies times this, estimates unchanged (e.g. 1.3: the target runs "
+                          "30%% slower than its profile says; steps overrun)")
     clk.add_argument("--dispatch-ms", type=float, default=0.0,
                      help="sim clock: delay from capture to the controller (transfer, queueing, thread hand-off); "
                           "deadlines stay relative to capture (default 0)")
     clk.add_argument("--mode", choices=("anytime", "apriori"), default="anytime")
     clk.add_argument("--margin-ms", type=float, default=0.3, help="admission safety margin (default 0.3)")
+    clk.add_argument("--small-sample-factor", type=float, default=1.25,
+                     help="pWCET inflation of the largest sample while samples < 1/(1-quantile) (EstimatorOptions; 1.25)")
     clk.add_argument("--guard-ms", type=float, default=0.2, help="watchdog guard before the deadline (default 0.2)")
     clk.add_argument("--confidence-target", type=float, help="controller stops refining at this confidence")
     clk.add_argument("--coarse-below", type=float, help="report the coarse class below this fine confidence")
@@ -125,7 +131,8 @@ def budget_models(args) -> list:
 def controller_options(args, online: bool) -> ControllerOptions:
     return ControllerOptions(mode=args.mode, confidence_target=args.confidence_target, margin_s=args.margin_ms / 1e3,
                              watchdog_guard_s=args.guard_ms / 1e3, coarse_below=args.coarse_below,
-                             estimator=replace(FROZEN, online=online), warmup_runs=20 if online else 0,
+                             estimator=replace(FROZEN, online=online, small_sample_factor=args.small_sample_factor),
+                             warmup_runs=20 if online else 0,
                              precision=args.precision, num_threads=args.threads)
 
 
@@ -190,6 +197,8 @@ def run(args) -> dict:
     else:
         bundle = bundle or _load_bundle(args)
         profile, source = _measure(bundle, cache.precisions, args.threads), "measured:this-host"
+    if args.slowdown != 1.0:
+        profile, source = scaled_profile(profile, args.slowdown), f"{source} x{args.slowdown:g}"
     setup = ReplaySetup.create(cache.program, profile, cache.precisions, controller_options(args, online=False))
     config = SweepConfig(seed=args.seed, threshold=args.threshold, verify=args.verify, show_progress=not args.quiet,
                          latency_scale=args.latency_scale, dispatch_s=args.dispatch_ms / 1e3,
@@ -203,7 +212,7 @@ def run(args) -> dict:
         scenarios = run_sweep(cache, setup, profile, models, config)
         engine = config.engine
     replay_s = time.perf_counter() - replay_started
-    exits = exit_table(cache, setup, profile)
+    exits = exit_table(cache, setup, profile, measured_scale=args.slowdown)
     print(f"stream {cache.meta.get('stream')}: {len(cache)} frames; clock {args.clock} ({engine}); "
           f"latency profile {source}")
     print(format_exits(exits))
@@ -239,9 +248,10 @@ def build_report(args, cache, setup, profile, source, exits, scenarios, engine, 
                    "failed_frames": int((cache.bad_steps.any(axis=1) & cache.valid).sum()),
                    "tracks": int(len(np.unique(cache.track_ids[cache.track_ids >= 0])))},
         "clock": args.clock, "engine": engine, "seed": args.seed, "target": args.target,
-        "latency_scale": args.latency_scale, "dispatch_ms": args.dispatch_ms,
+        "slowdown": args.slowdown, "latency_scale": args.latency_scale, "dispatch_ms": args.dispatch_ms,
         "profile": {"source": source, "graphs": profile_summary(profile, cache.precisions, setup.estimates)},
         "controller": {"mode": args.mode, "margin_ms": args.margin_ms, "watchdog_guard_ms": args.guard_ms,
+                       "small_sample_factor": args.small_sample_factor,
                        "confidence_target": args.confidence_target, "coarse_below": args.coarse_below,
                        "estimator": "online (warm-up on this host)" if real else "frozen (profile)"},
         "baselines": {"threshold": args.threshold},

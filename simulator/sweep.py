@@ -117,15 +117,15 @@ def run_sweep(cache, setup: ReplaySetup, profile: LatencyProfile, models: Sequen
     return scenarios
 
 
-def exit_table(cache, setup: ReplaySetup, profile: LatencyProfile) -> list[dict]:
+def exit_table(cache, setup: ReplaySetup, profile: LatencyProfile, measured_scale: float = 1.0) -> list[dict]:
     """Per exit: validation and stream accuracy, measured latency to reach it (anytime path, from the
-    cache build), pWCET of its segment, and the smallest budget with which the controller reaches it
-    (every segment up to it admitted) when steps take their median latency."""
+    cache build, times `measured_scale`), pWCET of its segment, and the smallest budget with which the
+    controller reaches it (every segment up to it admitted) when steps take their median latency."""
     program, plan = cache.program, setup.plan
     preds = exit_predictions(cache)
     truth = cache.labels
     labelled = (truth >= 0) & cache.valid
-    measured = np.cumsum(np.nan_to_num(cache.step_latency_s.astype(np.float64)), axis=1)
+    measured = np.cumsum(np.nan_to_num(cache.step_latency_s.astype(np.float64)), axis=1) * measured_scale
     medians = {g: float(np.median(profile.samples_s(g, cache.precisions[g]))) for g in program.graphs}
     rows, elapsed, needed = [], 0.0, 0.0
     for k, steps in plan.segments:
@@ -149,15 +149,16 @@ def _pct(value: float | None) -> str:
 def format_table(scenarios: Sequence[Scenario], controller: str = "anytime", threshold: float = 0.9) -> str:
     """budget -> exit reached, accuracy, deadline met/missed, with the baselines' accuracy."""
     thr = f"threshold:{threshold:g}"
+    other = "anytime" if controller == "apriori" else "apriori"
     twin = "sim:" + controller
     has_twin = twin in scenarios[0].metrics
     head = (f"{'budget (ms)':<22} {'mean':>6} | {controller + ' exit':>13} {'acc':>6} {'met':>6} {'missed':>6} "
             + (f"{'sim acc':>7} {'sim met':>7} " if has_twin else "")
-            + f"| {'apriori':>7} {'best-static':>14} {thr:>15} {'miss':>6}")
+            + f"| {other:>7} {'best-static':>14} {thr:>15} {'miss':>6}")
     lines = [head, "-" * len(head)]
     for sc in scenarios:
         m = sc.metrics[controller]
-        apriori = sc.metrics.get("apriori" if controller != "apriori" else "anytime")
+        apriori = sc.metrics.get(other)
         best = sc.metrics["best-static"]
         th = sc.metrics[thr]
         exit_text = "-" if m.mean_exit is None else f"{m.mean_exit:.2f}"

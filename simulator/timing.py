@@ -140,6 +140,14 @@ def resolve_profile(profiles: Mapping[str, LatencyProfile], target: str, path: s
     return profiles[target], f"bundle:{target}"
 
 
+def scaled_profile(profile: LatencyProfile, factor: float) -> LatencyProfile:
+    """Every sample times `factor`: a target `factor` times slower (or faster) than the profiled one."""
+    if not factor > 0:
+        raise ValueError(f"the slowdown factor must be > 0, got {factor}")
+    graphs = {g: {p: tuple(v * factor for v in s) for p, s in per.items()} for g, per in profile.graphs.items()}
+    return LatencyProfile(f"{profile.target}x{factor:g}", profile.backend, graphs, profile.threads, profile.host)
+
+
 def profile_summary(profile: LatencyProfile, precisions: Mapping[str, str], estimates: Mapping[str, float]) -> dict:
     """JSON-ready medians, p99 and frozen pWCETs (ms) per graph."""
     out = {}

@@ -214,8 +214,11 @@ def to_markdown(report: dict, title: str) -> str:
     if "port_mapping" in report:
         fallbacks = {f"{g}.{p}": m["fallbacks"] for g, per in report["port_mapping"].items()
                      for p, m in per.items() if m["fallbacks"]}
-        lines += ["", "## Port mapping", "",
-                  "Every port is mapped by signature name and checked on a probe frame against ONNX Runtime; " +
-                  ("fallbacks (the name or layout predicted from names and shapes did not hold; mapped by the numeric check): " + str(fallbacks) if fallbacks
-                   else "every name held (no fallback used).")]
+        if fallbacks:
+            verdict = (f"fallbacks (the name or layout predicted from names and shapes did not hold; mapped by "
+                       f"the numeric check): {fallbacks}")
+        else:
+            verdict = "every predicted name and layout held (no fallback used)."
+        lines += ["", "## Port mapping", "", "Every port is mapped by signature name and shape, then checked on a "
+                  "probe frame against ONNX Runtime; " + verdict]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,65 @@
+"""pWCET estimators of the deadline monitor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_anytime import ControllerOptions, EstimatorOptions, StopReason
+from edge_anytime.latency import GaussianEstimator, QuantileEstimator, make_estimator
+from tests.test_controller_sim import make
+
+MS = 1e-3
+
+
+def test_quantile_estimate_covers_heavy_tail_where_gaussian_does_not():
+    rng = np.random.default_rng(1)
+    train = 1e-3 * (1 + rng.pareto(3.0, 20000) * 0.2)    # heavy (Pareto) tail
+    test = 1e-3 * (1 + rng.pareto(3.0, 200000) * 0.2)
+    quantile, gaussian = QuantileEstimator(0.999, window=20000), GaussianEstimator(3.0, window=20000)
+    quantile.seed(train)
+    gaussian.seed(train)
+    miss_q = float(np.mean(test > quantile.estimate()))
+    miss_g = float(np.mean(test > gaussian.estimate()))
+    assert miss_q < 0.002                  # close to the 0.1% target
+    assert miss_g > 5 * miss_q             # mean + 3 sigma misses far more often
+
+
+def test_small_samples_are_inflated_and_an_isolated_warmup_outlier_is_ignored():
+    est = QuantileEstimator(0.999, small_sample_factor=1.25)
+    est.seed([1 * MS] * 199 + [20 * MS])      # one preempted warm-up run among 200
+    assert est.estimate() == pytest.approx(1.25 * MS)
+    few = QuantileEstimator(0.999, small_sample_factor=1.25)
+    few.seed([1 * MS, 2 * MS])
+    assert few.estimate() == pytest.approx(2.5 * MS)
+
+
+def test_burst_guard_attacks_fast_and_releases_per_check():
+    est = QuantileEstimator(0.99, window=1000, burst_release=0.5)
+    est.seed([1 * MS] * 1000)
+    base = est.estimate()
+    est.observe(8 * MS)
+    assert est.estimate() == pytest.approx(8 * MS)        # the next check sees the spike
+    checks = [est.estimate() for _ in range(5)]
+    assert checks[0] == pytest.approx(4 * MS) and checks[-1] == pytest.approx(base)
+
+
+def test_frozen_estimator_ignores_online_samples():
+    est = make_estimator(EstimatorOptions(online=False))
+    est.seed([1 * MS] * 10)
+    before = est.estimate()
+    est.observe(50 * MS)
+    assert est.estimate() == before
+
+
+def test_a_graph_refused_after_a_spike_is_admitted_again(raw_frame):
+    # warm-up: 200 bodies of 1 ms; one frame sees a 6 ms body (a spike), after which a 4 ms budget would not admit
+    # segment 2 while the burst guard holds -- it must recover within a few frames, not starve forever.
+    latency = {"stem": 1 * MS, "head": 0.2 * MS, "body": [1 * MS] * 201 + [1 * MS, 6 * MS] + [1 * MS] * 100}
+    options = ControllerOptions(warmup_runs=200, margin_s=0.3 * MS, watchdog_guard_s=0.1 * MS,
+                                estimator=EstimatorOptions(small_sample_factor=1.0))
+    ctrl, _, _, _ = make(latency=latency, options=options)
+    assert ctrl.run(raw_frame, 50 * MS).status is StopReason.FINAL     # runs the 6 ms spike
+    exits = [ctrl.run(raw_frame, 4.0 * MS).exit_index for _ in range(40)]
+    assert exits[0] < 2                       # right after the spike the guard is conservative
+    assert exits[-1] == 2                     # ... and releases: the deepest exit fits again
