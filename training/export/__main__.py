@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calib-samples", type=int, default=1000, help="real training images for int8 calibration "
                    "(default: %(default)s)")
     p.add_argument("--parity-samples", type=int, default=256, help="real test images for parity.json (default: %(default)s)")
-    p.add_argument("--self-test-samples", type=int, default=4, help="test images stored in reference/self_test.npz "
+    p.add_argument("--self-test-samples", type=int, default=16, help="test images stored in reference/self_test.npz "
                    "(default: %(default)s)")
     p.add_argument("--mixed-drift-budget", type=float, default=None, metavar="FRACTION",
                    help="choose int8 per graph only while every exit's argmax agreement with the fp32 plan drops by "

@@ -54,10 +54,11 @@ def sample_data() -> np.ndarray:
 
 
 def kept_nchw_inputs(signature: GraphSignature, model_input_ports: Sequence[str], options: ConversionOptions) -> tuple[str, ...]:
-    """Input ports to keep in NCHW: every 4-D feature input, and the image input when image_layout is nchw."""
+    """Input ports to keep channel-first (onnx2tf -k works on 3-D, 4-D and 5-D inputs): every feature
+    input, and the image input unless image_layout is nhwc."""
     kept = []
     for port in signature.inputs:
-        if len(port.shape) != 4:
+        if len(port.shape) not in (3, 4, 5):
             continue
         if port.name in model_input_ports and options.image_layout == "nhwc":
             continue
@@ -66,11 +67,11 @@ def kept_nchw_inputs(signature: GraphSignature, model_input_ports: Sequence[str]
 
 
 def tf_layout(array: np.ndarray, kept_nchw: bool) -> np.ndarray:
-    """Calibration arrays must be in the TF-side layout: NHWC unless the port is kept NCHW."""
+    """Calibration arrays must be in the TF-side layout: channel-last unless the port is kept (NCHW)."""
     if array.ndim == 5 and array.shape[1] == 1:  # (N, 1, C, H, W) batch-1 samples
         array = array[:, 0]
-    if array.ndim == 4 and not kept_nchw:
-        array = array.transpose(0, 2, 3, 1)
+    if array.ndim in (3, 4, 5) and not kept_nchw:
+        array = array.transpose(0, *range(2, array.ndim), 1)
     return np.ascontiguousarray(array, dtype=np.float32)
 
 

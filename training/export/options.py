@@ -89,7 +89,7 @@ class ExportOptions:
     precisions: tuple[str, ...] = ("fp32",)
     calib_samples: int = 1000
     parity_samples: int = 256
-    self_test_samples: int = 4
+    self_test_samples: int = 16
     mixed_drift_budget: float | None = None
     fp32_atol: float = 1e-4
     allow_parity_failure: bool = False

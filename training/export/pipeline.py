@@ -38,7 +38,8 @@ INT8_VARIANT = "onnx2tf integer_quant: int8 weights and activations, float32 inp
 class ExportInputs:
     """What to export and the real data to check it with.
 
-    calib_frames: raw training images (N, H, W, C) uint8; a seeded sample of `calib_samples` is used.
+    calib_frames: raw training images (N, H, W, C) uint8; a seeded sample of `calib_samples` is used
+        (only int8 needs them: None is fine for float exports).
     test_frames/test_labels: raw test images and labels; a seeded sample of `parity_samples` is used.
     Frames are preprocessed exactly as on the device (`edge_anytime.preprocess.Preprocessor`).
     temperatures/val_accuracy: per exit, from the run's metrics.json (None: unknown).
@@ -47,7 +48,7 @@ class ExportInputs:
 
     staged: Any  # training.stages.StagedModel
     model: ModelInfo
-    calib_frames: np.ndarray
+    calib_frames: np.ndarray | None
     test_frames: np.ndarray
     test_labels: np.ndarray | None = None
     temperatures: Sequence[float] | None = None
@@ -117,9 +118,10 @@ def export_bundle(inputs: ExportInputs, out: str | Path, options: ExportOptions 
     cache = ConversionCache(options.cache_dir)
     # On failure the work folder stays (the error names the onnx2tf log in it); on success a
     # temporary one is removed.
-    calib_index = calibrate.select_indices(len(inputs.calib_frames), options.calib_samples, options.seed)
+    calib_frames = inputs.calib_frames if inputs.calib_frames is not None else inputs.test_frames[:0]
+    calib_index = calibrate.select_indices(len(calib_frames), options.calib_samples, options.seed)
     test_index = calibrate.select_indices(len(inputs.test_frames), options.parity_samples, options.seed)
-    calib_x = preprocess(model, inputs.calib_frames[calib_index])
+    calib_x = preprocess(model, calib_frames[calib_index])
     test_x = preprocess(model, inputs.test_frames[test_index])
     labels = None if inputs.test_labels is None else np.asarray(inputs.test_labels)[test_index].astype(np.int64)
     if "int8" in options.precisions and len(calib_x) == 0:

@@ -5,8 +5,9 @@ What onnx2tf 1.29.24 does to names and layouts (measured, docs/toolchain.md):
 - float32/float16 signature outputs keep the ONNX output names; the int8 (integer_quant) file
   renames them `output_0, output_1, ...` in ONNX output order; raw `get_output_details()` order
   is not reliable in any variant;
-- a 4-D input is NHWC unless kept NCHW with `-k`; a 4-D output comes out in whatever layout the
-  converter's last op had (NCHW after a kept-NCHW input, NHWC otherwise).
+- a 4-D input is NHWC unless kept NCHW with `-k`; a 4-D output is usually transposed back to NCHW,
+  but not always: a conv+relu graph with an NHWC input, and a (1, 8, 8, 8) output (C == H == W,
+  where shapes cannot tell), were measured to stay NHWC.
 
 So a port is first matched by its expected signature name and by shape (under the identity or
 the NCHW->NHWC permutation), and the match is then *checked numerically*: the file runs on a probe
@@ -45,12 +46,18 @@ def _permuted(shape: Sequence[int], perm: tuple[int, ...] | None) -> tuple[int, 
     return tuple(shape[a] for a in perm) if perm else tuple(shape)
 
 
+def channel_last(rank: int) -> tuple[int, ...] | None:
+    """The channel-first -> channel-last permutation of a 3-D, 4-D (NHWC) or 5-D tensor."""
+    return (0, *range(2, rank), 1) if rank in (3, 4, 5) else None
+
+
 def _candidate_perms(shape: tuple[int, ...], file_shape: tuple[int, ...]) -> list[tuple[int, ...] | None]:
     perms = []
     if file_shape == tuple(shape):
         perms.append(None)
-    if len(shape) == 4 and file_shape == _permuted(shape, NHWC) and NHWC not in perms:
-        perms.append(NHWC)
+    last = channel_last(len(shape))
+    if last is not None and file_shape == _permuted(shape, last):
+        perms.append(last)
     return perms
 
 
@@ -86,8 +93,8 @@ def resolve_ports(path: str | Path, signature: GraphSignature, precision: str, k
         perms = _candidate_perms(port.shape, file_shape)
         if not perms:
             raise ExportError(f"{where}: input {port.name!r} has shape {file_shape} in the file, the program says "
-                              f"{port.shape} (neither NCHW nor NHWC)")
-        asked = None if (len(port.shape) != 4 or port.name in kept_nchw) else NHWC
+                              f"{port.shape} (neither channel-first nor channel-last)")
+        asked = None if port.name in kept_nchw else channel_last(len(port.shape))
         perm = asked if asked in perms else perms[0]
         inputs[port.name] = port.name
         if perm:
@@ -143,4 +150,4 @@ def resolve_ports(path: str | Path, signature: GraphSignature, precision: str, k
 
 def _predicted_perm(shape: tuple[int, ...], file_shape: tuple[int, ...], kept_nchw: Sequence[str]):
     """The layout we expect from shapes alone (identity when it fits, else NHWC)."""
-    return None if file_shape == tuple(shape) else (NHWC if len(shape) == 4 else None)
+    return None if file_shape == tuple(shape) else channel_last(len(shape))
