@@ -40,6 +40,15 @@ class LatencyProfile:
             raise BundleError(f"profile {self.target!r} has no {precision} samples for graph {graph!r} (it has {have}); "
                               f"measure it with: python -m edge_anytime.deploy --target {self.target} --profile ...") from None
 
+    def merged_into(self, older: "LatencyProfile | None") -> "LatencyProfile":
+        """This profile plus the precisions of `older` that it did not measure (same target, backend, threads)."""
+        if older is None or (older.target, older.backend, older.threads) != (self.target, self.backend, self.threads):
+            return self
+        graphs = {g: dict(per) for g, per in older.graphs.items()}
+        for graph, per_precision in self.graphs.items():
+            graphs.setdefault(graph, {}).update(per_precision)
+        return LatencyProfile(self.target, self.backend, graphs, self.threads, self.host)
+
     def to_json(self) -> dict:
         return {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, "target": self.target, "backend": self.backend,
                 "threads": self.threads, "host": self.host,

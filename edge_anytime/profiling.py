@@ -23,11 +23,13 @@ import os
 import sys
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, EdgeAnytimeError
-from .profile import LatencyProfile
+from .profile import LatencyProfile, load_profile
 from .selftest import (Precision, add_runtime_arguments, close_runners, load_runners, reference_inputs,
                        resolve_precisions, run_program)
 
@@ -132,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print(pin_cpus(args.cpus))
         profile = profile_bundle(args.bundle, args.target, args.backend, args.threads, args.precision,
                                  ProfileOptions(args.warmup, args.samples))
+        existing = Path(args.bundle) / "profiles" / f"{args.target}.json"
+        if existing.is_file():  # keep the precisions measured earlier on this target
+            profile = profile.merged_into(load_profile(existing))
         path = profile.save(args.bundle)
     except (EdgeAnytimeError, OSError, ValueError) as exc:
         print(f"profiling ERROR: {exc}", file=sys.stderr)
