@@ -23,6 +23,7 @@ import itertools
 import math
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -60,6 +61,7 @@ class Controller:
         self.model = model
         self.clock = clock or MonotonicClock()
         simulated = bool(getattr(self.clock, "simulated", False))
+        self._simulated_clock = simulated
         self._threaded = (not simulated) if self.options.threaded is None else self.options.threaded
         self._runners = dict(runners)
         self._precisions = dict(precisions or {g: "fp32" for g in program.graphs})
@@ -143,16 +145,31 @@ class Controller:
         """Unregister a callbacks object; unknown objects are ignored."""
         self._callbacks = [c for c in self._callbacks if c is not callbacks]
 
-    def warm_up(self, runs: int) -> None:
-        """Run every graph `runs` times on zeros and seed its latency estimate (first run discarded)."""
-        for graph, signature in self.program.graphs.items():
-            inputs = {p.name: np.zeros(p.shape, dtype=p.dtype) for p in signature.inputs}
-            runner = self._runners[graph]
-            for i in range(runs + 1):
+    def warm_up(self, runs: int, max_seconds: float | None = None) -> None:
+        """Run the whole plan on a neutral frame and seed every graph's latency estimate.
+
+        Runs at least `runs` passes (the first is discarded: cold caches), then keeps going until
+        every graph has 1/(1-quantile) samples, so its pWCET is a real quantile rather than an
+        inflated small-sample bound, or `max_seconds` of wall time (default
+        `options.warmup_seconds`) have passed. Steps run interleaved in plan order, as when serving.
+        """
+        max_seconds = self.options.warmup_seconds if max_seconds is None else max_seconds
+        needed = math.ceil(1.0 / (1.0 - self.options.estimator.quantile))
+        signature_inputs = {name: {p.name: np.zeros(p.shape, dtype=p.dtype) for p in sig.inputs}
+                            for name, sig in self.program.graphs.items()}
+        steps = [(step.graph, self._runners[step.graph]) for step in self.program.steps]
+        started = time.perf_counter()
+        passes = 0
+        while True:
+            for graph, runner in steps:
                 t0 = self.clock.now()
-                runner.run(inputs)
-                if i:
+                runner.run(signature_inputs[graph])
+                if passes:
                     self._estimators[graph].seed([self.clock.now() - t0])
+            passes += 1
+            if passes > runs and (self._simulated_clock or time.perf_counter() - started >= max_seconds or
+                                  min(e.count for e in self._estimators.values()) >= needed):
+                return
 
     # ----------------------------------------------------------------- public API
     def run(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,

@@ -10,8 +10,8 @@ kept here only as a baseline for bench/bench_deadline.py). The default
 * with fewer samples than 1/(1-q), the sample at the 99th-percentile rank
   times `small_sample_factor` (the max of few samples under-estimates a high
   quantile; one outlier among hundreds of warm-up runs is ignored);
-* a burst guard with fast attack and release per admission check: a sample
-  served above the estimate raises it at once, so a burst of slow steps
+* a burst guard with fast attack and release per admission check: two
+  consecutive samples above the estimate raise it at once, so a burst of slow steps
   (thermal throttling, a competing process) does not cause a burst of
   misses; it decays by `burst_release` at every admission check, including
   checks that refuse the graph, so a graph refused after a spike is admitted
@@ -64,6 +64,8 @@ class QuantileEstimator:
         self._quantile_value = math.inf   # last computed window quantile
         self._dirty = True
         self._stale = 0
+        self._refusals = 0
+        self._last_above = 0.0
         self._needed = math.ceil(1.0 / (1.0 - quantile))
 
     @property
@@ -80,7 +82,13 @@ class QuantileEstimator:
         """Record a latency measured while serving frames (ignored when not online)."""
         if self.online:
             if seconds > self._quantile_value:
-                self._burst = max(self._burst, seconds)   # fast attack
+                # fast attack on a burst: two slow samples in a row. An isolated spike is what the
+                # quantile already accounts for; arming on it would make the estimate follow noise.
+                if self._last_above > 0.0:
+                    self._burst = max(self._burst, seconds, self._last_above)
+                self._last_above = seconds
+            else:
+                self._last_above = 0.0
             self._record(seconds)
 
     def _record(self, seconds: float) -> None:
@@ -89,6 +97,20 @@ class QuantileEstimator:
         self._stale += 1
         if seconds > self._quantile_value or self._stale >= 32 or self._count <= self._needed:
             self._dirty = True                            # refresh lazily; at most every 32 samples when calm
+
+    def refused(self) -> None:
+        """An admission check refused this graph. A refused graph gets no new samples, so outliers in its
+        window could keep it refused forever; every 16th refusal replaces the window's largest sample by
+        its median. The estimate thus probes downwards until the graph runs and is measured again (a step
+        that then overruns is dropped by the watchdog; the frame's result is still delivered on time)."""
+        if not self.online or self._count == 0:
+            return
+        self._refusals += 1
+        if self._refusals % 16 == 0:
+            n = min(self._count, self._samples.size)
+            data = self._samples[:n]
+            data[int(np.argmax(data))] = float(np.median(data))
+            self._dirty = True
 
     def _window_quantile(self) -> float:
         n = min(self._count, self._samples.size)
@@ -123,7 +145,8 @@ class QuantileEstimator:
 class GaussianEstimator:
     """mean + k*sigma over a sliding window. A baseline: it misses heavy tails (see module doc)."""
 
-    def __init__(self, sigmas: float = 3.0, window: int = 2000) -> None:
+    def __init__(self, sigmas: float = 3.0, window: int = 2000, online: bool = True) -> None:
+        self.online = online
         self.sigmas = sigmas
         self._samples = np.zeros(window, dtype=np.float64)
         self._count = 0
@@ -146,6 +169,9 @@ class GaussianEstimator:
         self._samples[self._count % self._samples.size] = seconds
         self._count += 1
 
+    def refused(self) -> None:
+        pass
+
     def estimate(self) -> float:
         if self._count == 0:
             return math.inf
@@ -158,5 +184,5 @@ def make_estimator(options: EstimatorOptions):
         return QuantileEstimator(options.quantile, options.window, options.small_sample_factor, options.burst_release,
                                  options.online)
     if options.kind == "gaussian":
-        return GaussianEstimator(options.sigmas, options.window)
+        return GaussianEstimator(options.sigmas, options.window, options.online)
     raise ValueError(f"unknown estimator kind {options.kind!r}; use 'quantile' or 'gaussian'")

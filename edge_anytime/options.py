@@ -30,7 +30,9 @@ class ControllerOptions:
     watchdog_guard_s: the watchdog hands over the best result this long before the deadline,
           so delivery (thread wake-up, queueing) still lands by the deadline. Must be <= margin_s.
     estimator: how pWCET is estimated from latency samples (see latency.py).
-    warmup_runs: runs per graph at load to seed the latency estimates (unless a profile seeds them).
+    warmup_runs: plan passes at load to seed the latency estimates (unless a profile seeds them); on a
+          real clock warm-up continues until each graph has 1/(1-quantile) samples or
+          `warmup_seconds` have passed.
     profile_target: seed latency estimates from the bundle's profile for this target (e.g. 'x86-64').
     precision: 'fp32' | 'fp16' | 'int8', or a mapping {graph: precision, '*': default}.
     num_threads: interpreter threads per graph (1 is best on small boards, see docs/toolchain.md).
@@ -48,6 +50,7 @@ class ControllerOptions:
     watchdog_guard_s: float = 0.0002
     estimator: EstimatorOptions = field(default_factory=EstimatorOptions)
     warmup_runs: int = 100
+    warmup_seconds: float = 1.0
     profile_target: str | None = None
     precision: Union[str, Mapping[str, str]] = "fp32"
     num_threads: int = 1

@@ -96,6 +96,8 @@ class CompiledPlan:
         for position, (exit_index, steps) in enumerate(segments):
             pwcets = [estimators[step.graph].estimate() for step in steps]
             if clock.now() + sum(pwcets) + margin > deadline:
+                for step in steps:
+                    estimators[step.graph].refused()
                 skipped = sum(len(s) for _, s in segments[position:])
                 job.steps_skipped += skipped
                 counts["steps_skipped"] += skipped

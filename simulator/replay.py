@@ -132,7 +132,7 @@ def controller_options(args, online: bool) -> ControllerOptions:
     return ControllerOptions(mode=args.mode, confidence_target=args.confidence_target, margin_s=args.margin_ms / 1e3,
                              watchdog_guard_s=args.guard_ms / 1e3, coarse_below=args.coarse_below,
                              estimator=replace(FROZEN, online=online, small_sample_factor=args.small_sample_factor),
-                             warmup_runs=20 if online else 0,
+                             warmup_runs=ControllerOptions.warmup_runs if online else 0,
                              precision=args.precision, num_threads=args.threads)
 
 

@@ -40,14 +40,15 @@ class ThreadRecorder(Callbacks):
 def make(latency, options=None, faults=None):
     backend = FakeBackend(latency=latency, outputs=depth_outputs, faults=faults)
     recorder = ThreadRecorder()
-    options = options or ControllerOptions(warmup_runs=2, margin_s=2 * MS, watchdog_guard_s=1 * MS)
+    options = options or ControllerOptions(warmup_runs=2, warmup_seconds=0.0, margin_s=2 * MS,
+                                          watchdog_guard_s=1 * MS)
     ctrl = Controller.from_program(tiny_program(3), tiny_model(), backend, options=options, callbacks=recorder)
     return ctrl, backend, recorder
 
 
 def test_watchdog_delivers_best_result_while_a_step_is_stuck(raw_frame):
     # the third body call of the frame hangs for 400 ms; the frame's budget is 120 ms
-    latency = {"stem": 2 * MS, "head": 1 * MS, "body": [2 * MS] * 3 + [2 * MS, 400 * MS]}
+    latency = {"stem": 2 * MS, "head": 1 * MS, "body": [2 * MS] * 6 + [2 * MS, 400 * MS]}
     ctrl, backend, recorder = make(latency)
     with ctrl:
         t0 = time.perf_counter()
@@ -74,7 +75,7 @@ def test_callbacks_run_on_the_delivery_thread(raw_frame):
 
 
 def test_interrupt_from_another_thread_delivers_immediately(raw_frame):
-    latency = {"stem": 5 * MS, "head": 1 * MS, "body": [5 * MS] * 3 + [300 * MS]}
+    latency = {"stem": 5 * MS, "head": 1 * MS, "body": [5 * MS] * 6 + [300 * MS]}
     ctrl, _, recorder = make(latency)
     with ctrl:
         timer = threading.Timer(0.05, ctrl.interrupt)
@@ -112,10 +113,10 @@ def test_queued_frame_whose_deadline_passes_gets_no_result_on_time(raw_frame):
 
 
 def test_backend_fault_on_real_clock_is_reported_on_the_delivery_thread(raw_frame):
-    faults = {"head": lambda call: RuntimeError("bad delegate") if call == 4 else None}
+    faults = {"head": lambda call: RuntimeError("bad delegate") if call == 10 else None}
     ctrl, _, recorder = make({"stem": 1 * MS, "body": 1 * MS, "head": 1 * MS}, faults=faults)
     with ctrl:
-        first = ctrl.run(raw_frame, 1.0)       # head calls 0..2 were warm-up; call 3 ok (exit 0), call 4 raises
+        first = ctrl.run(raw_frame, 1.0)       # head calls 0..8 were warm-up; call 9 ok (exit 0), call 10 raises
         assert first.status is StopReason.DEGRADED and first.exit_index == 0
         assert ctrl.run(raw_frame, 1.0).status is StopReason.FINAL
         ctrl.flush()

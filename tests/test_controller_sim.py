@@ -85,8 +85,9 @@ def test_refinements_improve_and_elapsed_is_simulated_time(raw_frame):
 
 
 def test_overrunning_step_is_dropped_and_best_result_delivered_at_watchdog_time(raw_frame):
-    # body runs 1 ms in warm-up (3 calls) and in segment 1, then 5 ms in segment 2: it overruns the deadline.
-    ctrl, clock, _, recorder = make(latency={"stem": 1 * MS, "body": [1 * MS] * 3 + [1 * MS, 5 * MS], "head": 0.2 * MS})
+    # warm-up: 3 passes x 2 body steps = 6 body calls of 1 ms; then 1 ms in segment 1 and 5 ms in segment 2,
+    # which overruns the deadline.
+    ctrl, clock, _, recorder = make(latency={"stem": 1 * MS, "body": [1 * MS] * 6 + [1 * MS, 5 * MS], "head": 0.2 * MS})
     result = ctrl.run(raw_frame, 4.0 * MS)
     assert result.status is StopReason.DEADLINE
     assert result.exit_index == 1             # segment 2's body overran: its output is dropped
@@ -99,9 +100,9 @@ def test_overrunning_step_is_dropped_and_best_result_delivered_at_watchdog_time(
 
 
 def test_backend_fault_degrades_frame_and_controller_keeps_serving(raw_frame):
-    boom = {"body": lambda call: RuntimeError("interpreter exploded") if call == 3 else None}
+    boom = {"body": lambda call: RuntimeError("interpreter exploded") if call == 6 else None}
     ctrl, _, _, recorder = make(faults=boom)
-    first = ctrl.run(raw_frame, 10 * MS)     # warm-up used body calls 0..2; call 3 raises
+    first = ctrl.run(raw_frame, 10 * MS)     # warm-up used body calls 0..5; call 6 (segment 1) raises
     assert first.status is StopReason.DEGRADED
     assert first.exit_index == 0 and "interpreter exploded" in first.error
     assert any(ctx == "backend" for _, ctx in recorder.errors)
@@ -198,7 +199,7 @@ def test_preprocessed_tensor_is_accepted(raw_frame):
 
 def test_online_latency_update_tightens_admission(raw_frame):
     # warm-up sees 1 ms bodies; then bodies take 2 ms: the monitor learns and admits fewer steps
-    ctrl, _, _, _ = make(latency={"stem": 1 * MS, "body": [1 * MS] * 3 + [2 * MS] * 50, "head": 0.2 * MS})
+    ctrl, _, _, _ = make(latency={"stem": 1 * MS, "body": [1 * MS] * 6 + [2 * MS] * 50, "head": 0.2 * MS})
     before = ctrl.latency_estimates()["body"]
     for _ in range(5):
         ctrl.run(raw_frame, 20 * MS)
