@@ -126,25 +126,41 @@ class CompiledPlan:
                 for port, tensor in step.outputs:
                     env[tensor] = outputs[port]
             exit_ = self.exits[exit_index]
-            prediction = self._predict(env, exit_)
-            exit_result = ExitResult(job.frame_id, exit_index, prediction, clock.now() - job.start, job.steps_run)
+            source = _PredictionSource(self, exit_, env[exit_.tensor],
+                                       env[exit_.coarse_tensor] if exit_.coarse_tensor else None)
+            exit_result = ExitResult(job.frame_id, exit_index, None, clock.now() - job.start, job.steps_run,
+                                     compute=source)
             if not job.offer(exit_result, exit_.rank):
                 return StopReason.DEADLINE, None
             publish(exit_result)
             target = job.confidence_target
-            if target is not None and prediction.confidence >= target:
+            if target is not None and exit_result.prediction.confidence >= target:
                 remaining = sum(len(s) for _, s in segments[position + 1:])
                 job.steps_skipped += remaining
                 return StopReason.CONFIDENCE, None
         return StopReason.FINAL, None
 
-    def _predict(self, env, exit_: _Exit):
+    def predict(self, exit_: _Exit, logits, coarse_logits):
         model = self.model
         prediction = calibrated_prediction(
-            env[exit_.tensor], exit_.temperature, model.labels, self.options.top_k,
-            coarse_logits=env[exit_.coarse_tensor] if exit_.coarse_tensor else None,
+            logits, exit_.temperature, model.labels, self.options.top_k, coarse_logits=coarse_logits,
             coarse_labels=model.coarse_labels, fine_to_coarse=model.fine_to_coarse)
         threshold = self.options.coarse_below
         if threshold is not None and prediction.coarse_label is not None and prediction.confidence < threshold:
             prediction = dataclasses.replace(prediction, level="coarse")
         return prediction
+
+
+class _PredictionSource:
+    """Computes an exit's Prediction on first access (off the hot path)."""
+
+    __slots__ = ("plan", "exit", "logits", "coarse_logits")
+
+    def __init__(self, plan: CompiledPlan, exit_: _Exit, logits, coarse_logits) -> None:
+        self.plan = plan
+        self.exit = exit_
+        self.logits = logits
+        self.coarse_logits = coarse_logits
+
+    def __call__(self):
+        return self.plan.predict(self.exit, self.logits, self.coarse_logits)

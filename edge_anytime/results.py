@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Callable
 
 import numpy as np
 
@@ -42,15 +43,37 @@ class Prediction:
     level: str = "fine"          # "coarse" when the fine confidence is below ControllerOptions.coarse_below
 
 
-@dataclass(frozen=True)
 class ExitResult:
-    """The prediction of one exit of one frame, published as soon as the exit is computed."""
+    """The prediction of one exit of one frame, published as soon as the exit is computed.
 
-    frame_id: int
-    exit_index: int
-    prediction: Prediction
-    elapsed_s: float             # from frame start to this exit's availability
-    steps_run: int               # steps executed for this frame so far
+    Immutable. On the controller's hot path only the logits are kept: `prediction` (softmax,
+    top-k, entropy, coarse class) is computed on first access, usually on the delivery thread.
+    """
+
+    __slots__ = ("frame_id", "exit_index", "elapsed_s", "steps_run", "_prediction", "_compute")
+
+    def __init__(self, frame_id: int, exit_index: int, prediction: Prediction | None = None, elapsed_s: float = 0.0,
+                 steps_run: int = 0, *, compute: Callable[[], Prediction] | None = None) -> None:
+        if (prediction is None) == (compute is None):
+            raise ValueError("give a prediction or a compute function, not both")
+        setter = object.__setattr__
+        setter(self, "frame_id", frame_id)
+        setter(self, "exit_index", exit_index)
+        setter(self, "elapsed_s", elapsed_s)   # from frame start to this exit's availability
+        setter(self, "steps_run", steps_run)   # steps executed for this frame so far
+        setter(self, "_prediction", prediction)
+        setter(self, "_compute", compute)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"ExitResult is immutable (cannot set {name!r})")
+
+    @property
+    def prediction(self) -> Prediction:
+        prediction = self._prediction
+        if prediction is None:
+            prediction = self._compute()
+            object.__setattr__(self, "_prediction", prediction)
+        return prediction
 
     @property
     def label(self) -> int:
@@ -59,6 +82,19 @@ class ExitResult:
     @property
     def confidence(self) -> float:
         return self.prediction.confidence
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, ExitResult):
+            return NotImplemented
+        return ((self.frame_id, self.exit_index, self.elapsed_s, self.steps_run) ==
+                (other.frame_id, other.exit_index, other.elapsed_s, other.steps_run)
+                and self.prediction == other.prediction)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return (f"ExitResult(frame_id={self.frame_id}, exit_index={self.exit_index}, label={self.label}, "
+                f"confidence={self.confidence:.4f}, elapsed_s={self.elapsed_s:.6f}, steps_run={self.steps_run})")
 
 
 @dataclass(frozen=True)

@@ -262,12 +262,15 @@ def build_report(args, cache, setup, profile, source, exits, scenarios, engine, 
     }
 
 
-def demo_budgets(exits: list[dict], count: int = 10) -> list:
-    """Constant budgets from below the first exit's threshold to past the last exit's (see exit_table)."""
-    lo = 0.6 * exits[0]["min_budget_ms"]
-    hi = max(1.3 * exits[-1]["min_budget_ms"], 2 * lo)
-    step = float(f"{(hi - lo) / (count - 1):.2g}")
-    return [parse_budget(f"constant:{float(f'{lo + i * step:.3g}'):g}") for i in range(count)]
+DEMO_SCALE = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0)
+
+
+def demo_budgets(exits: list[dict], margin_ms: float) -> list:
+    """Constant budgets: the controller's margin plus multiples of the full plan's median latency (measured
+    on this host when the cache was built), so the sweep spans no result -> first exit -> last exit on any
+    machine, and does not depend on a noisy pWCET snapshot."""
+    full = exits[-1]["latency_ms"]["p50"]
+    return [parse_budget(f"constant:{float(f'{margin_ms + k * full:.3g}'):g}") for k in DEMO_SCALE]
 
 
 def run_real(args, bundle, stream, cache, setup, profile, models, config):
@@ -300,7 +303,8 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config):
         if models is None:
             with Controller.from_bundle(bundle, options=options) as ctrl:
                 settle(ctrl, stream, args.settle)
-                models = demo_budgets(exit_table(cache, replace(setup, estimates=ctrl.latency_estimates()), profile))
+                models = demo_budgets(exit_table(cache, replace(setup, estimates=ctrl.latency_estimates()), profile),
+                                      options.margin_s * 1e3)
         for i, model in enumerate(models):
             with Controller.from_bundle(bundle, options=options) as ctrl:
                 settle(ctrl, stream, args.settle)
