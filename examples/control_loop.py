@@ -1,6 +1,6 @@
 """A 30 Hz perception loop with a hard per-frame deadline, written against the public API.
 
-    .venv/bin/python examples/control_loop.py [--bundle deploy/bundles/gtsrb-resann] [--frames 90] [--deadline-ms 0.6]
+    .venv/bin/python examples/control_loop.py [--bundle deploy/bundles/gtsrb-resann] [--frames 90] [--deadline-ms 1.0]
 
 Replays held-out GTSRB traffic-sign tracks (real camera sequences the model never trained on) as a
 camera at 30 frames per second. Each frame must be classified within --deadline-ms of its capture;
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bundle", default="deploy/bundles/gtsrb-resann")
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--fps", type=float, default=30.0)
-    parser.add_argument("--deadline-ms", type=float, default=0.6, help="per-frame deadline after capture")
+    parser.add_argument("--deadline-ms", type=float, default=1.0, help="per-frame deadline after capture")
     args = parser.parse_args(argv)
 
     x, y = load_split("gtsrb32", "train")          # the held-out tracks live in the train file
