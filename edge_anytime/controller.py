@@ -230,6 +230,13 @@ class Controller:
         """Current pWCET estimate (seconds) of every graph."""
         return {graph: est.estimate() for graph, est in self._estimators.items()}
 
+    def typical_latency_estimates(self) -> dict[str, float]:
+        """Each graph's latency at `options.first_exit_quantile` (seconds; empty when it is None)."""
+        quantile = self.options.first_exit_quantile
+        if quantile is None:
+            return {}
+        return {graph: est.typical(quantile) for graph, est in self._estimators.items()}
+
     def observe_latency(self, graph: str, seconds: float) -> None:
         """Feed an externally measured latency sample into the deadline monitor."""
         self._estimators[graph].observe(seconds)

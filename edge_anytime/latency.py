@@ -66,6 +66,8 @@ class QuantileEstimator:
         self._stale = 0
         self._refusals = 0
         self._last_above = 0.0
+        self._typical_key: tuple = ()
+        self._typical_value = math.inf
         self._needed = math.ceil(1.0 / (1.0 - quantile))
 
     @property
@@ -98,6 +100,18 @@ class QuantileEstimator:
         if seconds > self._quantile_value or self._stale >= 32 or self._count <= self._needed:
             self._dirty = True                            # refresh lazily; at most every 32 samples when calm
 
+    def typical(self, quantile: float) -> float:
+        """A lower quantile of the window (e.g. 0.9): how long the graph usually takes. Used to admit the
+        first segment of a frame, when refusing it would mean no result at all."""
+        n = min(self._count, self._samples.size)
+        if n == 0:
+            return math.inf
+        if self._typical_key != (self._count, quantile):
+            rank = min(n - 1, max(0, int(math.ceil(quantile * n)) - 1))
+            self._typical_value = float(np.partition(self._samples[:n], rank)[rank])
+            self._typical_key = (self._count, quantile)
+        return self._typical_value
+
     def refused(self) -> None:
         """An admission check refused this graph. A refused graph gets no new samples, so outliers in its
         window could keep it refused forever; every 16th refusal replaces the window's largest sample by
@@ -111,6 +125,7 @@ class QuantileEstimator:
             data = self._samples[:n]
             data[int(np.argmax(data))] = float(np.median(data))
             self._dirty = True
+            self._typical_key = ()
 
     def _window_quantile(self) -> float:
         n = min(self._count, self._samples.size)
@@ -171,6 +186,15 @@ class GaussianEstimator:
 
     def refused(self) -> None:
         pass
+
+    def typical(self, quantile: float) -> float:
+        """mean + z(quantile) * sigma (normal assumption, like the estimate itself)."""
+        if self._count == 0:
+            return math.inf
+        from statistics import NormalDist
+
+        data = self._samples[:min(self._count, self._samples.size)]
+        return float(data.mean() + NormalDist().inv_cdf(quantile) * data.std())
 
     def estimate(self) -> float:
         if self._count == 0:

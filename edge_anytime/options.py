@@ -27,6 +27,10 @@ class ControllerOptions:
           or 'apriori' (budget known up front: run only the slice of the best exit that fits).
     confidence_target: stop refining once the calibrated confidence reaches it (anytime mode).
     margin_s: safety margin added to a step's pWCET when admitting it.
+    first_exit_quantile: while a frame has no result yet, admit a segment when this lower quantile of
+          its steps' latencies (plus margin) fits, instead of the pWCET: refusing the first segment
+          means no result at all, while trying it risks nothing the watchdog does not cover.
+          None: the pWCET rule for every segment.
     watchdog_guard_s: the watchdog hands over the best result this long before the deadline,
           so delivery (thread wake-up, queueing) still lands by the deadline. Must be <= margin_s.
     estimator: how pWCET is estimated from latency samples (see latency.py).
@@ -47,6 +51,7 @@ class ControllerOptions:
     mode: str = "anytime"
     confidence_target: float | None = None
     margin_s: float = 0.0003
+    first_exit_quantile: float | None = 0.9
     watchdog_guard_s: float = 0.0002
     estimator: EstimatorOptions = field(default_factory=EstimatorOptions)
     warmup_runs: int = 100
@@ -69,6 +74,8 @@ class ControllerOptions:
                              f"otherwise an admitted step could be cut off by the watchdog")
         if self.confidence_target is not None and not 0 < self.confidence_target <= 1:
             raise ValueError(f"confidence_target must be in (0, 1], got {self.confidence_target}")
+        if self.first_exit_quantile is not None and not 0.5 <= self.first_exit_quantile < 1:
+            raise ValueError(f"first_exit_quantile must be in [0.5, 1) or None, got {self.first_exit_quantile}")
         if self.warmup_runs < 0:
             raise ValueError("warmup_runs must be >= 0")
 

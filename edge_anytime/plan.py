@@ -69,12 +69,19 @@ class CompiledPlan:
         self._apriori_order = sorted(range(len(self.exits)), key=lambda i: -ranks[i])
 
     def choose_apriori_exit(self, now: float, deadline: float, estimators) -> int | None:
-        """The best-ranked exit whose backward slice fits before the deadline (None if none fits)."""
+        """The best-ranked exit whose backward slice fits before the deadline by pWCET; failing that,
+        by the typical latency (first_exit_quantile); None if nothing fits."""
         margin = self.options.margin_s
         for index in self._apriori_order:
-            cost = sum(estimators[s.graph].estimate() for s in self.apriori[index])
+            cost = sum([estimators[s.graph].estimate() for s in self.apriori[index]])
             if now + cost + margin <= deadline:
                 return index
+        quantile = self.options.first_exit_quantile
+        if quantile is not None:
+            for index in self._apriori_order:
+                cost = sum([estimators[s.graph].typical(quantile) for s in self.apriori[index]])
+                if now + cost + margin <= deadline:
+                    return index
         return None
 
     def execute(self, job: FrameJob, clock, estimators, counts: dict, publish: Callable[[ExitResult], None],
@@ -93,9 +100,14 @@ class CompiledPlan:
         else:
             segments = self.segments
         env = {self.program.input_tensor: job.tensor}
+        first_quantile = self.options.first_exit_quantile
         for position, (exit_index, steps) in enumerate(segments):
             pwcets = [estimators[step.graph].estimate() for step in steps]
-            if clock.now() + sum(pwcets) + margin > deadline:
+            if job.best is None and first_quantile is not None:
+                cost = sum([estimators[step.graph].typical(first_quantile) for step in steps])
+            else:
+                cost = sum(pwcets)
+            if clock.now() + cost + margin > deadline:
                 for step in steps:
                     estimators[step.graph].refused()
                 skipped = sum(len(s) for _, s in segments[position:])

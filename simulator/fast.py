@@ -8,7 +8,8 @@
 This is `CompiledPlan.execute` (edge_anytime/plan.py) on a simulated clock with
 frozen pWCET estimates (EstimatorOptions(online=False)), written over frame
 arrays: each segment (the steps up to the next exit) is admitted only if
-`now + sum(pWCET) + margin <= deadline`; each step advances the frame's clock
+`now + sum(pWCET) + margin <= deadline` (while a frame has no result yet, the
+typical latency at `first_exit_quantile` replaces the pWCET); each step advances the frame's clock
 by its drawn latency; a step that fails ends the frame as `degraded`; a step
 that ends after `deadline - watchdog_guard` is dropped and the best result goes
 out at that time; exits are ranked as the controller ranks them; a confidence
@@ -42,6 +43,7 @@ class ReplaySetup:
     plan: PlanInfo
     estimates: dict            # graph -> pWCET seconds (frozen)
     options: ControllerOptions = field(default_factory=lambda: ControllerOptions(estimator=FROZEN))
+    typical: dict | None = None  # graph -> latency at options.first_exit_quantile (frozen); None: not used
 
     @classmethod
     def create(cls, program: Program, profile: LatencyProfile, precisions: dict,
@@ -50,15 +52,21 @@ class ReplaySetup:
         if options.estimator.online:
             raise ValueError("the cached replay emulates frozen estimates: use "
                              "ControllerOptions(estimator=EstimatorOptions(online=False))")
+        typical = None
+        if options.first_exit_quantile is not None:
+            typical = frozen_estimates(program, profile, precisions, options.estimator, options.first_exit_quantile)
         return cls(program, PlanInfo.from_program(program), frozen_estimates(program, profile, precisions,
-                                                                              options.estimator), options)
+                                                                              options.estimator), options, typical)
 
     def cost(self, steps) -> float:
         """sum(pWCET) of `steps`, summed in the controller's order."""
-        total = 0.0
-        for s in steps:
-            total += self.estimates[self.plan.step_graphs[s]]
-        return total
+        return sum([self.estimates[self.plan.step_graphs[s]] for s in steps])
+
+    def first_cost(self, steps) -> float | None:
+        """What the controller charges a frame's first segment: the typical latency (None: pWCET)."""
+        if self.typical is None or self.options.first_exit_quantile is None:
+            return None
+        return sum([self.typical[self.plan.step_graphs[s]] for s in steps])
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,6 +144,13 @@ def replay_fast(setup: ReplaySetup, preds: ExitPredictions, budgets_s: np.ndarra
             fits = undecided & ((admitted + cost) + margin <= deadline)
             chosen[fits] = k
             undecided &= ~fits
+        for k in setup.plan.apriori_order:   # nothing fits by pWCET: the typical latency (first_exit_quantile)
+            cost = setup.first_cost(setup.plan.slices[k])
+            if cost is None:
+                break
+            fits = undecided & ((admitted + cost) + margin <= deadline)
+            chosen[fits] = k
+            undecided &= ~fits
         state.stop(undecided, STATUS["deadline"])
         for k in range(len(setup.plan.slices)):
             group = chosen == k
@@ -173,6 +188,9 @@ class _State:
         now = self.now
         for k, steps, lat in segments:
             cost = setup.cost(steps)
+            first = setup.first_cost(steps)
+            if first is not None:
+                cost = np.where(self.best < 0, first, cost)
             refused = alive & ((now + cost) + margin > self.deadline)
             self.stop(refused, STATUS["deadline"])
             alive = alive & ~refused

@@ -303,12 +303,15 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config):
         if models is None:
             with Controller.from_bundle(bundle, options=options) as ctrl:
                 settle(ctrl, stream, args.settle)
-                models = demo_budgets(exit_table(cache, replace(setup, estimates=ctrl.latency_estimates()), profile),
+                models = demo_budgets(exit_table(cache, replace(setup, estimates=ctrl.latency_estimates(),
+                                                                typical=ctrl.typical_latency_estimates() or None),
+                                                 profile),
                                       options.margin_s * 1e3)
         for i, model in enumerate(models):
             with Controller.from_bundle(bundle, options=options) as ctrl:
                 settle(ctrl, stream, args.settle)
-                setup = replace(setup, estimates=dict(ctrl.latency_estimates()))
+                setup = replace(setup, estimates=dict(ctrl.latency_estimates()),
+                                typical=ctrl.typical_latency_estimates() or None)
                 budgets = model.sample(len(cache), config.seed, cache.timestamps)
                 outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold,
                                                    config.dispatch_s)

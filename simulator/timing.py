@@ -118,13 +118,14 @@ def draw_latencies(plan: PlanInfo, profile: LatencyProfile, precisions: Mapping[
 
 
 def frozen_estimates(program: Program, profile: LatencyProfile, precisions: Mapping[str, str],
-                     options: EstimatorOptions) -> dict[str, float]:
-    """The pWCET (seconds) of every graph exactly as a controller seeded from `profile` computes it."""
+                     options: EstimatorOptions, typical_quantile: float | None = None) -> dict[str, float]:
+    """The pWCET (seconds) of every graph exactly as a controller seeded from `profile` computes it;
+    with `typical_quantile`, its typical latency at that quantile instead (first-exit admission)."""
     out = {}
     for graph in program.graphs:
         estimator = make_estimator(options)
         estimator.seed(profile.samples_s(graph, precisions[graph]))
-        out[graph] = estimator.estimate()
+        out[graph] = estimator.estimate() if typical_quantile is None else estimator.typical(typical_quantile)
     return out
 
 
