@@ -94,10 +94,10 @@ def test_outliers_in_the_window_of_a_refused_graph_are_forgotten(raw_frame):
 
 @pytest.mark.parametrize("quantile, expected", [(0.9, 0), (None, None)])
 def test_first_segment_is_admitted_on_typical_latency(raw_frame, quantile, expected):
-    # stem usually takes 1 ms but 1 run in 10 takes 3 ms: pWCET ~3 ms, typical (p90) 1 ms.
+    # stem usually takes 1 ms but 1 run in 20 takes 3 ms: pWCET 3 ms, typical (p90) 1 ms.
     # With a 2 ms budget, refusing the first segment means no result; trying it usually gives exit 0.
-    latency = {"stem": [1 * MS] * 9 + [3 * MS], "body": 1 * MS, "head": 0.2 * MS}
-    options = ControllerOptions(warmup_runs=49, margin_s=0.3 * MS, watchdog_guard_s=0.1 * MS,
+    latency = {"stem": [1 * MS] * 19 + [3 * MS], "body": 1 * MS, "head": 0.2 * MS}
+    options = ControllerOptions(warmup_runs=59, margin_s=0.3 * MS, watchdog_guard_s=0.1 * MS,
                                 first_exit_quantile=quantile, estimator=EstimatorOptions(small_sample_factor=1.0))
     ctrl, _, _, _ = make(latency=latency, options=options)
     result = ctrl.run(raw_frame, 2.0 * MS)
