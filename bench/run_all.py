@@ -9,6 +9,7 @@ ratios, not absolute times). --quick shortens the runs (smaller frame counts) fo
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -43,10 +44,17 @@ def main(argv=None) -> int:
         print(f"\n=== {name}: {' '.join(command)}", flush=True)
         proc = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if not line.startswith("INFO:")]
-        json_lines = [line for line in lines if line.startswith("{")]
-        if json_lines and "--json" in command and command[-1] == "--json":
-            (RESULTS / f"{name}.json").write_text(json_lines[-1] + "\n")
-        print("\n".join(line for line in lines if not line.startswith("{")) or "(json only)")
+        if command[-1] == "--json":   # this benchmark prints its JSON report on stdout
+            text = "\n".join(lines)
+            start = text.find("{")
+            try:
+                report = json.loads(text[start:]) if start >= 0 else None
+            except json.JSONDecodeError:
+                report = None
+            if report is not None:
+                (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+                lines = [line for line in text[:start].splitlines()] + [json.dumps(report)]
+        print("\n".join(lines))
         if proc.returncode != 0:
             failed.append(name)
             print(proc.stderr[-2000:], file=sys.stderr)

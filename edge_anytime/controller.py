@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from .backends.base import GraphLoadSpec, GraphRunner, create_backend
+from .backends.base import GraphLoadSpec, GraphRunner
 from .bundle import Bundle
 from .callbacks import Callbacks
 from .clock import MonotonicClock
@@ -43,6 +43,7 @@ from .preprocess import Preprocessor
 from .profile import LatencyProfile
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
+from .runners import load_runners
 from .workers import DeliveryThread, Watchdog
 
 
@@ -100,20 +101,7 @@ class Controller:
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
         precisions = bundle.resolve_precisions(options.precision)
-        if isinstance(backend, str):
-            if backend in ("litert", "tflite_runtime"):
-                backend_options.setdefault("num_threads", options.num_threads)
-            backend = create_backend(backend, **backend_options)
-        runners = {}
-        try:
-            for graph, precision in precisions.items():
-                graph_file = bundle.graph_file(graph, precision)
-                spec = GraphLoadSpec(bundle.program.graphs[graph], precision, graph_file, bundle.path_of(graph_file.path))
-                runners[graph] = backend.load_graph(spec)
-        except Exception:
-            for runner in runners.values():
-                runner.close()
-            raise
+        runners = load_runners(bundle, precisions, backend, options.num_threads, **backend_options)
         profile = None
         if options.profile_target is not None:
             if options.profile_target not in bundle.profiles:

@@ -26,11 +26,10 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from .backends.base import GraphLoadSpec, create_backend
 from .bundle import Bundle
+from .runners import close_runners, load_runners, run_program  # noqa: F401  (re-exported)
 from .errors import BundleError, EdgeAnytimeError
 from .manifest import PRECISIONS
-from .program import Program
 
 # max |logit difference| allowed: atol + rtol * max |reference logit| of that exit
 TOLERANCES = {"fp32": (1e-3, 1e-3), "fp16": (5e-2, 2e-2), "int8": (0.25, 0.1)}
@@ -67,46 +66,6 @@ def resolve_precisions(bundle: Bundle, precision: Precision = "auto") -> dict[st
                                                                         [p for p in PRECISIONS if p in files][0])
         return chosen
     return bundle.resolve_precisions(precision)
-
-
-def load_runners(bundle: Bundle, precisions: Mapping[str, str], backend: str = "litert", threads: int = 1) -> dict:
-    """One runner per graph with the named backend; all closed again if one fails to load."""
-    options = {"num_threads": threads} if backend in ("litert", "tflite_runtime") else {}
-    engine = create_backend(backend, **options)
-    runners = {}
-    try:
-        for graph, precision in precisions.items():
-            graph_file = bundle.graph_file(graph, precision)
-            spec = GraphLoadSpec(bundle.program.graphs[graph], precision, graph_file, bundle.path_of(graph_file.path))
-            runners[graph] = engine.load_graph(spec)
-    except Exception:
-        close_runners(runners)
-        raise
-    return runners
-
-
-def close_runners(runners: Mapping) -> None:
-    for runner in runners.values():
-        runner.close()
-
-
-def run_program(program: Program, runners: Mapping, tensor: np.ndarray, timer=None) -> dict[str, np.ndarray]:
-    """Every step of the anytime plan on one preprocessed input; returns the tensor environment.
-
-    `timer(graph, seconds)`, if given, receives each step's latency (used by profiling).
-    """
-    import time
-
-    env = {program.input_tensor: tensor}
-    for step in program.steps:
-        inputs = {port: env[name] for port, name in step.inputs.items()}
-        start = time.perf_counter()
-        outputs = runners[step.graph].run(inputs)
-        if timer is not None:
-            timer(step.graph, time.perf_counter() - start)
-        for port, name in step.outputs.items():
-            env[name] = outputs[port]
-    return env
 
 
 def reference_inputs(bundle: Bundle) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 

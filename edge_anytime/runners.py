@@ -1,0 +1,63 @@
+"""Loading every graph of a bundle with one backend, and running a stage program without a controller.
+
+Shared by the controller, the self-test, the profiler and the benchmarks.
+
+>>> runners = load_runners(bundle, {"segment0": "fp32", ...}, backend="litert")      # doctest: +SKIP
+>>> env = run_program(bundle.program, runners, tensor)                               # doctest: +SKIP
+>>> close_runners(runners)                                                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from .backends.base import GraphLoadSpec, create_backend
+from .bundle import Bundle
+from .program import Program
+
+
+def load_runners(bundle: Bundle, precisions: Mapping[str, str], backend: Any = "litert", threads: int = 1,
+                 **backend_options) -> dict:
+    """One runner per graph with `backend` (a registered name or a Backend object); all closed again if
+    one fails to load."""
+    if isinstance(backend, str):
+        if backend in ("litert", "tflite_runtime"):
+            backend_options.setdefault("num_threads", threads)
+        engine = create_backend(backend, **backend_options)
+    else:
+        engine = backend
+    runners = {}
+    try:
+        for graph, precision in precisions.items():
+            graph_file = bundle.graph_file(graph, precision)
+            spec = GraphLoadSpec(bundle.program.graphs[graph], precision, graph_file, bundle.path_of(graph_file.path))
+            runners[graph] = engine.load_graph(spec)
+    except Exception:
+        close_runners(runners)
+        raise
+    return runners
+
+
+def close_runners(runners: Mapping) -> None:
+    for runner in runners.values():
+        runner.close()
+
+
+def run_program(program: Program, runners: Mapping, tensor: np.ndarray, timer=None) -> dict[str, np.ndarray]:
+    """Every step of the anytime plan on one preprocessed input; returns the tensor environment.
+
+    `timer(graph, seconds)`, if given, receives each step's latency (used by profiling).
+    """
+    env = {program.input_tensor: tensor}
+    for step in program.steps:
+        inputs = {port: env[name] for port, name in step.inputs.items()}
+        start = time.perf_counter()
+        outputs = runners[step.graph].run(inputs)
+        if timer is not None:
+            timer(step.graph, time.perf_counter() - start)
+        for port, name in step.outputs.items():
+            env[name] = outputs[port]
+    return env

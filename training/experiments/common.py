@@ -1,0 +1,168 @@
+"""Shared machinery of the experiments: the schedule config, cached training runs, tables.
+
+Every experiment trains a few small models with `training.train.train` under one
+`ExperimentConfig` (dataset, epochs, training subset, ...). A run lives in
+`OUT/runs/<tag>/` with the trainer's own files plus `run.json` (the TrainConfig it
+was made with); an experiment that asks for the same tag with the same config
+reuses its `metrics.json` instead of training again, so e.g. `budgets` reuses the
+models `weighting` trained. An interrupted run resumes from its checkpoint.
+
+>>> schedule_note(ExperimentConfig(epochs=3, limit_train=8000))
+'SHORT CPU schedule: 3 epochs on 8000 gtsrb32 training images (seed 0), evaluated on up to 4000 val/test images each'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+SUMMARY_KEYS = ("accuracy", "confidence", "ece", "ece_calibrated")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The schedule every run of an experiment shares (short CPU schedules by default)."""
+
+    dataset: str = "gtsrb32"
+    epochs: int = 3
+    limit_train: int | None = 8000
+    limit_eval: int | None = 4000
+    batch_size: int = 128
+    lr: float = 0.1
+    seed: int = 0
+    out: str = "runs/experiments"
+    data_dir: str | None = None
+    threads: int = 1
+    figures: str | None = None  # also copy plots here (e.g. docs/figures)
+    device: str = "cpu"
+    log_every: int = 0
+
+    def describe(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One model to train: registry name, constructor kwargs, loss weighting; `tag` names its folder."""
+
+    tag: str
+    arch: str
+    arch_kwargs: dict = field(default_factory=dict)
+    weighting: str = "const"
+
+
+def schedule_note(config: ExperimentConfig) -> str:
+    """The caption every table carries: how short the schedule was."""
+    images = "all" if config.limit_train is None else str(config.limit_train)
+    evals = "all" if config.limit_eval is None else f"up to {config.limit_eval}"
+    return (f"SHORT CPU schedule: {config.epochs} epochs on {images} {config.dataset} training images "
+            f"(seed {config.seed}), evaluated on {evals} val/test images each")
+
+
+def _train_config(spec: RunSpec, config: ExperimentConfig):
+    from ..train import TrainConfig
+
+    return TrainConfig(arch=spec.arch, dataset=config.dataset, epochs=config.epochs,
+                       out=str(Path(config.out) / "runs" / spec.tag), arch_kwargs=dict(spec.arch_kwargs),
+                       data_dir=config.data_dir, weighting=spec.weighting, device=config.device,
+                       batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                       limit_train=config.limit_train, limit_eval=config.limit_eval,
+                       log_every=config.log_every)
+
+
+def _fingerprint(train_config) -> dict:
+    data = dataclasses.asdict(train_config)
+    data.pop("resume", None)
+    return json.loads(json.dumps(data))
+
+
+def train_run(spec: RunSpec, config: ExperimentConfig, progress: str = "") -> dict:
+    """Train `spec` under `config` (or reuse an identical finished run); a compact summary:
+    per-exit test/val accuracy, confidence, ECE, FLOPs, params, temperatures, seconds."""
+    from ..train import train
+
+    train_config = _train_config(spec, config)
+    folder = Path(train_config.out)
+    record, metrics_path = folder / "run.json", folder / "metrics.json"
+    fingerprint = _fingerprint(train_config)
+    same = record.is_file() and json.loads(record.read_text()) == fingerprint
+    if same and metrics_path.is_file():
+        print(f"[experiments] {progress}{spec.tag}: reusing {metrics_path}", flush=True)
+        return summarise(json.loads(metrics_path.read_text()), spec, reused=True)
+    print(f"[experiments] {progress}training {spec.tag}: {spec.arch} {json.dumps(spec.arch_kwargs)} "
+          f"weighting={spec.weighting}", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not same and metrics_path.exists():
+        metrics_path.unlink()
+    record.write_text(json.dumps(fingerprint, indent=1))
+    started = time.time()
+    metrics = train(dataclasses.replace(train_config, resume=same))
+    print(f"[experiments] {spec.tag} done in {time.time() - started:.0f}s: test accuracy "
+          f"{[round(a, 4) for a in metrics['test_accuracy']]}", flush=True)
+    return summarise(metrics, spec, reused=False)
+
+
+def summarise(metrics: dict, spec: RunSpec, reused: bool = False) -> dict:
+    """The parts of the trainer's metrics.json the experiments report (no per-class lists)."""
+    exits = []
+    for e in metrics["exits"]:
+        row = {"index": e["index"], "flops": e["flops"], "params": e["params"], "temperature": e["temperature"]}
+        row.update({f"test_{k}": e["test"][k] for k in SUMMARY_KEYS})
+        row["val_accuracy"] = e["val"]["accuracy"] if e.get("val") else None
+        exits.append(row)
+    return {"tag": spec.tag, "arch": spec.arch, "arch_kwargs": metrics.get("arch_kwargs", spec.arch_kwargs),
+            "weighting": spec.weighting, "train_seconds": float(metrics.get("train_seconds", 0.0)),
+            "reused": reused, "num_test": metrics.get("num_test"), "num_val": metrics.get("num_val"),
+            "exits": exits}
+
+
+def column(run: dict, key: str) -> list:
+    return [e[key] for e in run["exits"]]
+
+
+# ---------------------------------------------------------------- tables
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(title: str, headers: Sequence[str], rows: Sequence[Sequence], note: str = "",
+                   digits: int = 2) -> dict:
+    """A table as a dict (title, headers, rows, note, markdown) so it can go to JSON and to the doc."""
+    lines = [f"**{title}**", ""]
+    if note:
+        lines += [f"_{note}_", ""]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "|".join("---" for _ in headers) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(v, digits) for v in row) + " |")
+    return {"title": title, "headers": list(headers), "rows": [list(r) for r in rows], "note": note,
+            "markdown": "\n".join(lines)}
+
+
+def pct(x: float | None) -> float | None:
+    return None if x is None else 100.0 * x
+
+
+def write_result(name: str, config: ExperimentConfig, result: dict) -> Path:
+    """OUT/NAME.json (everything) and OUT/NAME.md (the tables), returns the JSON path."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"experiment": name, "config": config.describe(), "schedule": schedule_note(config), **result}
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(result, indent=1))
+    (out / f"{name}.md").write_text("\n\n".join(t["markdown"] for t in result["tables"]) + "\n")
+    return path
+
+
+def total_train_seconds(runs: Sequence[dict]) -> float:
+    """Seconds spent training in this invocation (reused runs count 0)."""
+    return float(sum(r["train_seconds"] for r in runs if not r["reused"]))
