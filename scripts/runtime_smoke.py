@@ -44,4 +44,4 @@ if Path(bundle).is_dir():
     print(f"runtime-only venv: import ok, {bundle}: status={result.status.value} exit={result.exit_index} "
           f"label={result.label_name!r}")
 else:
-    print(f"runtime-only venv: import ok (no bundle at {bundle})")
+    raise SystemExit(f"runtime-only venv: import ok, but the bundle {bundle} is missing")

@@ -7,8 +7,8 @@ was made with); an experiment that asks for the same tag with the same config
 reuses its `metrics.json` instead of training again, so e.g. `budgets` reuses the
 models `weighting` trained. An interrupted run resumes from its checkpoint.
 
->>> schedule_note(ExperimentConfig(epochs=3, limit_train=8000))
-'SHORT CPU schedule: 3 epochs on 8000 gtsrb32 training images (seed 0), evaluated on up to 4000 val/test images each'
+>>> schedule_note(ExperimentConfig(epochs=4, limit_train=8000))
+'SHORT CPU schedule: 4 epochs on 8000 gtsrb32 training images (seed 0), evaluated on up to 4000 val/test images each'
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ class ExperimentConfig:
     """The schedule every run of an experiment shares (short CPU schedules by default)."""
 
     dataset: str = "gtsrb32"
-    epochs: int = 3
+    epochs: int = 4
     limit_train: int | None = 8000
     limit_eval: int | None = 4000
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 0.1
     seed: int = 0
     out: str = "runs/experiments"
@@ -39,7 +39,7 @@ class ExperimentConfig:
     threads: int = 1
     figures: str | None = None  # also copy plots here (e.g. docs/figures)
     device: str = "cpu"
-    log_every: int = 0
+    log_every: int = 25  # batches between progress lines (0: one line per epoch)
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)
@@ -159,7 +159,8 @@ def write_result(name: str, config: ExperimentConfig, result: dict) -> Path:
     result = {"experiment": name, "config": config.describe(), "schedule": schedule_note(config), **result}
     path = out / f"{name}.json"
     path.write_text(json.dumps(result, indent=1))
-    (out / f"{name}.md").write_text("\n\n".join(t["markdown"] for t in result["tables"]) + "\n")
+    parts = [t["markdown"] for t in result["tables"]] + ([result["answer"]] if result.get("answer") else [])
+    (out / f"{name}.md").write_text("\n\n".join(parts) + "\n")
     return path
 
 

@@ -30,12 +30,15 @@ def select_indices(total: int, count: int, seed: int) -> np.ndarray:
 
 def reference_env(staged, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
     """Run the stage program with torch on `images` (N, C, H, W), preprocessed; every tensor of the
-    environment, stacked over the N images (float32 numpy)."""
+    environment, stacked over the N images (float32 numpy). Eval mode, as the ONNX files were
+    exported (each module's own mode restored after)."""
     import torch
+
+    from .onnx_export import eval_mode
 
     program: Program = staged.program
     chunks: dict[str, list[np.ndarray]] = {}
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(*staged.graph_modules.values()):
         for start in range(0, len(images), batch_size):
             env = {program.input_tensor: torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size], np.float32))}
             for step in program.steps:

@@ -44,6 +44,25 @@ class OnnxGraph:
 
 
 @contextlib.contextmanager
+def eval_mode(*modules):
+    """Every submodule of `modules` in eval mode, and afterwards each one's own previous mode back.
+
+    `module.train(was_training)` would not do: it sets the flag of every child to the parent's. A
+    graph module that is a container built for the stage program (I-ResNeXt's sub-networks hold the
+    model's own layers but are not registered in the model) keeps training=True while the model's
+    layers are in eval mode; restoring it that way switched the model's BatchNorm layers to
+    training mode (batch statistics) and broke the torch reference of the parity check."""
+    saved = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        for m, _ in saved:
+            m.training = False
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+@contextlib.contextmanager
 def _quiet_torch_onnx():
     """torch.onnx prints progress to stdout and logs warnings: keep stdout clean for the JSON summary."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
@@ -74,10 +93,8 @@ def export_onnx(signature: GraphSignature, module, path: str | Path, options: Co
         raise ExportError(f"graph {name!r}: an input and an output port share a name ({input_names} / {output_names}); "
                           f"ONNX needs distinct names")
     args = tuple(torch.zeros(p.shape, dtype=getattr(torch, p.dtype)) for p in signature.inputs)
-    was_training = module.training
-    module.eval()
     try:
-        with _quiet_torch_onnx(), torch.no_grad():
+        with eval_mode(module), _quiet_torch_onnx(), torch.no_grad():
             if options.onnx_exporter == "dynamo":
                 program = torch.onnx.export(module, args, None, input_names=input_names, output_names=output_names,
                                             dynamo=True, opset_version=options.opset, external_data=False,
@@ -96,8 +113,6 @@ def export_onnx(signature: GraphSignature, module, path: str | Path, options: Co
         raise ExportError(f"graph {name!r}: torch.onnx.export ({options.onnx_exporter}) failed: "
                           f"{type(exc).__name__}: {message}. The layer above is not exportable as is: rewrite it "
                           f"with supported ops, or try --onnx-exporter {other}") from exc
-    finally:
-        module.train(was_training)
 
     proto = onnx.inliner.inline_local_functions(proto) if proto.functions else proto
     layers = _node_layers(proto)

@@ -1,0 +1,162 @@
+"""training.experiments: every experiment end to end on a tiny synthetic GTSRB (1 epoch, a few hundred
+images, tiny widths), the JSON/markdown structure, numbers in range; budget maths against impatient_weights."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from training import data
+from training.experiments import EXPERIMENTS, ExperimentConfig, anytimenet, budgets, ensembles, weightings
+from training.experiments.__main__ import main, parse_args
+from training.weighting import BUDGET_DISTRIBUTIONS, impatient_weights
+
+TINY_RESANN = weightings.WeightingSpec(widths=(4, 8), blocks_per_section=2, schemes=("const", "adaloss"),
+                                       opt_exits=(1, 3))
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments-data")
+    data.clear_cache()
+    data.write_synthetic(root, "gtsrb32", tracks_per_class=2, test_per_class=2)
+    yield root
+    data.clear_cache()
+
+
+@pytest.fixture
+def config(tiny_data, tmp_path):
+    return ExperimentConfig(epochs=1, limit_train=256, limit_eval=86, batch_size=64, out=str(tmp_path / "out"),
+                            data_dir=str(tiny_data), log_every=0)
+
+
+def check_tables(result: dict, out: str, name: str) -> None:
+    assert result["tables"], "an experiment prints at least one table"
+    for table in result["tables"]:
+        assert "SHORT CPU schedule" in table["markdown"] or "Table I" in table["title"]
+        assert all(len(row) == len(table["headers"]) for row in table["rows"])
+    on_disk = json.loads((Path(out) / f"{name}.json").read_text())
+    assert on_disk["experiment"] == name and on_disk["config"]["epochs"] == 1
+    assert "| " in (Path(out) / f"{name}.md").read_text()
+
+
+def accuracies(run: dict) -> list[float]:
+    return [e["test_accuracy"] for e in run["exits"]]
+
+
+def test_weighting_and_budgets_share_runs(config):
+    result = weightings.run(config, TINY_RESANN)
+    check_tables(result, config.out, "weighting")
+    assert set(result["runs"]) == {"const", "adaloss"} and set(result["opt"]) == {"1", "3"}
+    assert all(0 <= a <= 1 for r in result["runs"].values() for a in accuracies(r))
+    assert len(result["flops"]) == 4 and result["flops"] == sorted(result["flops"])
+    for k, opt in result["opt"].items():  # OPT = the same blocks as the anytime slice, one exit
+        assert len(opt["exits"]) == 1 and opt["exits"][0]["flops"] <= result["flops"][int(k)]
+    rel = result["tables"][1]
+    assert rel["rows"][0][:3] == ["OPT", 0.0, 0.0] and len(rel["rows"]) == 3
+
+    spec = budgets.BudgetSpec(model=TINY_RESANN, distributions=("uniform", "small"))
+    result = budgets.run(config, spec)
+    check_tables(result, config.out, "budgets")
+    assert result["runs"]["const"]["reused"] and not result["runs"]["impatient-small"]["reused"]
+    assert result["opt"]["1"]["reused"] and not result["opt"]["0"]["reused"]
+    for row in result["expected_accuracy"].values():
+        assert all(0 <= v <= 1 for v in row.values())
+    assert [r[0] for r in result["tables"][0]["rows"]] == [budgets.LABELS["uniform"], budgets.LABELS["small"]]
+
+
+def test_anytimenet_experiment(config, tmp_path):
+    spec = anytimenet.AnytimeNetSpec(widths=(4, 4, 8), schedule=((0, 1), (2, 1)), timing_images=64,
+                                     timing_batch=32, repeats=1)
+    config = ExperimentConfig(**{**config.describe(), "figures": str(tmp_path / "figs")})
+    result = anytimenet.run(config, spec)
+    check_tables(result, config.out, "anytimenet")
+    fig3, table1, table2, kinds = result["tables"]
+    assert [r[0] for r in fig3["rows"]] == ["iteration 1", "iteration 2", "iteration 3", "BASELINE"]
+    assert [r[-1] for r in table1["rows"]] == [5, 9, 11]  # then +SEC 1, SEC 2 and 3 re-run, OUT; then +SEC 3, OUT
+    assert fig3["rows"][-1][1] == 2 + 2 + 1 + 2  # BASELINE: IN, 2+1+2 blocks, OUT
+    ms = [r[3] for r in fig3["rows"][:-1]]
+    assert ms == sorted(ms) and all(m > 0 for m in ms)
+    assert all(0 <= r[4] <= 100 and 0 <= r[5] <= 100 for r in fig3["rows"])
+    assert {r[0] for r in kinds["rows"]} == {"IN", "SEC 1", "SEC 2", "SEC 3", "OUT"}
+    assert result["verdict"] in ("beats", "matches (within noise)", "falls short of")
+    assert all(os.path.getsize(f) > 1000 for f in result["figures"]) and len(result["figures"]) == 2
+
+
+def test_eann_and_resnext_experiments(config):
+    spec = ensembles.EannSpec(num_anns=2, base_units=1, width=4, exit_period=2)
+    result = ensembles.run_eann(config, spec)
+    check_tables(result, config.out, "eann")
+    assert result["ann_units"] >= 2  # the single ANN is deeper than any member
+    for curve in result["curves"].values():
+        assert curve["flops"] == sorted(curve["flops"]) and curve["kept"][0] == 0
+    row = result["tables"][0]["rows"][0]
+    assert row[0] == "EANN" and all(v is None or 0 <= v <= 100 for v in row[4:])
+
+    spec = ensembles.ResNeXtSpec(is_resnext={"blocks": 3, "width": 6, "num_subnets": 3, "bottleneck": 2,
+                                             "cardinality": 3}, shallow=TINY_RESANN)
+    result = ensembles.run_resnext(config, spec)
+    check_tables(result, config.out, "resnext")
+    assert len(result["tables"][0]["rows"]) == 3
+    assert all(0 <= v <= 1 for v in result["expected_accuracy_uniform"].values())
+
+
+@pytest.mark.parametrize("distribution", BUDGET_DISTRIBUTIONS)
+def test_budget_probabilities_are_what_impatient_weights_train_with(distribution):
+    costs = [2.0, 3.0, 7.0, 8.0]
+    p_none, probs = budgets.budget_probabilities(distribution, costs)
+    assert p_none + sum(probs) == pytest.approx(1.0)
+    assert [p / max(probs) for p in probs] == pytest.approx(impatient_weights(distribution, costs))
+    # a perfect anytime model scores the probability that some exit is done
+    assert budgets.expected_accuracy([1, 1, 1, 1], costs, distribution) == pytest.approx(1 - p_none)
+
+
+def test_budget_maths_edge_cases():
+    assert budgets.expected_accuracy([0.5, 1.0], [1, 3], "uniform", t_max=2) == pytest.approx(0.25)  # exit 2 too late
+    assert budgets.expected_accuracy([1.0], [1], "large", t_max=2) == pytest.approx(0.75)
+    assert budgets.default_t_max([1, 2, 3]) == 4
+    with pytest.raises(ValueError, match="non-decreasing"):
+        budgets.budget_probabilities("uniform", [2, 1])
+    with pytest.raises(ValueError, match="unknown budget"):
+        budgets.expected_accuracy([1], [1], "weird")
+    assert math.isclose(budgets.expected_cost([1, 3], "uniform", t_max=4), 0.5 * 1 + 0.25 * 3)
+
+
+def test_helpers_and_cli_parsing():
+    assert weightings.opt_arch_kwargs((8, 16, 32), 2, 5) == {"widths": [8, 16, 32], "blocks_per_section": [2, 2, 2],
+                                                             "exit_every": 6}
+    with pytest.raises(ValueError, match="beyond"):
+        weightings.opt_arch_kwargs((8, 16), 2, 4)
+    assert weightings.relative_increase(0.12, 0.10) == pytest.approx(20.0)
+    assert ensembles.accuracy_at_budget([0.5, 0.8], [10, 20], 15) == 0.5
+    assert ensembles.accuracy_at_budget([0.5, 0.8], [10, 20], 5) is None
+    assert anytimenet.verdict(0.90, 0.80, 4000)[0] == "beats"
+    assert anytimenet.verdict(0.80, 0.805, 1000)[0] == "matches (within noise)"
+    names, config, as_json = parse_args(["all", "--epochs", "2", "--limit-train", "0", "--json"])
+    assert names == list(EXPERIMENTS) and config.epochs == 2 and config.limit_train is None and as_json
+    with pytest.raises(SystemExit):
+        main(["nope"])
+
+
+@pytest.mark.slow
+def test_cli_runs_every_experiment_with_default_architectures(tiny_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["all", "--epochs", "1", "--limit-train", "128", "--limit-eval", "86", "--data-dir", str(tiny_data),
+                 "--out", str(out), "--log-every", "0"]) == 0
+    printed = capsys.readouterr().out
+    for name in EXPERIMENTS:
+        assert (out / f"{name}.json").is_file() and f"wrote {out}/{name}.json" in printed
+    assert "reusing" in printed  # budgets and resnext reuse the weighting runs
