@@ -109,3 +109,108 @@ def test_cli_help_is_fast_and_lists_the_flags():
     for flag in ("--checkpoint", "--out", "--precision", "--calib-samples", "--parity-samples", "--data-dir",
                  "--work-dir", "--mixed-drift-budget"):
         assert flag in result.stdout
+
+
+def _slice_model(shape):
+    """x -> x[:, :, ::2, ::2] + relu(x)[:, :, ::2, ::2], y -> y * 2: one cubic input (x) if shape is cubic."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+              (("starts", [0, 0]), ("ends", [2 ** 62, 2 ** 62]), ("axes", [2, 3]), ("steps", [2, 2]))]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["a"]),
+             helper.make_node("Slice", ["r", "starts", "ends", "axes", "steps"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["out"]),
+             helper.make_node("Add", ["y", "y"], ["out2"])]
+    half = [shape[0], shape[1], shape[2] // 2, shape[3] // 2]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+                                           helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, half),
+                               helper.make_tensor_value_info("out2", TensorProto.FLOAT, [1, 2, 4, 4])], consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10  # what onnxruntime 1.31 reads (onnx 1.23 writes 14 by default)
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_cubic_inputs_get_an_exact_layout_guard(tmp_path):
+    """onnx2tf cannot tell NCHW from NHWC on a cubic graph input: the worker puts a 1x1 MaxPool after it."""
+    import onnx
+    import onnxruntime as ort
+
+    from training.export.onnx2tf_worker import cubic, guard_cubic_inputs
+
+    assert cubic((1, 8, 8, 8)) and cubic((1, 4, 4)) and not cubic((1, 8, 8, 4)) and not cubic((1, 43))
+    path = tmp_path / "g.onnx"
+    onnx.save(_slice_model([1, 8, 8, 8]), path)
+    rng = np.random.default_rng(0)
+    feed = {"x": rng.standard_normal((1, 8, 8, 8)).astype(np.float32),
+            "y": rng.standard_normal((1, 2, 4, 4)).astype(np.float32)}
+    before = ort.InferenceSession(str(path)).run(None, feed)
+    assert guard_cubic_inputs(str(path)) == ["x"]
+    model = onnx.load(path)
+    guard = model.graph.node[0]
+    assert guard.op_type == "MaxPool" and list(guard.input) == ["x"]
+    assert [n for n in model.graph.node[1:] if "x" in n.input] == []  # every consumer reads the guard
+    after = ort.InferenceSession(str(path)).run(None, feed)
+    for a, b in zip(before, after):
+        assert np.array_equal(a, b)
+    onnx.save(_slice_model([1, 8, 16, 16]), path)
+    assert guard_cubic_inputs(str(path)) == []
+
+
+def test_eval_mode_restores_each_module_own_flag():
+    """I-ResNeXt's sub-network graph modules are containers outside the model's module tree (training=True)
+    around the model's own layers (eval). Exporting one must not switch those layers to training mode."""
+    torch = pytest.importorskip("torch")
+    from training.export.onnx_export import eval_mode
+
+    layer = torch.nn.BatchNorm2d(4).eval()
+    container = torch.nn.Sequential(layer)  # training=True, its child in eval mode
+    with eval_mode(container):
+        assert not container.training and not layer.training
+    assert container.training and not layer.training
+
+
+def test_hierarchical_export_needs_matching_coarse_labels(tmp_path):
+    torch = pytest.importorskip("torch")
+    from dataclasses import replace
+
+    from training.export import ExportInputs, export_bundle
+    from training.export.modelinfo import dataset_model_info
+    from training.models import create_model
+
+    model = create_model("is-resnext", num_classes=43, blocks=3, width=6, num_subnets=3, bottleneck=2,
+                         cardinality=3, hierarchical=True).eval()
+    staged = model.stage_program(torch.zeros(1, 3, 16, 16))
+    info = dataset_model_info("gtsrb32", "is-resnext", "h", (1, 3, 16, 16))
+    assert len(info.coarse_labels) == 6 and len(info.fine_to_coarse) == 43
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    bare = replace(info, coarse_labels=(), fine_to_coarse=())
+    with pytest.raises(ExportError, match="coarse head with 6 logits"):
+        export_bundle(ExportInputs(staged, bare, None, frames), tmp_path / "b", ExportOptions(cache_dir=None))
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_forked_and_fresh_process_conversions_are_byte_identical(tmp_path, monkeypatch):
+    """The fork-server conversion (default) and a fresh process per graph give the same bytes."""
+    pytest.importorskip("onnx2tf")
+    import onnx
+
+    from training.export import onnx2tf_worker
+    from training.export.convert import SAMPLE_FILE, sample_data
+
+    files = {}
+    for mode in ("fork", "fresh"):
+        monkeypatch.setenv("EDGE_ANYTIME_CONVERT_FORK", "1" if mode == "fork" else "0")
+        run = tmp_path / mode
+        run.mkdir()
+        np.save(run / SAMPLE_FILE, sample_data())
+        onnx.save(_slice_model([1, 8, 8, 8]), run / "g.onnx")
+        result = onnx2tf_worker.run_job({"onnx": str(run / "g.onnx"), "run_dir": str(run), "log": str(run / "log"),
+                                         "argv": ["-o", str(run / "out"), "-n", "-k", "x", "y"], "timeout_s": 600})
+        assert result == {"returncode": 0, "timed_out": False}, (run / "log").read_text()[-2000:]
+        files[mode] = {p.name: p.read_bytes() for p in (run / "out").glob("*.tflite")}
+    assert files["fork"] and files["fork"] == files["fresh"]

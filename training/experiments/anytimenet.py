@@ -35,7 +35,7 @@ class AnytimeNetSpec:
     schedule: tuple | None = None
     timing_images: int = 1024
     timing_batch: int = 256
-    repeats: int = 3
+    repeats: int = 5
 
     def anytime_kwargs(self) -> dict:
         kwargs = {"widths": list(self.widths)}
@@ -110,8 +110,9 @@ def verdict(final: float, baseline: float, n: int) -> tuple[str, float]:
 
 
 def plot(path: Path, any_p: dict, base_p: dict, acc: list, conf: list, base_acc: float, base_conf: float,
-         title: str) -> None:
-    """Fig. 3-like PNG: accuracy and confidence vs cumulative ms/image, accuracy vs cumulative MFLOPs."""
+         title: str, diagnostic: tuple[list, float] | None = None) -> None:
+    """Fig. 3-like PNG: accuracy and confidence vs cumulative ms/image, accuracy vs cumulative MFLOPs;
+    `diagnostic` = (accuracy per iteration, BASELINE accuracy) with batch-statistics BN, drawn dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -121,18 +122,43 @@ def plot(path: Path, any_p: dict, base_p: dict, acc: list, conf: list, base_acc:
               (any_p["ms"], conf, base_p["ms"][-1], base_conf, "cumulative ms / image (CPU)", "confidence % (eq. 5)"),
               ([f / 1e6 for f in any_p["flops"]], acc, base_p["flops"][-1] / 1e6, base_acc, "cumulative MFLOPs / image",
                "test accuracy %")]
-    for ax, (x, y, bx, by, xl, yl) in zip(axes, series):
+    for i, (ax, (x, y, bx, by, xl, yl)) in enumerate(zip(axes, series)):
         ax.plot(x, y, "o-", label="AnytimeNet (iterations 1..n)")
         ax.plot([bx], [by], "r*", markersize=14, label="BASELINE")
+        if diagnostic is not None and i != 1:
+            ax.plot(x, diagnostic[0], "o--", color="gray", alpha=0.7, label="AnytimeNet, batch-stat BN (diagnostic)")
+            ax.plot([bx], [diagnostic[1]], "*", color="gray", markersize=11, label="BASELINE, batch-stat BN")
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right")
+    axes[0].legend(loc="upper left", fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def batch_stat_accuracy(model, config: ExperimentConfig, batch: int = 500) -> list[float]:
+    """Diagnostic: test accuracy per exit with BatchNorm using each test batch's own statistics (as in
+    training) instead of the running averages; on a copy, so the model's statistics stay untouched.
+    Shows how much a train/eval BN mismatch costs (AnytimeNet re-executes BN layers on features of
+    every iteration, so one running average has to serve several input distributions)."""
+    import copy
+
+    import torch
+
+    from ..loaders import LoaderOptions, make_loader
+
+    probe = copy.deepcopy(model).train()
+    options = LoaderOptions(batch_size=batch, limit_eval=config.limit_eval, seed=config.seed, data_dir=config.data_dir)
+    correct, seen = None, 0
+    with torch.no_grad():
+        for images, labels in make_loader(config.dataset, "test", options):
+            hits = torch.stack([(z.argmax(1) == labels).sum() for z in probe(images)])
+            correct = hits if correct is None else correct + hits
+            seen += len(labels)
+    return [float(c) / max(seen, 1) for c in correct.tolist()]
 
 
 def _test_images(config: ExperimentConfig, count: int):
@@ -153,22 +179,28 @@ def run(config: ExperimentConfig, spec: AnytimeNetSpec = AnytimeNetSpec()) -> di
     images = _test_images(config, spec.timing_images)
     models = {k: load_checkpoint(Path(config.out) / "runs" / s.tag / "checkpoint.pt")[0] for k, s in specs.items()}
     prof = {k: profile(m, images, spec) for k, m in models.items()}
+    print("[experiments] diagnostic: test accuracy with batch-statistics BatchNorm", flush=True)
+    batch_bn = {k: batch_stat_accuracy(m, config) for k, m in models.items()}
     a, b = prof["anytimenet"], prof["baseline"]
     acc, conf = column(runs["anytimenet"], "test_accuracy"), column(runs["anytimenet"], "test_confidence")
     b_acc, b_conf = runs["baseline"]["exits"][0]["test_accuracy"], runs["baseline"]["exits"][0]["test_confidence"]
     note = f"{schedule_note(config)}. Widths {list(spec.widths)}; times: torch CPU, min of {spec.repeats} runs over " \
            f"{len(images)} test images, per image."
 
-    fig_rows = [[f"iteration {j + 1}", row["Total"], a["flops"][j] / 1e6, a["ms"][j], pct(acc[j]), pct(conf[j])]
-                for j, row in enumerate(a["blocks"])]
-    fig_rows.append(["BASELINE", b["blocks"][-1]["Total"], b["flops"][-1] / 1e6, b["ms"][-1], pct(b_acc), pct(b_conf)])
+    fig_rows = [[f"iteration {j + 1}", row["Total"], a["flops"][j] / 1e6, a["ms"][j], pct(acc[j]), pct(conf[j]),
+                 pct(batch_bn["anytimenet"][j])] for j, row in enumerate(a["blocks"])]
+    fig_rows.append(["BASELINE", b["blocks"][-1]["Total"], b["flops"][-1] / 1e6, b["ms"][-1], pct(b_acc), pct(b_conf),
+                     pct(batch_bn["baseline"][0])])
     fig3 = markdown_table(f"AnytimeNet vs BASELINE on {config.dataset} (Fig. 3 as a table)",
-                          ["", "blocks run", "cum. MFLOPs", "cum. ms/image", "accuracy %", "confidence % (eq. 5)"],
-                          fig_rows, note)
+                          ["", "blocks run", "cum. MFLOPs", "cum. ms/image", "accuracy %", "confidence % (eq. 5)",
+                           "diagnostic: accuracy % with batch-stat BN"], fig_rows,
+                          note + " Accuracy and confidence use the models as deployed (BatchNorm running statistics); "
+                                 "the last column evaluates with each test batch's own BN statistics instead.")
     columns = list(a["blocks"][0])
     table1 = markdown_table("Table I: cumulative blocks executed by each iteration (from the stage program)",
                             [""] + columns, [[f"Iteration {j + 1}"] + [r[c] for c in columns]
-                                             for j, r in enumerate(a["blocks"])])
+                                             for j, r in enumerate(a["blocks"])],
+                            f"{schedule_note(config)} (block counts do not depend on training).")
     t2_rows, previous_blocks, previous_ms = [], 0, 0.0
     for j, row in enumerate(a["blocks"]):
         new = row["Total"] - previous_blocks
@@ -188,6 +220,7 @@ def run(config: ExperimentConfig, spec: AnytimeNetSpec = AnytimeNetSpec()) -> di
 
     n = runs["anytimenet"]["num_test"] or 0
     word, half = verdict(acc[-1], b_acc, n)
+    bn_word, _ = verdict(batch_bn["anytimenet"][-1], batch_bn["baseline"][0], n)
     before = sum(1 for t in a["ms"] if t < b["ms"][-1])
     monotone = all(y >= x for x, y in zip(acc, acc[1:]))
     answer = (f"At this scale the final iteration {word} BASELINE: {100 * acc[-1]:.2f}% vs {100 * b_acc:.2f}% "
@@ -195,10 +228,14 @@ def run(config: ExperimentConfig, spec: AnytimeNetSpec = AnytimeNetSpec()) -> di
               f"{before} of {len(acc)} iterations finish before BASELINE's time ({b['ms'][-1]:.2f} ms/image); "
               f"the final iteration costs {a['flops'][-1] / b['flops'][-1]:.2f}x BASELINE's FLOPs and "
               f"{a['ms'][-1] / b['ms'][-1]:.2f}x its time. Accuracy is "
-              f"{'monotone' if monotone else 'NOT monotone'} over iterations.")
+              f"{'monotone' if monotone else 'NOT monotone'} over iterations. Diagnostic, BatchNorm with batch "
+              f"statistics: the final iteration {bn_word} BASELINE ({100 * batch_bn['anytimenet'][-1]:.2f}% vs "
+              f"{100 * batch_bn['baseline'][0]:.2f}%), iterations "
+              f"{' -> '.join(f'{100 * v:.1f}' for v in batch_bn['anytimenet'])}%.")
     figure = Path(config.out) / f"anytimenet-{config.dataset}.png"
     plot(figure, a, b, [pct(x) for x in acc], [pct(x) for x in conf], pct(b_acc), pct(b_conf),
-         f"AnytimeNet vs BASELINE, {config.dataset}: {schedule_note(config)}")
+         f"AnytimeNet vs BASELINE, {config.dataset}: {schedule_note(config)}",
+         ([pct(x) for x in batch_bn["anytimenet"]], pct(batch_bn["baseline"][0])))
     figures = [str(figure)]
     if config.figures:
         copy = Path(config.figures) / figure.name
@@ -206,6 +243,7 @@ def run(config: ExperimentConfig, spec: AnytimeNetSpec = AnytimeNetSpec()) -> di
         shutil.copyfile(figure, copy)
         figures.append(str(copy))
     result = {"spec": dataclasses.asdict(spec), "runs": runs, "profile": prof, "answer": answer,
+              "batch_stat_bn_accuracy": batch_bn, "batch_stat_bn_verdict": bn_word,
               "verdict": word, "monotone": monotone, "iterations_before_baseline": before,
               "figures": figures, "tables": [fig3, table1, table2, kinds],
               "train_seconds": total_train_seconds(list(runs.values()))}

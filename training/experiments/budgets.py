@@ -90,16 +90,20 @@ def expected_cost(costs: Sequence[float], distribution: str, t_max: float | None
 
 @dataclass(frozen=True)
 class BudgetSpec:
-    """The ResANN (shared with `weighting`), the distributions, extra anytime weightings to compare."""
+    """The ResANN (shared with `weighting`), the distributions, the anytime weightings shown next to
+    impatient-* in the main table (`baselines`) and only in the cross table (`others`; `weighting`
+    has trained them when both experiments share OUT)."""
 
     model: WeightingSpec = field(default_factory=WeightingSpec)
     distributions: tuple[str, ...] = BUDGET_DISTRIBUTIONS
     baselines: tuple[str, ...] = ("const",)
+    others: tuple[str, ...] = ("linear", "half_end", "sieve", "anytimenet", "adaloss")
 
 
 def run(config: ExperimentConfig, spec: BudgetSpec = BudgetSpec()) -> dict:
     """Train impatient-* anytime models and every exit as OPT; expected accuracy per distribution."""
     weightings = list(spec.baselines) + [f"impatient-{d}" for d in spec.distributions]
+    weightings += [w for w in spec.others if w not in weightings]
     exits = tuple(range(spec.model.num_exits))
     total = len(weightings) + len(exits)
     runs = {w: train_run(anytime_run_spec(spec.model, w), config, f"[{i + 1}/{total}] ")

@@ -74,10 +74,10 @@ def load_run(checkpoint: Path, data_dir: Path | None, name: str | None):
     import torch
 
     from edge_anytime.bundle import sha256_file
-    from edge_anytime.manifest import InputSpec, ModelInfo
 
-    from ..data import dataset_info, load_split
+    from ..data import load_split
     from ..train import load_checkpoint
+    from .modelinfo import dataset_model_info
     from .pipeline import ExportInputs
 
     try:
@@ -85,21 +85,14 @@ def load_run(checkpoint: Path, data_dir: Path | None, name: str | None):
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         raise ExportError(f"cannot load checkpoint {checkpoint}: {exc}") from exc
     dataset = config["dataset"]
-    info = dataset_info(dataset)
     calib_frames, _ = load_split(dataset, "train", data_dir, val_fraction=float(config.get("val_fraction", 0.1)),
                                  seed=int(config.get("seed", 0)))
     test_frames, test_labels = load_split(dataset, "test", data_dir)
     height, width, channels = test_frames.shape[1:]
-    norm = config.get("normalisation", {})
-    scale = float(norm.get("scale", 1 / 255))
-    spec = InputSpec("image", (1, channels, height, width), "float32", "NCHW",
-                     mean=tuple(float(v) for v in norm.get("mean", info.mean)),
-                     std=tuple(float(v) for v in norm.get("std", info.std)),
-                     scale=1.0 / scale if scale < 1 else scale)  # the checkpoint stores the multiplier 1/255
-    labels = tuple(config.get("class_names") or info.class_names)
-    model_info = ModelInfo(name=name or checkpoint.resolve().parent.name, arch=config["arch"], labels=labels,
-                           input=spec, dataset=dataset, coarse_labels=tuple(info.superclass_names),
-                           fine_to_coarse=tuple(info.fine_to_coarse))
+    model_info = dataset_model_info(dataset, config["arch"], name or checkpoint.resolve().parent.name,
+                                    (1, channels, height, width), config.get("normalisation"),
+                                    config.get("class_names"))
+    spec = model_info.input
     metrics_path = checkpoint.parent / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     temperatures = metrics.get("temperatures", config.get("temperatures"))

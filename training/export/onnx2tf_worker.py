@@ -13,8 +13,7 @@ Two ways to run a job, byte-identical results (tests/test_export_units.py):
   several conversions in one process does change them: Keras layer-name counters). ~2-3 s per
   small graph instead of ~16-19 s for a fresh `python -m onnx2tf`. The helper exits when its pipe
   closes or after `IDLE_EXIT_S` without work; the exporter starts a new one when needed.
-- a fresh process, `python -m training.export.onnx2tf_worker JOB.json` (where fork is missing, or
-  with EDGE_ANYTIME_CONVERT_FORK=0).
+- a fresh process per job (where fork is missing, or with EDGE_ANYTIME_CONVERT_FORK=0).
 
 A job is JSON: {"onnx": path of the ONNX copy (rewritten in place: onnxsim, then onnx2tf's op
 naming), "run_dir": working directory (onnx2tf looks for its sample-data file there), "log": log
@@ -37,6 +36,8 @@ from typing import Mapping
 
 #: A forking helper left without work this long exits (a later job starts a new one, ~5 s).
 IDLE_EXIT_S = 300.0
+#: How the helper and the fresh-process fallback are started (`-m` would import this module twice).
+_ENTRY = "import sys; from training.export.onnx2tf_worker import _main; sys.exit(_main(sys.argv[1:]))"
 
 
 def conversion_env() -> dict[str, str]:
@@ -215,7 +216,7 @@ class ForkServer:
 
     def __init__(self, start_timeout_s: float = 300.0) -> None:
         self._lock = threading.Lock()
-        self._process = subprocess.Popen([sys.executable, "-m", "training.export.onnx2tf_worker", "--serve"],
+        self._process = subprocess.Popen([sys.executable, "-c", _ENTRY, "--serve"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                          env=conversion_env(), cwd=str(Path(__file__).resolve().parents[2]))
         reply = self._read(start_timeout_s)
@@ -276,7 +277,7 @@ def run_job(job: Mapping) -> dict:
     job_path = Path(job["run_dir"]) / "job.json"
     job_path.write_text(json.dumps(dict(job)))
     try:
-        completed = subprocess.run([sys.executable, "-m", "training.export.onnx2tf_worker", str(job_path)],
+        completed = subprocess.run([sys.executable, "-c", _ENTRY, str(job_path)],
                                    env=conversion_env(), cwd=str(Path(__file__).resolve().parents[2]),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    timeout=float(job.get("timeout_s", 1800.0)))
@@ -299,7 +300,7 @@ def _main(argv: list[str]) -> int:
         serve()
         return 0
     if len(argv) != 1:
-        print("usage: python -m training.export.onnx2tf_worker (--serve | JOB.json)", file=sys.stderr)
+        print("usage: onnx2tf_worker (--serve | JOB.json)", file=sys.stderr)
         return 2
     job = json.loads(Path(argv[0]).read_text())
     with open(job["log"], "w") as log:
@@ -314,6 +315,3 @@ def _main(argv: list[str]) -> int:
 import atexit  # noqa: E402
 
 atexit.register(close_server)
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -31,7 +31,7 @@ def run_frame(program: Program, runners: Mapping, x: np.ndarray) -> dict[str, np
 
 def chain_logits(program: Program, runners: Mapping, images: np.ndarray, keep: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """{exit tensor (and each tensor in keep): (N, ...)} for images (N, C, H, W) run one by one."""
-    wanted = [e.tensor for e in program.exits] + [t for t in keep if t not in {e.tensor for e in program.exits}]
+    wanted = list(dict.fromkeys(exit_tensors(program) + list(keep)))
     out: dict[str, list] = {t: [] for t in wanted}
     for image in images:
         env = run_frame(program, runners, np.ascontiguousarray(image[None], np.float32))
@@ -40,18 +40,31 @@ def chain_logits(program: Program, runners: Mapping, images: np.ndarray, keep: S
     return {t: np.stack(v) for t, v in out.items()}
 
 
+def exit_tensors(program: Program) -> list[str]:
+    """The tensors parity compares: every exit's logits, and its coarse logits where it has them."""
+    tensors = [e.tensor for e in program.exits]
+    return tensors + [e.coarse_tensor for e in program.exits if e.coarse_tensor and e.coarse_tensor not in tensors]
+
+
+def _delta(got: np.ndarray, want: np.ndarray) -> dict:
+    delta = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    return {"max_abs_delta": float(delta.max()), "mean_abs_delta": float(delta.mean()),
+            "argmax_agreement": float(np.mean(got.argmax(-1) == want.argmax(-1)))}
+
+
 def compare(program: Program, logits: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
             labels: np.ndarray | None) -> list[dict]:
-    """Per exit: max/mean |delta| and argmax agreement against `reference`, accuracy against labels."""
+    """Per exit: max/mean |delta| and argmax agreement against `reference`, accuracy against labels;
+    for an exit with a coarse head (hierarchical models) the same for its coarse logits, under "coarse"."""
     rows = []
     for exit_ in program.exits:
         got, want = logits[exit_.tensor], reference[exit_.tensor]
-        delta = np.abs(got.astype(np.float64) - want.astype(np.float64))
-        row = {"exit": exit_.index, "tensor": exit_.tensor, "max_abs_delta": float(delta.max()),
-               "mean_abs_delta": float(delta.mean()),
-               "argmax_agreement": float(np.mean(got.argmax(-1) == want.argmax(-1)))}
+        row = {"exit": exit_.index, "tensor": exit_.tensor, **_delta(got, want)}
         if labels is not None:
             row["accuracy"] = float(np.mean(got.argmax(-1) == labels))
+        coarse = exit_.coarse_tensor
+        if coarse and coarse in logits and coarse in reference:
+            row["coarse"] = {"tensor": coarse, **_delta(logits[coarse], reference[coarse])}
         rows.append(row)
     return rows
 
@@ -170,6 +183,7 @@ def choose_mixed(program: Program, pool: RunnerPool, images: np.ndarray, fp32_lo
 def gate(report: dict, atol: float) -> dict:
     """The float32 target: max |delta| <= atol and 100% argmax agreement on every exit."""
     rows = report["backends"]["litert:fp32"]["exits"]
+    rows = rows + [r["coarse"] for r in rows if "coarse" in r]  # coarse heads are held to the same gate
     worst = max(r["max_abs_delta"] for r in rows)
     agreement = min(r["argmax_agreement"] for r in rows)
     return {"fp32_atol": atol, "max_abs_delta": worst, "min_argmax_agreement": agreement,
@@ -198,6 +212,10 @@ def to_markdown(report: dict, title: str) -> str:
             acc = f"{row['accuracy']:.2%}" if "accuracy" in row else "-"
             lines.append(f"| {name} | {row['exit']} | {row['max_abs_delta']:.2e} | {row['mean_abs_delta']:.2e} | "
                          f"{row['argmax_agreement']:.2%} | {acc} |")
+            if "coarse" in row:
+                c = row["coarse"]
+                lines.append(f"| {name} | {row['exit']} coarse | {c['max_abs_delta']:.2e} | {c['mean_abs_delta']:.2e} | "
+                             f"{c['argmax_agreement']:.2%} | - |")
     if "int8_drift" in report:
         lines += ["", "## int8 drift per graph (that graph int8, all others fp32; against the fp32 plan)", "",
                   "| graph | exit | max abs delta | argmax agreement drop |", "|---|---|---|---|"]

@@ -31,6 +31,8 @@ from .options import ExportOptions
 from .ports import PortMapping, resolve_ports
 
 REFERENCE_PATH = "reference/self_test.npz"
+#: Real frames per graph for the numeric port check (ports.resolve_ports).
+PROBE_FRAMES = 4
 INT8_VARIANT = "onnx2tf integer_quant: int8 weights and activations, float32 inputs/outputs"
 
 
@@ -108,6 +110,7 @@ def export_bundle(inputs: ExportInputs, out: str | Path, options: ExportOptions 
     if program.input_tensor != model.input.tensor:
         raise ExportError(f"the program reads input tensor {program.input_tensor!r} but the model info says "
                           f"{model.input.tensor!r}")
+    _check_coarse(program, model)
     exits = _exits_with_metadata(program, inputs.temperatures, inputs.val_accuracy)
     program = replace(program, exits=exits)
     program.validate()
@@ -148,7 +151,7 @@ def export_bundle(inputs: ExportInputs, out: str | Path, options: ExportOptions 
         return _summary(current, True, export_key, {}, time.perf_counter() - started)
 
     test_env = calibrate.reference_env(staged, test_x)
-    torch_logits = {e.tensor: test_env[e.tensor] for e in program.exits}
+    torch_logits = {t: test_env[t] for t in parity.exit_tensors(program)}
     calib_env = calibrate.reference_env(staged, calib_x) if "int8" in options.precisions else None
     progress("torch reference")
 
@@ -183,11 +186,11 @@ def _build_bundle(tmp: Path, program: Program, model: ModelInfo, inputs: ExportI
     files: dict[str, dict[str, GraphFile]] = {}
     mapping_report: dict[str, dict] = {}
     for name, signature in program.graphs.items():
-        step = program.steps[program.steps_for_graph(name)[0]]
-        probe = {p.name: test_env[step.inputs[p.name]][:1] for p in signature.inputs}
+        probe = _probe_frames(program, test_env, name)
         session = ort.InferenceSession(str(onnx_graphs[name].path), providers=["CPUExecutionProvider"])
-        values = session.run([p.name for p in signature.outputs], probe)
-        reference = dict(zip([p.name for p in signature.outputs], values))
+        frames = [session.run([p.name for p in signature.outputs], {k: v[i] for k, v in probe.items()})
+                  for i in range(len(next(iter(probe.values()))))]
+        reference = {p.name: np.stack([f[j] for f in frames]) for j, p in enumerate(signature.outputs)}
         files[name], mapping_report[name] = {}, {}
         for precision in options.precisions:
             relative = f"graphs/{name}.{precision}.tflite"
@@ -226,8 +229,8 @@ def _build_bundle(tmp: Path, program: Program, model: ModelInfo, inputs: ExportI
     (tmp / "reference").mkdir()
     count = min(options.self_test_samples, len(test_x))
     reference_arrays = {"input": test_x[:count, None].astype(np.float32)}
-    for exit_ in program.exits:
-        reference_arrays[exit_.tensor] = torch_logits[exit_.tensor][:count, None].astype(np.float32)
+    for tensor in parity.exit_tensors(program):  # every exit's logits, and coarse logits where there are
+        reference_arrays[tensor] = torch_logits[tensor][:count, None].astype(np.float32)
     save_npz_deterministic(tmp / REFERENCE_PATH, reference_arrays)
     write_json(tmp / "parity.json", report)
     (tmp / "parity.md").write_text(parity.to_markdown(report, model.name))
@@ -249,7 +252,12 @@ def _build_bundle(tmp: Path, program: Program, model: ModelInfo, inputs: ExportI
                                      for name, entry in report["backends"].items()},
                    "argmax_agreement": {name.split(":", 1)[1] if ":" in name else name:
                                         [r["argmax_agreement"] for r in entry["exits"]]
-                                        for name, entry in report["backends"].items()}},
+                                        for name, entry in report["backends"].items()},
+                   **({"coarse_max_abs_delta": {name.split(":", 1)[1] if ":" in name else name:
+                                                [round(r["coarse"]["max_abs_delta"], 8) if "coarse" in r else None
+                                                 for r in entry["exits"]]
+                                                for name, entry in report["backends"].items()}}
+                      if any(e.coarse_tensor for e in program.exits) else {})},
         "self_test": {"samples": count, "logits": "torch fp32",
                       "suggested_atol": {"fp32": 1e-4, "fp16": 5e-2, "int8": None}},
     }
@@ -266,6 +274,41 @@ def _build_bundle(tmp: Path, program: Program, model: ModelInfo, inputs: ExportI
     write_manifest(tmp, manifest)
     Bundle.load(tmp)
     return report
+
+
+def _probe_frames(program: Program, env: Mapping[str, np.ndarray], graph: str,
+                  count: int = PROBE_FRAMES) -> dict[str, np.ndarray]:
+    """{input port: (F, *port shape)}: real inputs of `graph` for the port check, taken from every step
+    that runs it in turn (a graph reused by several steps is probed on each step's features)."""
+    steps = [program.steps[i] for i in program.steps_for_graph(graph)]
+    frames = len(env[program.input_tensor])
+    picks = [(steps[k % len(steps)], k // len(steps)) for k in range(count)]
+    picks = [(step, i) for step, i in picks if i < frames] or [(steps[0], 0)]
+    return {port.name: np.stack([env[step.inputs[port.name]][i:i + 1] for step, i in picks])
+            for port in program.graphs[graph].inputs}
+
+
+def _check_coarse(program: Program, model: ModelInfo) -> None:
+    """Hierarchical exits need the superclasses in the model info: as many coarse labels as coarse logits,
+    and a fine -> coarse map over the labels (the runtime names and aggregates coarse classes with them)."""
+    if model.fine_to_coarse:
+        if len(model.fine_to_coarse) != len(model.labels):
+            raise ExportError(f"model info: fine_to_coarse has {len(model.fine_to_coarse)} entries for "
+                              f"{len(model.labels)} labels")
+        if not model.coarse_labels or not all(0 <= c < len(model.coarse_labels) for c in model.fine_to_coarse):
+            raise ExportError(f"model info: fine_to_coarse maps to coarse ids outside the {len(model.coarse_labels)} "
+                              f"coarse labels {list(model.coarse_labels)}")
+    for exit_ in program.exits:
+        if exit_.coarse_tensor is None:
+            continue
+        step = program.steps[program.producer_of(exit_.coarse_tensor)]
+        port = next(p for p, t in step.outputs.items() if t == exit_.coarse_tensor)
+        classes = program.graphs[step.graph].output(port).shape[-1]
+        if len(model.coarse_labels) != classes or len(model.fine_to_coarse) != len(model.labels):
+            raise ExportError(f"exit {exit_.index} has a coarse head with {classes} logits ({exit_.coarse_tensor!r}), "
+                              f"so the model info needs {classes} coarse_labels and a fine_to_coarse entry per label; "
+                              f"it has {len(model.coarse_labels)} coarse labels and {len(model.fine_to_coarse)} "
+                              f"fine_to_coarse entries (the dataset's superclasses, training/data.py)")
 
 
 def _model_input_ports(program: Program) -> dict[str, tuple[str, ...]]:
