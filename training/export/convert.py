@@ -87,12 +87,20 @@ def conversion_key(graph: OnnxGraph, kept: Sequence[str], int8: bool, calibratio
     })
 
 
+def _source_sha256() -> str:
+    here = Path(__file__).resolve().parent
+    return sha256_json({name: (here / name).read_text() for name in ("convert.py", "onnx2tf_worker.py")})
+
+
+#: Read once, at import: the key must describe the code that runs, not files edited since.
+_SOURCE_SHA256 = _source_sha256()
+
+
 def conversion_source_sha256() -> str:
     """Hash of the code that decides a conversion's bytes (this module and the onnx2tf worker): an edit
     there never reuses a cache entry made by the previous code (a manual CONVERT_VERSION bump is easy
     to forget)."""
-    here = Path(__file__).resolve().parent
-    return sha256_json({name: (here / name).read_text() for name in ("convert.py", "onnx2tf_worker.py")})
+    return _SOURCE_SHA256
 
 
 def convert_graph(graph: OnnxGraph, signature: GraphSignature, precisions: Sequence[str], kept: Sequence[str],
@@ -118,10 +126,9 @@ def convert_graph(graph: OnnxGraph, signature: GraphSignature, precisions: Seque
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     np.save(run_dir / SAMPLE_FILE, sample_data())
-    # onnx2tf rewrites its input file (simplification, op naming): it gets a copy, and the exporter's
-    # canonical ONNX (the ONNX Runtime reference of the parity checks) stays as exported.
+    # onnx2tf rewrites its input file (simplification, op naming): it gets a copy (made by the job), and
+    # the exporter's canonical ONNX (the ONNX Runtime reference of the parity checks) stays as exported.
     onnx_copy = run_dir / graph.path.name
-    shutil.copyfile(graph.path, onnx_copy)
     out_dir = run_dir / "out"
     argv = ["-o", str(out_dir), "-n"]
     if kept:
@@ -134,8 +141,8 @@ def convert_graph(graph: OnnxGraph, signature: GraphSignature, precisions: Seque
             # calibration data are already in the model's input space: identity normalisation
             argv += ["-cind", port.name, str(path), "[0.0]", "[1.0]"]
     log_path = run_dir / "onnx2tf.log"
-    result = run_job({"onnx": str(onnx_copy), "run_dir": str(run_dir), "log": str(log_path), "argv": argv,
-                      "timeout_s": options.timeout_s})
+    result = run_job({"source": str(graph.path.resolve()), "onnx": str(onnx_copy), "run_dir": str(run_dir),
+                      "log": str(log_path), "argv": argv, "timeout_s": options.timeout_s})
     if result["timed_out"]:
         raise ExportError(f"graph {graph.name!r}: onnx2tf ran past {options.timeout_s:.0f} s; see {log_path}")
     log_text = log_path.read_text(errors="replace")

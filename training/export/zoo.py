@@ -69,7 +69,7 @@ CASES: dict[str, ZooCase] = {c.id: c for c in (
             dict(blocks=3, width=8, num_subnets=2, bottleneck=2, cardinality=2, hierarchical=True),
             "hierarchical heads on independent sub-networks", slow=True),
     ZooCase("anytimenet-paper", "anytimenet", dict(widths=(4, 8, 8)),
-            "the paper's 7-iteration schedule: 11 graphs for 29 steps, OUT shared by 7; int8 calibrated on "
+            "the paper's 7-iteration schedule: 11 graphs for 23 steps, OUT shared by 7; int8 calibrated on "
             "the inputs of every step", precisions=("fp32", "int8"), slow=True),
     ZooCase("anytimenet-own-out", "anytimenet", dict(widths=(4, 8, 8), schedule=((0, 1), (2, 1)), shared_out=False),
             "one OUT per iteration", slow=True),
