@@ -15,6 +15,7 @@ COMMANDS = [
     ("training.inspect", "print a zoo model's stage program"),
     ("training.experiments", "reproduce the papers' comparisons at CPU scale"),
     ("training.export", "export a checkpoint to a verified TFLite stage bundle"),
+    ("training.export.zoo", "export a tiny model of every zoo architecture and print the parity table"),
     ("simulator.replay", "replay a stream under budgets (simulated or real clock), sweeps, baselines"),
     ("edge_anytime.profiling", "measure a bundle's per-graph latency profile on this machine"),
     ("edge_anytime.selftest", "run a bundle's parity self-test on this machine"),

@@ -75,10 +75,17 @@ class ExportSummary:
                 "seconds": round(self.seconds, 2)}
 
 
-def exporter_source_sha256() -> str:
-    """Hash of this package's source: a changed exporter never reuses an old bundle as up to date."""
+def _package_source_sha256() -> str:
     files = sorted(Path(__file__).parent.glob("*.py"))
     return sha256_json({p.name: p.read_text() for p in files})
+
+
+_PACKAGE_SHA256 = _package_source_sha256()  # at import: the code that runs, not files edited since
+
+
+def exporter_source_sha256() -> str:
+    """Hash of this package's source: a changed exporter never reuses an old bundle as up to date."""
+    return _PACKAGE_SHA256
 
 
 def preprocess(model: ModelInfo, frames: np.ndarray) -> np.ndarray:
