@@ -83,3 +83,23 @@ def test_ece_by_hand():
     labels = np.array([0, 1, 0, 0])
     # bin of 0.9: accuracy 0.5 -> |0.5 - 0.9| = 0.4; bin of 0.6: accuracy 1 -> 0.4; each half of the data
     assert expected_calibration_error(probs, labels) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("arch", ["anytimenet", "anytimenet-baseline", "eann", "is-resnext", "i-resnext",
+                                  "is-resnext-hier"])
+def test_one_epoch_smoke_run_per_architecture(tmp_path, tiny_data, arch):
+    """Every zoo architecture trains for one epoch through the same CLI and reports per-exit metrics."""
+    from tests.test_zoo_contract import TINY
+
+    name, kwargs = (("is-resnext", dict(TINY["is-resnext"], hierarchical=True)) if arch == "is-resnext-hier"
+                    else (arch, TINY[arch]))
+    run = tmp_path / "run"
+    metrics = main(["--arch", name, "--dataset", "gtsrb32", "--out", str(run), "--data-dir", str(tiny_data),
+                    "--limit-train", "128", "--limit-eval", "64", "--batch-size", "32", "--device", "cpu",
+                    "--epochs", "1", "--arch-kwargs", json.dumps(kwargs)])
+    model, config = load_checkpoint(run / "checkpoint.pt")
+    n_exits = len(metrics["test_accuracy"])
+    assert n_exits >= 1 and len(metrics["temperatures"]) == n_exits
+    assert all(0.0 <= a <= 1.0 for a in metrics["test_accuracy"])
+    assert all(np.isfinite(t) and t > 0 for t in metrics["temperatures"])
+    assert config["arch"] == name

@@ -36,8 +36,8 @@ class StagedModel:
             raise ValueError(f"stage program has graphs without modules: {sorted(missing)}")
 
 
-def run_staged(staged: StagedModel, x: torch.Tensor, exits: tuple[int, ...] | None = None) -> list[torch.Tensor]:
-    """Execute the program step by step with torch; returns the logits of each exit (or of `exits`)."""
+def run_staged_env(staged: StagedModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Execute every step of the program with torch; returns the whole tensor environment."""
     program = staged.program
     env: dict[str, torch.Tensor] = {program.input_tensor: x}
     for step in program.steps:
@@ -48,6 +48,13 @@ def run_staged(staged: StagedModel, x: torch.Tensor, exits: tuple[int, ...] | No
             result = (result,)
         for port, value in zip(graph.outputs, result):
             env[step.outputs[port.name]] = value
+    return env
+
+
+def run_staged(staged: StagedModel, x: torch.Tensor, exits: tuple[int, ...] | None = None) -> list[torch.Tensor]:
+    """Execute the program step by step with torch; returns the logits of each exit (or of `exits`)."""
+    program = staged.program
+    env = run_staged_env(staged, x)
     wanted = range(len(program.exits)) if exits is None else exits
     return [env[program.exits[i].tensor] for i in wanted]
 

@@ -18,6 +18,8 @@ import numpy as np
 
 from edge_anytime.program import Program
 
+from ..stages import run_staged_env
+
 from .convert import tf_layout
 
 
@@ -36,19 +38,11 @@ def reference_env(staged, images: np.ndarray, batch_size: int = 64) -> dict[str,
 
     from .onnx_export import eval_mode
 
-    program: Program = staged.program
     chunks: dict[str, list[np.ndarray]] = {}
     with torch.no_grad(), eval_mode(*staged.graph_modules.values()):
         for start in range(0, len(images), batch_size):
-            env = {program.input_tensor: torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size], np.float32))}
-            for step in program.steps:
-                graph = program.graphs[step.graph]
-                module = staged.graph_modules[step.graph]
-                result = module(*[env[step.inputs[p.name]] for p in graph.inputs])
-                if not isinstance(result, (tuple, list)):
-                    result = (result,)
-                for port, value in zip(graph.outputs, result):
-                    env[step.outputs[port.name]] = value
+            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size], np.float32))
+            env = run_staged_env(staged, batch)
             for tensor, value in env.items():
                 chunks.setdefault(tensor, []).append(value.detach().cpu().numpy().astype(np.float32, copy=False))
     return {tensor: np.concatenate(parts) for tensor, parts in chunks.items()}
