@@ -30,6 +30,7 @@ from torch import nn
 
 from ..stages import ProgramBuilder, StagedModel
 from .base import AnytimeModel
+from .blocks import init_weights
 from .registry import register_model
 
 
@@ -117,15 +118,7 @@ class ResANN(AnytimeModel):
             self.segments.append(nn.Sequential(*modules))
             self.heads.append(ExitHead(layers[end][1], num_classes, bn_eps))
             start = end + 1
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     @property
     def num_exits(self) -> int:

@@ -121,6 +121,15 @@ class _ResNeXtBase(AnytimeModel):
         outputs = self._outputs(x)
         return [out[0] for out in outputs] if self.num_coarse else outputs
 
+    def stage_program(self, example: torch.Tensor | None = None) -> StagedModel:
+        """The subclass's `_build`: IS-ResNeXt runs graph `slice{k}` (slice k of every layer, from the cached
+        slices) then `head{k}`; I-ResNeXt runs sub-network k from the image, then its head."""
+        with tracing(self, example, self.config["in_channels"]) as example:
+            return self._build(ProgramBuilder("image", example))
+
+    def _build(self, builder: ProgramBuilder) -> StagedModel:
+        raise NotImplementedError
+
     def _head_step(self, builder: ProgramBuilder, k: int, features: str, exits: list, coarse: list) -> None:
         outputs = {"logits": f"logits{k + 1}"}
         if self.num_coarse:
@@ -210,11 +219,6 @@ class ISResNeXt(_ResNeXtBase):
         final = self.specs[-1][1] // self.K
         return [head(x[:, :(k + 1) * final]) for k, head in enumerate(self.heads)]
 
-    def stage_program(self, example: torch.Tensor | None = None) -> StagedModel:
-        """Step k runs graph `slice{k}` (slice k of every layer, from the cached slices) then `head{k}`."""
-        with tracing(self, example, self.config["in_channels"]) as example:
-            return self._build(ProgramBuilder("image", example))
-
     def _build(self, builder: ProgramBuilder) -> StagedModel:
         exits: list = []
         coarse: list = []
@@ -285,11 +289,6 @@ class IResNeXt(_ResNeXtBase):
 
     def _outputs(self, x: torch.Tensor) -> list:
         return [head(subnet(x)) for subnet, head in zip(self._subnets, self.heads)]
-
-    def stage_program(self, example: torch.Tensor | None = None) -> StagedModel:
-        """Sub-network k from the image (graph `subnet{k}`), then its head; nothing is reused."""
-        with tracing(self, example, self.config["in_channels"]) as example:
-            return self._build(ProgramBuilder("image", example))
 
     def _build(self, builder: ProgramBuilder) -> StagedModel:
         exits: list = []
