@@ -280,7 +280,7 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config):
     spike in one scenario cannot change the next. The twin replays the same frames and budgets on
     the simulated clock with step latencies drawn from `profile` and that controller's own pWCETs,
     so it predicts the real admissions. Returns (scenarios, the real controllers' counters and
-    pWCETs, the last twin's setup). `models` None: the demo's budgets, chosen from those pWCETs.
+    pWCETs, the last twin's setup). `models` None: the demo's budgets (`demo_budgets`).
     """
     from contextlib import nullcontext
     from dataclasses import asdict
@@ -300,13 +300,8 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config):
         print(apply_realtime(RealtimeOptions(fifo_priority=args.realtime)))
     scenarios, stats, pwcets = [], {}, []
     with BackgroundLoad(args.cpu_load) if args.cpu_load else nullcontext():
-        if models is None:
-            with Controller.from_bundle(bundle, options=options) as ctrl:
-                settle(ctrl, stream, args.settle)
-                models = demo_budgets(exit_table(cache, replace(setup, estimates=ctrl.latency_estimates(),
-                                                                typical=ctrl.typical_latency_estimates() or None),
-                                                 profile),
-                                      options.margin_s * 1e3)
+        if models is None:   # the demo's budgets come from the latencies measured when the cache was built
+            models = demo_budgets(exit_table(cache, setup, profile), options.margin_s * 1e3)
         for i, model in enumerate(models):
             with Controller.from_bundle(bundle, options=options) as ctrl:
                 settle(ctrl, stream, args.settle)
