@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_controller.py [--bundle deploy/bundles/gtsrb-resann] [--frames 2000] [--json OUT]
 
 Interleaves, frame by frame on the same real GTSRB test images:
-  bare   - the stage program's interpreter calls chained by hand (set_tensor/invoke/get_tensor through
-           the same runners, no controller),
+  bare   - the stage program's interpreter calls chained with edge_anytime.runners.run_program
+           (same files, 1 thread each, no controller),
   inline - Controller.run with ControllerOptions(threaded=False): the plan's hot loop in the caller's thread,
   run    - Controller.run as users call it (inference thread + watchdog + result hand-over).
 Prints medians and the ratios run/bare and inline/bare (target <= 1.10), and the per-step overhead
@@ -26,6 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_anytime import Bundle, Controller, ControllerOptions  # noqa: E402
+from edge_anytime.preprocess import Preprocessor  # noqa: E402
+from edge_anytime.runners import close_runners, load_runners, run_program  # noqa: E402
 
 
 def test_frames(count: int) -> np.ndarray:
@@ -51,17 +53,12 @@ def main(argv=None) -> dict:
     ctrl = Controller.from_bundle(bundle, options=options)
     inline = Controller.from_bundle(bundle, options=dataclasses.replace(options, threaded=False))
     program = bundle.program
-    runners = ctrl._runners          # the same interpreters, called by hand
-    preprocess = ctrl._preprocess
-    steps = [(s, runners[s.graph]) for s in program.steps]
+    runners = load_runners(bundle, bundle.resolve_precisions(options.precision))   # same files, own interpreters
+    preprocess = Preprocessor(bundle.model.input)
+    steps = program.steps
 
     def bare(frame):
-        env = {program.input_tensor: preprocess(frame)}
-        for step, runner in steps:
-            out = runner.run({p: env[t] for p, t in step.inputs.items()})
-            for p, t in step.outputs.items():
-                env[t] = out[p]
-        return env
+        return run_program(program, runners, preprocess(frame))
 
     timings = {"bare": [], "inline": [], "run": []}
     budget = 1.0
@@ -80,6 +77,7 @@ def main(argv=None) -> dict:
             timings[name].append(time.perf_counter() - t0)
     ctrl.close()
     inline.close()
+    close_runners(runners)
     median = {k: statistics.median(v) for k, v in timings.items()}
     n_steps = len(steps)
     report = {
