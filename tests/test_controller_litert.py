@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_anytime import Bundle, Callbacks, Controller, ControllerOptions, StopReason
-from edge_anytime.backends import GraphLoadSpec, create_backend
+from edge_anytime.runners import close_runners, load_runners, run_program
 from tests.conftest import DEMO_BUNDLE, data_dir
 
 pytestmark = pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
@@ -22,25 +22,20 @@ def gtsrb_test():
     return x[:300], y[:300]
 
 
-def run_chain(bundle: Bundle, precision: str, tensor: np.ndarray) -> dict:
-    backend = create_backend("litert", num_threads=1)
-    env = {bundle.program.input_tensor: tensor}
-    runners = {}
-    for name, signature in bundle.program.graphs.items():
-        graph_file = bundle.graph_file(name, precision)
-        runners[name] = backend.load_graph(GraphLoadSpec(signature, precision, graph_file, bundle.path_of(graph_file.path)))
-    for step in bundle.program.steps:
-        out = runners[step.graph].run({p: env[t] for p, t in step.inputs.items()})
-        env.update({t: out[p] for p, t in step.outputs.items()})
-    return env
+def chained_envs(bundle: Bundle, precision: str, inputs: np.ndarray) -> list[dict]:
+    """Each reference input through every step of the plan with LiteRT graphs of `precision`."""
+    runners = load_runners(bundle, bundle.resolve_precisions(precision), "litert")
+    try:
+        return [run_program(bundle.program, runners, tensor) for tensor in inputs]
+    finally:
+        close_runners(runners)
 
 
 def test_fp32_litert_matches_the_stored_torch_logits_for_every_exit():
     bundle = Bundle.load(DEMO_BUNDLE)
     reference = bundle.reference_data()
     worst = 0.0
-    for i in range(reference["input"].shape[0]):
-        env = run_chain(bundle, "fp32", reference["input"][i])
+    for i, env in enumerate(chained_envs(bundle, "fp32", reference["input"])):
         for exit_ in bundle.program.exits:
             expected = reference[exit_.tensor][i]
             worst = max(worst, float(np.abs(env[exit_.tensor] - expected).max()))
@@ -53,8 +48,8 @@ def test_every_precision_loads_and_agrees_on_the_final_exit():
     reference = bundle.reference_data()
     last = bundle.program.exits[-1].tensor
     for precision in bundle.precisions():
-        agree = np.mean([run_chain(bundle, precision, reference["input"][i])[last].argmax() == reference[last][i].argmax()
-                         for i in range(reference["input"].shape[0])])
+        agree = np.mean([env[last].argmax() == reference[last][i].argmax()
+                         for i, env in enumerate(chained_envs(bundle, precision, reference["input"]))])
         assert agree >= 0.9, (precision, agree)
 
 

@@ -17,16 +17,7 @@ import numpy as np
 
 from edge_anytime.backends import GraphLoadSpec
 from edge_anytime.program import Program
-
-
-def run_frame(program: Program, runners: Mapping, x: np.ndarray) -> dict[str, np.ndarray]:
-    """One frame through every step (the device's per-step loop, without deadlines)."""
-    env = {program.input_tensor: x}
-    for step in program.steps:
-        outputs = runners[step.graph].run({port: env[tensor] for port, tensor in step.inputs.items()})
-        for port, tensor in step.outputs.items():
-            env[tensor] = outputs[port]
-    return env
+from edge_anytime.runners import run_program
 
 
 def chain_logits(program: Program, runners: Mapping, images: np.ndarray, keep: Sequence[str] = ()) -> dict[str, np.ndarray]:
@@ -34,7 +25,7 @@ def chain_logits(program: Program, runners: Mapping, images: np.ndarray, keep: S
     wanted = list(dict.fromkeys(exit_tensors(program) + list(keep)))
     out: dict[str, list] = {t: [] for t in wanted}
     for image in images:
-        env = run_frame(program, runners, np.ascontiguousarray(image[None], np.float32))
+        env = run_program(program, runners, np.ascontiguousarray(image[None], np.float32))
         for tensor in wanted:
             out[tensor].append(np.asarray(env[tensor], np.float32)[0])
     return {t: np.stack(v) for t, v in out.items()}
