@@ -43,7 +43,7 @@ from .preprocess import Preprocessor
 from .profile import LatencyProfile
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
-from .runners import load_runners
+from .runners import load_runners, run_program
 from .workers import DeliveryThread, Watchdog
 
 
@@ -143,17 +143,16 @@ class Controller:
         """
         max_seconds = self.options.warmup_seconds if max_seconds is None else max_seconds
         needed = math.ceil(1.0 / (1.0 - self.options.estimator.quantile))
-        signature_inputs = {name: {p.name: np.zeros(p.shape, dtype=p.dtype) for p in sig.inputs}
-                            for name, sig in self.program.graphs.items()}
-        steps = [(step.graph, self._runners[step.graph]) for step in self.program.steps]
+        neutral = np.zeros(self.model.input.shape, np.float32)   # the mean colour, once normalised
+        estimators = self._estimators
+
+        def record(graph: str, seconds: float) -> None:
+            estimators[graph].seed([seconds])
+
         started = time.perf_counter()
         passes = 0
-        while True:
-            for graph, runner in steps:
-                t0 = self.clock.now()
-                runner.run(signature_inputs[graph])
-                if passes:
-                    self._estimators[graph].seed([self.clock.now() - t0])
+        while True:   # the first pass is not recorded (cold caches)
+            run_program(self.program, self._runners, neutral, timer=record if passes else None, now=self.clock.now)
             passes += 1
             if passes > runs and (self._simulated_clock or time.perf_counter() - started >= max_seconds or
                                   min(e.count for e in self._estimators.values()) >= needed):
