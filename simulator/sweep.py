@@ -174,8 +174,6 @@ def format_table(scenarios: Sequence[Scenario], controller: str = "anytime", thr
     other = "anytime" if controller == "apriori" else "apriori"
     twin = "sim:" + controller
     has_twin = twin in scenarios[0].metrics
-    if has_twin:   # real clock: the simulated twins used other pWCET snapshots; show the measured run only
-        return format_real_table(scenarios, controller)
     head = (f"{'budget (ms)':<22} {'mean':>6} | {controller + ' exit':>13} {'acc':>6} {'met':>6} {'missed':>6} "
             + (f"{'sim acc':>7} {'sim met':>7} " if has_twin else "")
             + f"| {other:>7} {'best-static':>14} {thr:>15} {'miss':>6}")
