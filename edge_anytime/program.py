@@ -228,3 +228,15 @@ class Program:
             total += sum(self.graphs[self.steps[i].graph].flops for i in segment.steps)
             out.append(total)
         return tuple(out)
+
+
+def exit_ranks(program: Program) -> list[float]:
+    """How good each exit is expected to be: validation accuracy when every exit has one, else depth.
+
+    The controller delivers the best-ranked exit reached, so an exit that is worse on the
+    validation set than an earlier one (EANN, Sec. 4 of adaloss-hu-2019.md) never replaces it.
+    """
+    accuracies = [e.val_accuracy for e in program.exits]
+    if all(a is not None for a in accuracies):
+        return [float(a) + 1e-9 * e.index for a, e in zip(accuracies, program.exits)]
+    return [float(e.index) for e in program.exits]

@@ -7,7 +7,7 @@
 * `static:K` - exit K as a stand-alone static model: it always runs its a-priori
   slice (no deadline monitor); no result if it does not finish by the deadline.
 * `best-static` - the best-ranked static model whose slice fits the scenario's
-  worst-case (smallest) budget by its pWCET (+ margin), chosen offline; no
+  worst-case (smallest) budget by its tail latency (+ margin), chosen offline; no
   policy if none fits (every frame is then a miss).
 * `threshold:T` - early exit by confidence with no deadline awareness: run the
   anytime plan until an exit's calibrated confidence reaches T (or the last
@@ -49,10 +49,10 @@ def static_exit(setup: ReplaySetup, preds: ExitPredictions, budgets_s, starts_s,
 
 
 def best_static_exit(setup: ReplaySetup, budgets_s) -> int | None:
-    """The best-ranked exit whose slice pWCET + margin fits the smallest budget, or None."""
+    """The best-ranked exit whose slice tail latency + margin fits the smallest budget, or None."""
     worst = float(np.min(budgets_s))
     for k in setup.plan.apriori_order:
-        if setup.cost(setup.plan.slices[k]) + setup.options.margin_s <= worst:
+        if setup.slice_tail[k] + setup.margin_s <= worst:
             return k
     return None
 

@@ -5,68 +5,88 @@
 >>> draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache))    # doctest: +SKIP
 >>> out = replay_fast(setup, preds, budgets_s, cache.timestamps, draws)           # doctest: +SKIP
 
-This is `CompiledPlan.execute` (edge_anytime/plan.py) on a simulated clock with
-frozen pWCET estimates (EstimatorOptions(online=False)), written over frame
-arrays: each segment (the steps up to the next exit) is admitted only if
-`now + sum(pWCET) + margin <= deadline` (while a frame has no result yet, the
-typical latency at `first_exit_quantile` replaces the pWCET); each step advances the frame's clock
-by its drawn latency; a step that fails ends the frame as `degraded`; a step
-that ends after `deadline - watchdog_guard` is dropped and the best result goes
-out at that time; exits are ranked as the controller ranks them; a confidence
-target stops refining. The arithmetic is the controller's, operation for
-operation, so outcomes match the live Controller replay exactly
-(tests/test_sim_replay.py checks it frame by frame).
+This is the controller's `DeadlinePolicy` + `FramePlan` (edge_anytime/policy.py,
+plan.py) on a simulated clock with frozen estimates (the controller's own,
+seeded from the same profile by the same code), written over frame arrays:
+segment p is admitted only if `now + cost <= deadline - margin`, where cost is
+the segment's typical latency while the frame has no result and its tail
+latency after; each step advances the frame's clock by its drawn latency; a
+step that fails ends the frame as `degraded`; a step that ends after
+`deadline - guard` is dropped and the best result goes out at that time; exits
+are ranked as the controller ranks them; a confidence target stops refining.
+With frozen estimates the outcomes match the live Controller replay exactly;
+with the controller's estimators updating online they agree on nearly every
+frame (tests/test_sim_replay.py checks both, frame by frame).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edge_anytime.latency import EstimatorOptions
 from edge_anytime.options import ControllerOptions
+from edge_anytime.policy import DeadlinePolicy
 from edge_anytime.profile import LatencyProfile
 from edge_anytime.program import Program
 
 from .metrics import STATUS, Outcomes
-from .timing import LatencyDraws, PlanInfo, frozen_estimates
+from .timing import LatencyDraws, PlanInfo
 
 FROZEN = EstimatorOptions(online=False)
 
 
 @dataclass(frozen=True)
 class ReplaySetup:
-    """The controller configuration a replay emulates: plan, frozen pWCETs and options."""
+    """The controller configuration a replay emulates: plan, frozen estimates (seconds), margin and guard."""
 
     program: Program
     plan: PlanInfo
-    estimates: dict            # graph -> pWCET seconds (frozen)
-    options: ControllerOptions = field(default_factory=lambda: ControllerOptions(estimator=FROZEN))
-    typical: dict | None = None  # graph -> latency at options.first_exit_quantile (frozen); None: not used
+    segment_typical: tuple[float, ...]     # per anytime segment position
+    segment_tail: tuple[float, ...]
+    slice_typical: tuple[float, ...]       # per exit: its a-priori slice
+    slice_tail: tuple[float, ...]
+    margin_s: float = 0.0
+    guard_s: float = 0.0
+    options: ControllerOptions = field(default_factory=lambda: ControllerOptions(estimator=FROZEN, warmup_runs=0))
 
     @classmethod
     def create(cls, program: Program, profile: LatencyProfile, precisions: dict,
                options: ControllerOptions | None = None) -> "ReplaySetup":
+        """Estimates exactly as a controller seeded from `profile` on a simulated clock computes them."""
         options = options or ControllerOptions(estimator=FROZEN, warmup_runs=0)
         if options.estimator.online:
-            raise ValueError("the cached replay emulates frozen estimates: use "
-                             "ControllerOptions(estimator=EstimatorOptions(online=False))")
-        typical = None
-        if options.first_exit_quantile is not None:
-            typical = frozen_estimates(program, profile, precisions, options.estimator, options.first_exit_quantile)
-        return cls(program, PlanInfo.from_program(program), frozen_estimates(program, profile, precisions,
-                                                                              options.estimator), options, typical)
+            options = replace(options, estimator=replace(options.estimator, online=False))
+        policy = DeadlinePolicy(program, options, simulated=True, threaded=False)
+        policy.seed_from_profile(program, profile, precisions)
+        return cls.from_policy(program, policy, options)
 
-    def cost(self, steps) -> float:
-        """sum(pWCET) of `steps`, summed in the controller's order."""
-        return sum([self.estimates[self.plan.step_graphs[s]] for s in steps])
+    @classmethod
+    def from_policy(cls, program: Program, policy: DeadlinePolicy, options: ControllerOptions | None = None,
+                    margin_s: float | None = None, guard_s: float | None = None) -> "ReplaySetup":
+        """A snapshot of a policy's current estimates (e.g. a real controller's, for its simulated twin)."""
+        slices = [policy.slice_estimators[e.index] for e in program.exits]
+        return cls(program, PlanInfo.from_program(program),
+                   tuple(e.typical() for e in policy.segment_estimators),
+                   tuple(e.tail() for e in policy.segment_estimators),
+                   tuple(e.typical() for e in slices), tuple(e.tail() for e in slices),
+                   policy.margin() if margin_s is None else margin_s, policy.guard() if guard_s is None else guard_s,
+                   options or policy.options)
 
-    def first_cost(self, steps) -> float | None:
-        """What the controller charges a frame's first segment: the typical latency (None: pWCET)."""
-        if self.typical is None or self.options.first_exit_quantile is None:
-            return None
-        return sum([self.typical[self.plan.step_graphs[s]] for s in steps])
+    def segment_cost(self, position: int, has_result: np.ndarray) -> np.ndarray:
+        """What the controller charges segment `position`: typical without a result yet, tail after."""
+        if self.options.first_exit_quantile is None:
+            return np.full(has_result.shape, self.segment_tail[position])
+        return np.where(has_result, self.segment_tail[position], self.segment_typical[position])
+
+    def estimates_ms(self) -> dict:
+        """JSON-ready estimates in milliseconds."""
+        return {"segment_typical": [v * 1e3 for v in self.segment_typical],
+                "segment_tail": [v * 1e3 for v in self.segment_tail],
+                "slice_typical": [v * 1e3 for v in self.slice_typical],
+                "slice_tail": [v * 1e3 for v in self.slice_tail], "margin": self.margin_s * 1e3,
+                "guard": self.guard_s * 1e3}
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,32 +150,26 @@ def replay_fast(setup: ReplaySetup, preds: ExitPredictions, budgets_s: np.ndarra
     deadline = start + budgets
     admitted = start + dispatch_s if dispatch_s else start.copy()
     accepted = valid & budget_ok & (deadline > admitted)
-    state = _State(start, admitted, deadline, deadline - opts.watchdog_guard_s, accepted)
-    margin = opts.margin_s
+    state = _State(start, admitted, deadline, deadline - setup.guard_s, accepted)
+    limit = deadline - setup.margin_s
     if mode == "anytime":
         lat = draws.anytime()
-        state.run(setup, preds, bad, accepted.copy(),
-                  [(k, steps, lat[:, list(steps)]) for k, steps in setup.plan.segments])
+        state.run(setup, preds, bad, accepted.copy(), limit,
+                  [(position, k, steps, lat[:, list(steps)]) for position, (k, steps) in enumerate(setup.plan.segments)])
     else:
         chosen = np.full(n, -1)
         undecided = accepted.copy()
-        for k in setup.plan.apriori_order:
-            cost = setup.cost(setup.plan.slices[k])
-            fits = undecided & ((admitted + cost) + margin <= deadline)
-            chosen[fits] = k
-            undecided &= ~fits
-        for k in setup.plan.apriori_order:   # nothing fits by pWCET: the typical latency (first_exit_quantile)
-            cost = setup.first_cost(setup.plan.slices[k])
-            if cost is None:
-                break
-            fits = undecided & ((admitted + cost) + margin <= deadline)
-            chosen[fits] = k
-            undecided &= ~fits
+        tiers = (setup.slice_tail, setup.slice_typical) if opts.first_exit_quantile is not None else (setup.slice_tail,)
+        for costs in tiers:   # by the tail first; if nothing fits, by the typical latency
+            for k in setup.plan.apriori_order:
+                fits = undecided & (admitted + costs[k] <= limit)
+                chosen[fits] = k
+                undecided &= ~fits
         state.stop(undecided, STATUS["deadline"])
         for k in range(len(setup.plan.slices)):
             group = chosen == k
             if group.any():
-                state.run(setup, preds, bad, group, [(k, setup.plan.slices[k], draws.slice(k))])
+                state.run(setup, preds, bad, group, limit, [(None, k, setup.plan.slices[k], draws.slice(k))])
     return state.finish(preds, accepted)
 
 
@@ -182,18 +196,14 @@ class _State:
         self.done |= mask
 
     def run(self, setup: ReplaySetup, preds: ExitPredictions, bad: np.ndarray, alive: np.ndarray,
-            segments) -> None:
-        margin = setup.options.margin_s
+            limit: np.ndarray, segments) -> None:
         target = setup.options.confidence_target
         now = self.now
-        for k, steps, lat in segments:
-            cost = setup.cost(steps)
-            first = setup.first_cost(steps)
-            if first is not None:
-                cost = np.where(self.best < 0, first, cost)
-            refused = alive & ((now + cost) + margin > self.deadline)
-            self.stop(refused, STATUS["deadline"])
-            alive = alive & ~refused
+        for position, k, steps, lat in segments:
+            if position is not None:   # anytime segment (an a-priori slice was admitted when chosen)
+                refused = alive & (now + setup.segment_cost(position, self.best >= 0) > limit)
+                self.stop(refused, STATUS["deadline"])
+                alive = alive & ~refused
             for j, s in enumerate(steps):
                 np.add(now, lat[:, j], out=now, where=alive)
                 failed = alive & bad[:, s]
@@ -201,7 +211,7 @@ class _State:
                     self.stop(failed, STATUS["degraded"])
                     self.errored |= failed
                     alive = alive & ~failed
-                over = alive & (now > self.fire)
+                over = alive & ((now > self.fire) | (now > self.deadline))
                 if over.any():
                     self.stop(over, STATUS["deadline"], at=self.fire)
                     self.late[over] += 1

@@ -14,7 +14,6 @@ import pytest
 
 from edge_anytime import Controller, ControllerOptions, SimulatedClock, StopReason
 from edge_anytime.backends.fake import FakeBackend
-from edge_anytime.latency import EstimatorOptions
 from edge_anytime.manifest import InputSpec, ModelInfo
 from edge_anytime.serial import (Error, ErrorCode, Hello, Info, Ping, Pong, Result, SerialLink, SerialPeer,
                                  SerialServer, ServerOptions, open_link)
@@ -38,8 +37,7 @@ def make_controller(simulated: bool) -> Controller:
     clock = SimulatedClock() if simulated else None
     latency = {"stem": 1 * MS, "body": 1 * MS, "head": 0.2 * MS}
     backend = FakeBackend(latency=latency, outputs=outputs, clock=clock)
-    options = ControllerOptions(warmup_runs=2, margin_s=1 * MS, watchdog_guard_s=0.5 * MS,
-                                estimator=EstimatorOptions(small_sample_factor=1.0))
+    options = ControllerOptions(warmup_runs=2, margin_s=1 * MS, watchdog_guard_s=0.5 * MS)
     return Controller.from_program(tiny_program(3), tiny_model(), backend, clock=clock, options=options)
 
 
