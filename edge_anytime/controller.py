@@ -160,6 +160,8 @@ class Controller:
         plan = self._plan
         slice_times: dict[int, list[float]] = {index: [] for index in self.interpreter.slices}
         plan.warmup_samples = [[] for _ in self.interpreter.segments]
+        plan.warmup_reach = [[] for _ in self.interpreter.segments]
+        plan.warmup_steps = {i: [] for i in range(len(self.interpreter.steps))}
         started = time.perf_counter()
         self._warming = plan.admit_all = True
         try:
@@ -176,6 +178,8 @@ class Controller:
                 passes += 1
                 if passes == COLD_PASSES:   # cold caches, lazy allocation: never recorded
                     plan.warmup_samples = [[] for _ in self.interpreter.segments]
+                    plan.warmup_reach = [[] for _ in self.interpreter.segments]
+                    plan.warmup_steps = {i: [] for i in range(len(self.interpreter.steps))}
                     slice_times = {index: [] for index in slice_times}
                     policy.delivery.forget_online()
                 enough = all(len(v) >= needed for v in slice_times.values())
@@ -187,8 +191,10 @@ class Controller:
         if record:   # else a profile from this host seeds the segments; warm-up only warmed the caches
             for position, samples in enumerate(plan.warmup_samples):
                 policy.seed_segment(position, samples)
+                policy.reach_estimators[position].seed(plan.warmup_reach[position])
             for index, times in slice_times.items():
                 policy.seed_slice(index, times)
+            policy.seed_steps(plan.warmup_steps)
         policy.delivery.demote_to_seeds()   # the delivery path is this host's and mode's: always measured
 
     # ----------------------------------------------------------------- public API
@@ -208,6 +214,7 @@ class Controller:
             return self._execute(job)
         job.hand_back = True
         self._ensure_worker()
+        self.policy.note_arrival(self._current is not None)
         self._queue.put(job)
         clock = self.clock
         done = job.wait_done(job.fire_at - clock.now())
@@ -236,6 +243,7 @@ class Controller:
                 self._execute(job)
             else:
                 self._ensure_worker()
+                self.policy.note_arrival(self._current is not None)
                 self._queue.put(job)
                 self._watchdog.arm(job)
         return FrameTicket(job)

@@ -12,8 +12,8 @@ small graphs rarely coincide, so summing per-graph tails overstates a segment's.
   `min_online` samples were measured while serving, the seeds are dropped and
   only the sliding window of online samples counts. A warm-up taken while the
   machine was busy therefore stops mattering after a few dozen frames.
-* Quantiles are refreshed lazily (every `refresh_every` samples, or at once when a
-  sample exceeds the tail): no per-frame sorting of the window.
+* The sorted window is refreshed lazily (every `refresh_every` samples): no
+  per-frame sorting.
 * A burst guard: two consecutive samples above the tail raise it at once to
   their maximum (thermal throttling, another process); it decays by
   `burst_release` at each admission check, so nothing starves.
@@ -85,7 +85,7 @@ class EstimatorOptions:
 class QuantileEstimator:
     """Typical and tail latency of one segment from seeds and a sliding window; see the module docstring."""
 
-    def __init__(self, quantile: float = 0.99, typical_quantile: float = 0.9, window: int = 1024,
+    def __init__(self, quantile: float = 0.99, typical_quantile: float = 0.5, window: int = 1024,
                  min_online: int = 32, refresh_every: int = 16, burst_release: float = 0.95,
                  probe_decay: float = 0.8, online: bool = True) -> None:
         self.online = online
@@ -101,6 +101,7 @@ class QuantileEstimator:
         self._pending = 0
         self._typical = math.inf
         self._tail = math.inf
+        self._sorted = np.zeros(0, np.float64)
         self._burst = 0.0
         self._last_above = False
         self._probe = 1.0
@@ -136,7 +137,7 @@ class QuantileEstimator:
         self._window[self._online % self._window.size] = seconds
         self._online += 1
         self._pending += 1
-        if above or self._pending >= self.refresh_every or self._online <= self.min_online:
+        if self._pending >= self.refresh_every or self._online <= self.min_online:
             self._refresh()
 
     def _refresh(self) -> None:
@@ -151,14 +152,37 @@ class QuantileEstimator:
             data = np.concatenate([self._seeds, self._window[:n]])
         else:
             data = self._window[:n]
+        self._sorted = np.sort(data)
         if data.size == 0:
             self._typical = self._tail = math.inf
             return
-        m = data.size
-        ranks = sorted({min(m - 1, max(0, math.ceil(q * m) - 1)) for q in (self.typical_quantile, self.quantile)})
-        part = np.partition(data, ranks)
-        self._typical = float(part[min(m - 1, max(0, math.ceil(self.typical_quantile * m) - 1))])
-        self._tail = float(part[min(m - 1, max(0, math.ceil(self.quantile * m) - 1))])
+        self._typical = self._quantile(self.typical_quantile)
+        self._tail = self._quantile(self.quantile)
+
+    def _quantile(self, q: float) -> float:
+        m = self._sorted.size
+        return float(self._sorted[min(m - 1, max(0, math.ceil(q * m) - 1))])
+
+    def samples(self) -> np.ndarray:
+        """The sorted samples the estimates rest on (read-only view)."""
+        view = self._sorted.view()
+        view.flags.writeable = False
+        return view
+
+    def fit_probability(self, seconds: float) -> float:
+        """P(latency <= seconds) from the samples: an admission check. While a burst is on (see the module
+        docstring), 0 unless `seconds` covers the burst level; each check releases the burst guard."""
+        burst = self._burst
+        if burst > self._tail:
+            self._burst = burst * self.burst_release
+            if seconds < burst:
+                return 0.0
+        data = self._sorted
+        if data.size == 0:
+            return 0.0
+        if self._probe != 1.0:
+            seconds = seconds / self._probe
+        return int(np.searchsorted(data, seconds, side="right")) / data.size
 
     def typical(self) -> float:
         """Latency at `typical_quantile` (inf when nothing is known)."""
@@ -197,7 +221,7 @@ class QuantileEstimator:
 class GaussianEstimator:
     """mean + k sigma over a window: a baseline for bench/bench_deadline.py; it misses heavy tails."""
 
-    def __init__(self, sigmas: float = 3.0, typical_quantile: float = 0.9, window: int = 1024,
+    def __init__(self, sigmas: float = 3.0, typical_quantile: float = 0.5, window: int = 1024,
                  online: bool = True) -> None:
         from statistics import NormalDist
 
@@ -228,6 +252,16 @@ class GaussianEstimator:
         mean, std = self._moments()
         return mean + self._z * std
 
+    def fit_probability(self, seconds: float) -> float:
+        from statistics import NormalDist
+
+        mean, std = self._moments()
+        if not math.isfinite(mean):
+            return 0.0
+        if std <= 0:
+            return 1.0 if seconds >= mean else 0.0
+        return NormalDist(mean, std).cdf(seconds)
+
     def tail(self) -> float:
         mean, std = self._moments()
         return mean + self.sigmas * std
@@ -242,8 +276,8 @@ class GaussianEstimator:
         pass
 
 
-def make_estimator(options: EstimatorOptions, typical_quantile: float = 0.9):
-    """The estimator `options` describe; `typical_quantile` is the controller's first_exit_quantile."""
+def make_estimator(options: EstimatorOptions, typical_quantile: float = 0.5):
+    """The estimator `options` describe; `typical()` reports the latency at `typical_quantile`."""
     if options.kind == "gaussian":
         return GaussianEstimator(options.sigmas, typical_quantile, options.window, options.online)
     return QuantileEstimator(options.quantile, typical_quantile, options.window, options.min_online,

@@ -29,11 +29,15 @@ class ControllerOptions:
     confidence_target: stop refining once the calibrated confidence reaches it (anytime mode).
     margin_s: time kept free after the last step for the result to reach the caller. None (default):
           the measured delivery path on this host and mode (docs/runtime.md), 0 on a simulated clock.
-    first_exit_quantile: while a frame has no result yet, a segment is admitted on this quantile of its
-          measured latency (its typical latency): refusing the first segment means no result at all.
-          None: the tail (`estimator.quantile`) for every segment.
+    min_fit_probability: never start a segment with a smaller chance, from its measured latency
+          distribution, of ending before the deadline (the admission rule weighs gain and loss above it;
+          docs/runtime.md "Admission").
     watchdog_guard_s: the watchdog hands over the best result this long before the deadline. None
           (default): the measured tail of its own wake-up lateness (0 on a simulated clock or inline).
+    plan_frames: in anytime mode, decide at each frame's start (its deadline is known) whether the a-priori
+          slice of one exit is worth more than the anytime plan, and run it instead: heads whose result
+          would be superseded are skipped (docs/runtime.md "Planning"). Off while a confidence target is
+          set. False: always the full anytime plan (every refinement reaches on_result).
     estimator: how latency samples become typical and tail estimates (see latency.py).
     warmup_runs: frames run at load through the serving path (the first few discarded as cold) to seed
           the estimates; on a real clock warm-up continues until every estimator has `min_online`
@@ -54,7 +58,8 @@ class ControllerOptions:
     mode: str = "anytime"
     confidence_target: float | None = None
     margin_s: float | None = None
-    first_exit_quantile: float | None = 0.9
+    min_fit_probability: float = 0.05
+    plan_frames: bool = True
     watchdog_guard_s: float | None = None
     estimator: EstimatorOptions = field(default_factory=EstimatorOptions)
     warmup_runs: int = 50
@@ -77,8 +82,8 @@ class ControllerOptions:
         if self.confidence_target is not None and not (isinstance(self.confidence_target, (int, float)) and
                                                        0 < self.confidence_target <= 1):
             raise ValueError(f"confidence_target must be a number in (0, 1], got {self.confidence_target!r}")
-        if self.first_exit_quantile is not None and not 0.5 <= self.first_exit_quantile < 1:
-            raise ValueError(f"first_exit_quantile must be in [0.5, 1) or None, got {self.first_exit_quantile}")
+        if not (isinstance(self.min_fit_probability, (int, float)) and 0 < self.min_fit_probability <= 1):
+            raise ValueError(f"min_fit_probability must be in (0, 1], got {self.min_fit_probability!r}")
         if self.warmup_runs < 0:
             raise ValueError("warmup_runs must be >= 0")
 
@@ -97,7 +102,7 @@ class ControllerStats:
     rejected_frames: int = 0
     steps_admitted: int = 0
     steps_skipped: int = 0
-    steps_overrun: int = 0        # an admitted segment took longer than the estimate it was admitted on
+    steps_overrun: int = 0        # an admitted segment ended after the time it had to end by (deadline - margin)
     late_steps: int = 0           # a step finished after the watchdog delivered; its output was dropped
     missed_deadlines: int = 0     # frames with no result by the deadline, or handed over after it
     interrupted_without_result: int = 0   # interrupt() or the watchdog stopped a frame before its first exit

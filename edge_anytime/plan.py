@@ -66,6 +66,10 @@ class FramePlan:
         self.apriori = False
         self.admit_all = False   # warm-up: run every segment, whatever the estimates say ...
         self.warmup_samples: list[list[float]] = [[] for _ in interpreter.segments]   # ... and time them here
+        self.warmup_reach: list[list[float]] = [[] for _ in interpreter.segments]
+        self.warmup_steps: dict[int, list[float]] = {i: [] for i in range(len(interpreter.steps))}
+        self._slice = 0
+        self.started = 0.0
         self._position = 0
         self.counts = policy.counts
 
@@ -74,10 +78,15 @@ class FramePlan:
         """Run `job`, admitting segments only while they fit before `limit` (its deadline minus the margin).
         Returns why it stopped, the error that stopped it (None if none) and where it happened."""
         self.job, self.limit = job, limit
+        self.started = self.clock.now()
         interpreter = self.interpreter
         counts = self.counts
-        if job.mode == "apriori":
-            chosen = self.policy.choose_apriori(self.clock.now(), limit)
+        chosen = None
+        if job.mode == "anytime" and self.options.plan_frames and job.confidence_target is None and not self.admit_all:
+            chosen = self.policy.plan_frame(self.clock.now(), limit)
+        if job.mode == "apriori" or chosen is not None:
+            if chosen is None:
+                chosen = self.policy.choose_apriori(self.clock.now(), limit)
             if chosen is None:
                 skipped = len(interpreter.slices[self.policy.apriori_order[-1]].steps)
                 job.steps_skipped += skipped
@@ -110,27 +119,36 @@ class FramePlan:
         if self.apriori or self.admit_all:
             admitted = True   # a-priori: chosen by policy.choose_apriori just before
         else:
-            admitted = policy.admits(segment.position, now, self.limit, job.best is not None)
+            best = job.best
+            admitted = policy.admits(segment.position, now, self.limit,
+                                     0.0 if best is None else policy.values[best.exit_index])
         if admitted:
             job.admitted = True
             job.segment_start = now
             self._position = segment.position
+            self._slice = segment.exit_index
             if not self.admit_all:
                 self.counts["steps_admitted"] += len(segment.steps)
-            job.segment_cost = policy.segment_cost(segment.position, job.best is not None) if not self.apriori else 0.0
         return admitted
 
     def observe(self, step, started: float, ended: float) -> bool:
         job = self.job
         job.steps_run += 1
+        if self.admit_all:
+            self.warmup_steps[step.index].append(ended - started)
+        else:
+            self.policy.observe_step(step.index, ended - started)
         if job.finalized or (self.emulate_watchdog and ended > job.fire_at) or ended > job.deadline:
             job.late_steps += 1
             self.counts["late_steps"] += 1
-            if not self.apriori and not self.admit_all:   # the segment ran at least this long: a real sample
-                seconds = ended - job.segment_start
-                self.policy.segment_estimators[self._position].observe(seconds)
-                if seconds > job.segment_cost:
-                    self.counts["steps_overrun"] += 1
+            if self.admit_all:
+                pass
+            elif self.apriori:   # the slice ran at least this long: a real sample
+                self.policy.slice_estimators[self._slice].observe(ended - job.segment_start)
+                self.counts["steps_overrun"] += 1
+            else:
+                self.policy.segment_estimators[self._position].observe(ended - job.segment_start)
+                self.counts["steps_overrun"] += 1
             return False
         return True
 
@@ -139,11 +157,13 @@ class FramePlan:
         seconds = ended - started
         if self.admit_all:
             self.warmup_samples[segment.position].append(seconds)
+            self.warmup_reach[segment.position].append(ended - self.started)
         elif self.apriori:
             self.policy.slice_estimators[segment.exit_index].observe(seconds)
         else:
             self.policy.segment_estimators[segment.position].observe(seconds)
-            if seconds > job.segment_cost:
+            self.policy.reach_estimators[segment.position].observe(ended - self.started)
+            if ended > self.limit:
                 self.counts["steps_overrun"] += 1
         exit_ = self.exits[segment.exit_index]
         logits = env[exit_.tensor]

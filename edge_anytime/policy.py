@@ -2,14 +2,26 @@
 
 One `DeadlinePolicy` belongs to one controller. It owns an estimator per anytime
 segment, per a-priori slice, for the delivery path and for the watchdog's
-wake-up, and the controller's counters. The admission rule (docs/runtime.md):
+wake-up, and the controller's counters.
 
-* the first segment of a frame runs if `now + typical(segment) <= deadline - margin`
-  (refusing it means no result at all);
-* every later segment runs if `now + tail(segment) <= deadline - margin`
-  (an overrun loses only the refinement, but keeps the interpreter busy);
-* in a-priori mode, the best-ranked exit whose slice tail fits, else the
-  best-ranked whose slice typical latency fits.
+Admission weighs what a segment can win against what an overrun costs
+(docs/runtime.md, "Admission"). With `p` the probability, from the segment's
+own measured latency distribution, that it ends before `deadline - margin`:
+
+* gain: the expected accuracy (validation accuracy of the exits; their depth
+  without it) of the best exit the segment leads to, minus that of the frame's
+  current best result;
+* loss if it overruns: with a watchdog (threaded, or a simulated clock) the
+  current result is still handed over on time, so an overrun only keeps the
+  interpreter busy into the next frame: `busy * gain`, where `busy` is the
+  measured fraction of frames that arrive while the interpreter still works;
+  inline on a real clock the frame's result itself would be late: `best + busy * gain`;
+* the segment runs if `p >= max(min_fit_probability, loss / (gain + loss))`.
+
+So a frame's first segment runs whenever it can finish (refusing it means no
+result), a refinement worth 40 points runs on an even chance, and one worth 7
+points does not risk a result worth 88 (inline). In a-priori mode the exit with
+the highest `p * accuracy` is chosen.
 
 `margin` is the measured delivery path: the tail of the time from the last
 step's end to the result being in the caller's hands (thread hand-back, result
@@ -22,10 +34,10 @@ override both.
 >>> x, y = Port("x", (1, 2)), Port("y", (1, 2))
 >>> program = Program("image", {"g": GraphSignature("g", (x,), (y,))},
 ...                   (Step("s0", "g", {"x": "image"}, {"y": "l0"}), Step("s1", "g", {"x": "l0"}, {"y": "l1"})),
-...                   (Exit(0, "l0"), Exit(1, "l1")))
+...                   (Exit(0, "l0", val_accuracy=0.5), Exit(1, "l1", val_accuracy=0.9)))
 >>> policy = DeadlinePolicy(program, ControllerOptions(), simulated=True, threaded=False)
 >>> policy.seed_segment(0, [1e-3] * 20); policy.seed_segment(1, [2e-3] * 20)
->>> policy.admits(0, now=0.0, limit=1.5e-3, has_result=False), policy.admits(1, now=1e-3, limit=2.5e-3, has_result=True)
+>>> policy.admits(0, now=0.0, limit=1.5e-3, best_value=0.0), policy.admits(1, now=1e-3, limit=2.5e-3, best_value=0.5)
 (True, False)
 """
 
@@ -40,9 +52,11 @@ import numpy as np
 from .latency import make_estimator
 from .options import ControllerOptions, ControllerStats
 from .profile import LatencyProfile
-from .program import Program, exit_ranks
+from .program import Program, exit_values
 
 DELIVERY_QUANTILE = 0.999   # margins protect every frame's delivery, not one segment in a hundred
+BUSY_RATE = 1.0 / 64        # how fast the busy-arrival fraction follows the frame rate
+STEP_RATE = 1.0 / 64        # how fast a step's mean latency follows new samples
 SEED_DRAWS = 1000           # samples drawn per segment when a profile's per-graph samples seed it
 
 
@@ -53,17 +67,30 @@ class DeadlinePolicy:
         self.options = options
         self.simulated = simulated
         self.threaded = threaded
-        typical_q = options.first_exit_quantile if options.first_exit_quantile is not None else options.estimator.quantile
         self.segments = program.anytime_segments()
-        self.segment_estimators = [make_estimator(options.estimator, typical_q) for _ in self.segments]
-        self.slice_estimators = {e.index: make_estimator(options.estimator, typical_q) for e in program.exits}
+        self.segment_estimators = [make_estimator(options.estimator) for _ in self.segments]
+        self.reach_estimators = [make_estimator(options.estimator) for _ in self.segments]   # frame start -> exit
+        # Per step: mean latency (EMA), and for each exit the anytime steps its a-priori slice skips (heads of
+        # earlier exits): a slice takes about the exit's reach latency minus those steps.
+        self.step_mean = np.zeros(len(program.steps))
+        self._online_steps = options.estimator.online
+        self._skipped = []
+        for seg in self.segments:
+            prefix = range(seg.steps[-1] + 1)
+            keep = set(program.apriori_plan(seg.exit_index))
+            self._skipped.append(np.array([i for i in prefix if i not in keep], np.int64))
+        self.slice_estimators = {e.index: make_estimator(options.estimator) for e in program.exits}
         delivery_options = dataclasses.replace(options.estimator, quantile=DELIVERY_QUANTILE, kind="quantile")
         self.delivery = make_estimator(delivery_options, 0.5)
         self.wakeup = make_estimator(delivery_options, 0.5)
-        ranks = exit_ranks(program)
-        self.apriori_order = sorted(range(len(program.exits)), key=lambda i: -ranks[i])
+        self.values = exit_values(program)
+        self.reach_values = [max(self.values[e] for e in range(seg.exit_index, len(self.values)))
+                             for seg in self.segments]
+        self.apriori_order = sorted(range(len(program.exits)), key=lambda i: -self.values[i])
+        self.plan_order = sorted(range(len(self.segments)), key=lambda p: -self.values[self.segments[p].exit_index])
+        self.lose_current = not simulated and not threaded   # inline on a real clock: an overrun is a late result
+        self.busy = 0.0            # EMA: fraction of frames that arrive while the interpreter is still busy
         self.counts = {name: 0 for name in ControllerStats.__dataclass_fields__}
-        self._first_typical = options.first_exit_quantile is not None
 
     # ----------------------------------------------------------------- margins
     def margin(self) -> float:
@@ -85,27 +112,82 @@ class DeadlinePolicy:
         return wakeup if math.isfinite(wakeup) else 0.0
 
     # ----------------------------------------------------------------- admission
-    def segment_cost(self, position: int, has_result: bool) -> float:
-        estimator = self.segment_estimators[position]
-        return estimator.typical() if (not has_result and self._first_typical) else estimator.tail()
+    def required_probability(self, position: int, best_value: float) -> float:
+        """The chance of finishing in time that segment `position` needs (inf: nothing to gain)."""
+        gain = self.reach_values[position] - best_value
+        if gain <= 0:
+            return math.inf
+        loss = self.busy * gain + (best_value if self.lose_current else 0.0)
+        return max(self.options.min_fit_probability, loss / (gain + loss))
 
-    def admits(self, position: int, now: float, limit: float, has_result: bool) -> bool:
-        """May anytime segment `position` start at `now`, given the frame must be done by `limit`?"""
-        if now + self.segment_cost(position, has_result) <= limit:
+    def admits(self, position: int, now: float, limit: float, best_value: float) -> bool:
+        """May anytime segment `position` start at `now`, given the frame must be done by `limit` and its best
+        result so far is worth `best_value` (0: none)? See the module docstring."""
+        need = self.required_probability(position, best_value)
+        estimator = self.segment_estimators[position]
+        p = estimator.fit_probability(limit - now)
+        if p >= need and p > 0:
             return True
-        self.segment_estimators[position].refused()
+        estimator.refused()
         return False
 
     def choose_apriori(self, now: float, limit: float) -> int | None:
-        """The best-ranked exit whose slice fits by its tail, else by its typical latency; None if none fits."""
-        for use_tail in (True, False) if self._first_typical else (True,):
-            for index in self.apriori_order:
-                estimator = self.slice_estimators[index]
-                if now + (estimator.tail() if use_tail else estimator.typical()) <= limit:
-                    return index
-        for estimator in self.slice_estimators.values():
-            estimator.refused()
-        return None
+        """The exit with the highest chance-weighted accuracy p * value whose slice has p >= min_fit_probability;
+        None if none does."""
+        chosen, chosen_score = None, 0.0
+        remaining = limit - now
+        for index in self.apriori_order:
+            p = self.slice_estimators[index].fit_probability(remaining)
+            if p >= self.options.min_fit_probability and p > 0 and p * self.values[index] > chosen_score:
+                chosen, chosen_score = index, p * self.values[index]
+        if chosen is None:
+            for estimator in self.slice_estimators.values():
+                estimator.refused()
+        return chosen
+
+    def plan_frame(self, now: float, limit: float) -> int | None:
+        """Planning at a frame's start, when the deadline is known: the exit whose a-priori slice to run
+        instead of the anytime plan, or None to run the anytime plan.
+
+        The anytime plan's expected value is sum_k value_k * P(exit k is the last reached), from each exit's
+        measured reach latency; the a-priori slice of exit k is worth P(slice k fits) * value_k and skips the
+        heads whose results would be superseded. The slice is chosen only when it is worth more.
+        """
+        remaining = limit - now
+        reach = [est.fit_probability(remaining) for est in self.reach_estimators]
+        anytime, best = 0.0, 0.0
+        for k, p in enumerate(reach):
+            best = max(best, self.values[self.segments[k].exit_index])
+            anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
+        chosen, score = None, anytime
+        saved = self.slice_savings()
+        for position in self.plan_order:
+            index = self.segments[position].exit_index
+            if saved[position] <= 0:
+                continue       # the slice is the anytime prefix itself: nothing to win
+            p = self.reach_estimators[position].fit_probability(remaining + saved[position])
+            if p >= self.options.min_fit_probability and p * self.values[index] > score:
+                chosen, score = index, p * self.values[index]
+        return chosen
+
+    def slice_savings(self) -> list[float]:
+        """Per anytime segment position: the mean time its exit's a-priori slice saves over the anytime prefix."""
+        return [float(self.step_mean[skipped].sum()) for skipped in self._skipped]
+
+    def observe_step(self, index: int, seconds: float) -> None:
+        """A step's latency while serving: updates its mean (the slice savings)."""
+        if self._online_steps:
+            self.step_mean[index] += (seconds - self.step_mean[index]) * STEP_RATE
+
+    def seed_steps(self, samples: Mapping[int, list]) -> None:
+        """Step index -> latency samples (warm-up, profile): the mean of each seeds its estimate."""
+        for index, values in samples.items():
+            if len(values):
+                self.step_mean[index] = float(np.mean(values))
+
+    def note_arrival(self, busy: bool) -> None:
+        """A frame arrived; `busy`: the interpreter was still running an earlier frame's step."""
+        self.busy += ((1.0 if busy else 0.0) - self.busy) * BUSY_RATE
 
     # ----------------------------------------------------------------- measurements
     def seed_segment(self, position: int, samples) -> None:
@@ -115,9 +197,15 @@ class DeadlinePolicy:
         self.slice_estimators[exit_index].seed(samples)
 
     def seed_from_profile(self, program: Program, profile: LatencyProfile, precisions: Mapping[str, str]) -> None:
-        """Seed every segment and slice with sums of the profile's per-graph samples (see `plan_samples`)."""
+        """Seed every segment, exit reach and slice with sums of the profile's per-graph samples
+        (see `plan_samples`)."""
+        reach = 0.0
         for position, samples in enumerate(plan_samples(program, profile, precisions)):
             self.seed_segment(position, samples)
+            reach = reach + samples
+            self.reach_estimators[position].seed(reach)
+        self.seed_steps({i: profile.samples_s(step.graph, precisions.get(step.graph, "fp32"))
+                         for i, step in enumerate(program.steps)})
         for exit_index, samples in slice_samples(program, profile, precisions).items():
             self.seed_slice(exit_index, samples)
 
@@ -132,6 +220,7 @@ class DeadlinePolicy:
             out[f"slice{index}.tail"] = est.tail()
         out["margin"] = self.margin()
         out["guard"] = self.guard()
+        out["busy_arrivals"] = self.busy
         return out
 
     def stats(self) -> ControllerStats:

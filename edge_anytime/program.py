@@ -240,3 +240,12 @@ def exit_ranks(program: Program) -> list[float]:
     if all(a is not None for a in accuracies):
         return [float(a) + 1e-9 * e.index for a, e in zip(accuracies, program.exits)]
     return [float(e.index) for e in program.exits]
+
+
+def exit_values(program: Program) -> list[float]:
+    """What a result at each exit is worth to the deadline policy: its validation accuracy when every exit
+    has one, else its depth scaled to (0, 1]."""
+    accuracies = [e.val_accuracy for e in program.exits]
+    if all(a is not None for a in accuracies):
+        return [float(a) for a in accuracies]
+    return [(e.index + 1) / len(program.exits) for e in program.exits]

@@ -8,9 +8,10 @@
 This is the controller's `DeadlinePolicy` + `FramePlan` (edge_anytime/policy.py,
 plan.py) on a simulated clock with frozen estimates (the controller's own,
 seeded from the same profile by the same code), written over frame arrays:
-segment p is admitted only if `now + cost <= deadline - margin`, where cost is
-the segment's typical latency while the frame has no result and its tail
-latency after; each step advances the frame's clock by its drawn latency; a
+segment p is admitted only if its chance of ending by `deadline - margin`
+(the fraction of its latency samples at most that far) reaches what the
+policy requires for the gain it offers over the frame's current best result
+(`DeadlinePolicy.required_probability`); each step advances the frame's clock by its drawn latency; a
 step that fails ends the frame as `degraded`; a step that ends after
 `deadline - guard` is dropped and the best result goes out at that time; exits
 are ranked as the controller ranks them; a confidence target stops refining.
@@ -39,16 +40,21 @@ FROZEN = EstimatorOptions(online=False)
 
 @dataclass(frozen=True)
 class ReplaySetup:
-    """The controller configuration a replay emulates: plan, frozen estimates (seconds), margin and guard."""
+    """The controller configuration a replay emulates: plan, frozen latency samples and estimates (seconds),
+    exit values, margin and guard."""
 
     program: Program
     plan: PlanInfo
-    segment_typical: tuple[float, ...]     # per anytime segment position
-    segment_tail: tuple[float, ...]
-    slice_typical: tuple[float, ...]       # per exit: its a-priori slice
-    slice_tail: tuple[float, ...]
+    segment_samples: tuple[np.ndarray, ...]    # sorted latency samples per anytime segment position
+    slice_samples: tuple[np.ndarray, ...]      # sorted latency samples per exit's a-priori slice
+    reach_samples: tuple[np.ndarray, ...]      # sorted latency from frame start to each anytime exit
+    slice_savings: tuple[float, ...]           # per segment position: time its exit's slice saves (policy)
+    values: tuple[float, ...]                  # what a result at each exit is worth (policy.values)
+    reach_values: tuple[float, ...]            # best value each segment leads to
     margin_s: float = 0.0
     guard_s: float = 0.0
+    busy: float = 0.0                          # fraction of frames arriving while the interpreter is busy
+    lose_current: bool = False                 # inline on a real clock: an overrun makes the result late
     options: ControllerOptions = field(default_factory=lambda: ControllerOptions(estimator=FROZEN, warmup_runs=0))
 
     @classmethod
@@ -65,28 +71,90 @@ class ReplaySetup:
     @classmethod
     def from_policy(cls, program: Program, policy: DeadlinePolicy, options: ControllerOptions | None = None,
                     margin_s: float | None = None, guard_s: float | None = None) -> "ReplaySetup":
-        """A snapshot of a policy's current estimates (e.g. a real controller's, for its simulated twin)."""
+        """A snapshot of a policy's current samples and estimates (e.g. a real controller's, for its twin)."""
         slices = [policy.slice_estimators[e.index] for e in program.exits]
         return cls(program, PlanInfo.from_program(program),
-                   tuple(e.typical() for e in policy.segment_estimators),
-                   tuple(e.tail() for e in policy.segment_estimators),
-                   tuple(e.typical() for e in slices), tuple(e.tail() for e in slices),
+                   tuple(np.array(e.samples()) for e in policy.segment_estimators),
+                   tuple(np.array(e.samples()) for e in slices),
+                   tuple(np.array(e.samples()) for e in policy.reach_estimators), tuple(policy.slice_savings()),
+                   tuple(policy.values), tuple(policy.reach_values),
                    policy.margin() if margin_s is None else margin_s, policy.guard() if guard_s is None else guard_s,
-                   options or policy.options)
+                   policy.busy, policy.lose_current, options or policy.options)
 
-    def segment_cost(self, position: int, has_result: np.ndarray) -> np.ndarray:
-        """What the controller charges segment `position`: typical without a result yet, tail after."""
-        if self.options.first_exit_quantile is None:
-            return np.full(has_result.shape, self.segment_tail[position])
-        return np.where(has_result, self.segment_tail[position], self.segment_typical[position])
+    def admitted(self, position: int, remaining: np.ndarray, best: np.ndarray) -> np.ndarray:
+        """Which frames the policy lets start segment `position` with `remaining` seconds before their limit
+        and best exit `best` (-1: none): DeadlinePolicy.admits over arrays, operation for operation."""
+        samples = self.segment_samples[position]
+        if samples.size == 0:
+            return np.zeros(remaining.shape, bool)
+        p = np.searchsorted(samples, remaining, side="right") / samples.size
+        best_value = np.where(best >= 0, np.asarray(self.values)[np.maximum(best, 0)], 0.0)
+        gain = self.reach_values[position] - best_value
+        loss = self.busy * gain + (best_value if self.lose_current else 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need = np.maximum(self.options.min_fit_probability, loss / (gain + loss))
+        return (gain > 0) & (p >= need) & (p > 0)
+
+    def apriori_choice(self, remaining: np.ndarray) -> np.ndarray:
+        """DeadlinePolicy.choose_apriori over arrays: the exit per frame, -1 for none."""
+        chosen = np.full(remaining.shape, -1)
+        score = np.zeros(remaining.shape)
+        for k in self.plan.apriori_order:
+            samples = self.slice_samples[k]
+            if samples.size == 0:
+                continue
+            p = np.searchsorted(samples, remaining, side="right") / samples.size
+            better = (p >= self.options.min_fit_probability) & (p > 0) & (p * self.values[k] > score)
+            chosen[better] = k
+            score[better] = (p * self.values[k])[better]
+        return chosen
+
+    def plan_choice(self, remaining: np.ndarray) -> np.ndarray:
+        """DeadlinePolicy.plan_frame over arrays: the exit whose slice replaces the anytime plan, -1 for none."""
+        reach = [np.searchsorted(s, remaining, side="right") / s.size if s.size else np.zeros(remaining.shape)
+                 for s in self.reach_samples]
+        anytime = np.zeros(remaining.shape)
+        best = 0.0
+        for k, p in enumerate(reach):
+            best = max(best, self.values[self.plan.segments[k][0]])
+            anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
+        chosen = np.full(remaining.shape, -1)
+        score = anytime
+        order = sorted(range(len(self.plan.segments)), key=lambda p: -self.values[self.plan.segments[p][0]])
+        for position in order:
+            k = self.plan.segments[position][0]
+            samples = self.reach_samples[position]
+            if self.slice_savings[position] <= 0 or samples.size == 0:
+                continue
+            p = np.searchsorted(samples, remaining + self.slice_savings[position], side="right") / samples.size
+            better = (p >= self.options.min_fit_probability) & (p * self.values[k] > score)
+            chosen[better] = k
+            score = np.where(better, p * self.values[k], score)
+        return chosen
+
+    def _quantile(self, samples: np.ndarray, q: float) -> float:
+        if samples.size == 0:
+            return float("inf")
+        return float(samples[min(samples.size - 1, max(0, int(np.ceil(q * samples.size)) - 1))])
+
+    @property
+    def segment_typical(self) -> tuple[float, ...]:
+        return tuple(self._quantile(s, 0.5) for s in self.segment_samples)
+
+    @property
+    def segment_tail(self) -> tuple[float, ...]:
+        return tuple(self._quantile(s, self.options.estimator.quantile) for s in self.segment_samples)
+
+    @property
+    def slice_tail(self) -> tuple[float, ...]:
+        return tuple(self._quantile(s, self.options.estimator.quantile) for s in self.slice_samples)
 
     def estimates_ms(self) -> dict:
         """JSON-ready estimates in milliseconds."""
         return {"segment_typical": [v * 1e3 for v in self.segment_typical],
                 "segment_tail": [v * 1e3 for v in self.segment_tail],
-                "slice_typical": [v * 1e3 for v in self.slice_typical],
                 "slice_tail": [v * 1e3 for v in self.slice_tail], "margin": self.margin_s * 1e3,
-                "guard": self.guard_s * 1e3}
+                "guard": self.guard_s * 1e3, "busy_arrivals": self.busy}
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,24 +220,20 @@ def replay_fast(setup: ReplaySetup, preds: ExitPredictions, budgets_s: np.ndarra
     accepted = valid & budget_ok & (deadline > admitted)
     state = _State(start, admitted, deadline, deadline - setup.guard_s, accepted)
     limit = deadline - setup.margin_s
+    chosen = np.full(n, -1)
+    if mode == "anytime" and opts.plan_frames and opts.confidence_target is None:
+        chosen = np.where(accepted, setup.plan_choice(limit - admitted), -1)
     if mode == "anytime":
         lat = draws.anytime()
-        state.run(setup, preds, bad, accepted.copy(), limit,
+        state.run(setup, preds, bad, accepted & (chosen < 0), limit,
                   [(position, k, steps, lat[:, list(steps)]) for position, (k, steps) in enumerate(setup.plan.segments)])
     else:
-        chosen = np.full(n, -1)
-        undecided = accepted.copy()
-        tiers = (setup.slice_tail, setup.slice_typical) if opts.first_exit_quantile is not None else (setup.slice_tail,)
-        for costs in tiers:   # by the tail first; if nothing fits, by the typical latency
-            for k in setup.plan.apriori_order:
-                fits = undecided & (admitted + costs[k] <= limit)
-                chosen[fits] = k
-                undecided &= ~fits
-        state.stop(undecided, STATUS["deadline"])
-        for k in range(len(setup.plan.slices)):
-            group = chosen == k
-            if group.any():
-                state.run(setup, preds, bad, group, limit, [(None, k, setup.plan.slices[k], draws.slice(k))])
+        chosen = np.where(accepted, setup.apriori_choice(limit - admitted), -1)
+        state.stop(accepted & (chosen < 0), STATUS["deadline"])
+    for k in range(len(setup.plan.slices)):
+        group = chosen == k
+        if group.any():
+            state.run(setup, preds, bad, group, limit, [(None, k, setup.plan.slices[k], draws.slice(k))])
     return state.finish(preds, accepted)
 
 
@@ -201,7 +265,7 @@ class _State:
         now = self.now
         for position, k, steps, lat in segments:
             if position is not None:   # anytime segment (an a-priori slice was admitted when chosen)
-                refused = alive & (now + setup.segment_cost(position, self.best >= 0) > limit)
+                refused = alive & ~setup.admitted(position, limit - now, self.best)
                 self.stop(refused, STATUS["deadline"])
                 alive = alive & ~refused
             for j, s in enumerate(steps):

@@ -132,15 +132,33 @@ def test_a_busy_warm_up_stops_mattering(raw_frame):
     assert exits[-1] == 2 and ctrl.stats().missed_deadlines == 0
 
 
-@pytest.mark.parametrize("quantile, expected", [(0.9, 0), (None, None)])
-def test_first_segment_is_admitted_on_typical_latency(raw_frame, quantile, expected):
-    # stem usually takes 1 ms but 1 run in 20 takes 3 ms: tail 3 ms, typical (p90) 1 ms.
-    # With a 2 ms budget, refusing the first segment means no result; trying it usually gives exit 0.
+@pytest.mark.parametrize("budget_ms, expected", [(2.0, 0), (1.15, None)])
+def test_first_segment_runs_whenever_it_can_finish(raw_frame, budget_ms, expected):
+    # stem usually takes 1 ms but 1 run in 20 takes 3 ms. With 2 ms, segment 0 (stem + head) fits 19 times
+    # in 20: refusing it would mean no result, so it runs. With 1.15 ms it never fits: refused.
     # each warm-up pass calls stem 4 times (the anytime plan and three a-priori slices): one pass in 20 is slow
     latency = {"stem": [3 * MS] + [1 * MS] * 79, "body": 1 * MS, "head": 0.2 * MS}
-    options = ControllerOptions(warmup_runs=58, margin_s=0.3 * MS, watchdog_guard_s=0.1 * MS,
-                                first_exit_quantile=quantile)
+    options = ControllerOptions(warmup_runs=58, margin_s=0.0, watchdog_guard_s=0.0)
     ctrl, _, _, _ = make(latency=latency, options=options)
     assert ctrl.latency_estimates()["segment0.tail"] == pytest.approx(3.2 * MS)
-    result = ctrl.run(raw_frame, 2.0 * MS)
+    result = ctrl.run(raw_frame, budget_ms * MS)
     assert result.exit_index == expected
+
+
+def test_required_probability_weighs_gain_against_what_an_overrun_loses():
+    from edge_anytime.policy import DeadlinePolicy
+    from tests.conftest import tiny_program
+
+    program = tiny_program(3, val_accuracy=(0.5, 0.9, 0.95))
+    watched = DeadlinePolicy(program, ControllerOptions(), simulated=True, threaded=False)
+    inline = DeadlinePolicy(program, ControllerOptions(), simulated=False, threaded=False)
+    # with a watchdog an overrun loses nothing of this frame: any segment with a real chance runs
+    assert watched.required_probability(0, 0.0) == pytest.approx(0.05)
+    assert watched.required_probability(2, 0.9) == pytest.approx(0.05)
+    # inline, an overrun makes the current result late: a 5-point refinement must nearly surely fit
+    assert inline.required_probability(1, 0.5) == pytest.approx(0.5 / 0.95)   # segment 1 leads on to 0.95
+    assert inline.required_probability(2, 0.9) == pytest.approx(0.9 / 0.95)
+    # frames arriving back to back: an overrun delays the next frame, as costly as the gain itself
+    watched.busy = 1.0
+    assert watched.required_probability(1, 0.5) == pytest.approx(0.5)
+    assert watched.required_probability(2, 0.95) == float("inf")      # nothing left to gain

@@ -83,7 +83,7 @@ def test_expected_accuracy_equals_closed_form_for_fixed_latencies():
     latency = {"stem": 1.0, "body": 0.8, "head": 0.2}
     profile = synthetic_profile(latency, spread=0.0)
     cache = synthetic_cache(frames=6000, accuracies=(0.4, 0.7, 0.95), profiles=[profile])
-    options = ControllerOptions(estimator=FROZEN, warmup_runs=0)
+    options = ControllerOptions(estimator=FROZEN, warmup_runs=0, plan_frames=False)   # segment admission only
     setup = ReplaySetup.create(cache.program, profile, cache.precisions, options)
     model = parse_budget("uniform:1:7")
     scenario = run_sweep(cache, setup, profile, [model], SweepConfig(show_progress=False))[0]
