@@ -15,10 +15,12 @@ the first segment, tail for later ones) fits before the deadline minus the
 measured delivery margin; each exit computed in time is published
 (`on_result`); the frame's best result is delivered once (`on_final`).
 
-On a real clock `run()` hands the frame to the inference thread and waits for
-it with a timeout: if a step is still running at the watchdog's fire time,
-`run()` itself hands back the best result so far, on time, and the step's
-output is dropped. `submit()` frames are watched by the watchdog thread.
+By default steps run on the caller's thread (no hand-off: the cheapest path,
+measured in docs/results.md). With `ControllerOptions(threaded=True)`, `run()`
+hands the frame to the inference thread and waits for it with a timeout: if a
+step is still running at the watchdog's fire time, `run()` itself hands back
+the best result so far, on time, and the step's output is dropped; `submit()`
+frames are then watched by the watchdog thread.
 """
 
 from __future__ import annotations
@@ -49,12 +51,16 @@ from .plan import FramePlan
 from .policy import DeadlinePolicy
 from .preprocess import Preprocessor
 from .profile import LatencyProfile, host_mismatch, matching_profile
+from .realtime import set_timer_slack
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
 from .runners import load_runners
 from .workers import DeliveryThread, Watchdog
 
 COLD_PASSES = 3   # warm-up frames never recorded: cold caches, lazy allocation
+TIMER_SLACK_NS = 1000   # Linux timer slack of threads that wait with timeouts (default 50 us)
+_THREAD_STATE = threading.local()
+HANDOFF_SAMPLES = 200   # warm-up measurements of the thread hand-back and the timer wake-up (high quantiles)
 
 
 class Controller:
@@ -73,7 +79,7 @@ class Controller:
         self.clock = clock or MonotonicClock()
         simulated = bool(getattr(self.clock, "simulated", False))
         self._simulated_clock = simulated
-        self._threaded = (not simulated) if self.options.threaded is None else bool(self.options.threaded)
+        self._threaded = bool(self.options.threaded)
         self._runners = dict(runners)
         self._precisions = dict(precisions or {g: "fp32" for g in program.graphs})
         self._preprocess = Preprocessor(model.input)
@@ -88,6 +94,7 @@ class Controller:
         self._inference_lock = threading.Lock()
         self._closed = False
         self._warming = False
+        self._warmup_delivery: list[float] = []
         # Callbacks run on one delivery thread on a real clock (a slow callback never delays inference),
         # on the calling thread on a simulated clock (deterministic tests and simulations).
         self._delivery = None if simulated else DeliveryThread(self._deliver)
@@ -163,10 +170,13 @@ class Controller:
         plan.warmup_reach = [[] for _ in self.interpreter.segments]
         plan.warmup_steps = {i: [] for i in range(len(self.interpreter.steps))}
         started = time.perf_counter()
+        self._warmup_delivery: list[float] = []
         self._warming = plan.admit_all = True
         try:
             if self._threaded and not self._simulated_clock:
-                policy.wakeup.seed(_timer_lateness(20))
+                _THREAD_STATE.slack_set = set_timer_slack(TIMER_SLACK_NS) or True
+                policy.wakeup.seed(_timer_lateness(HANDOFF_SAMPLES))
+                policy.delivery.seed(self._measure_hand_back(HANDOFF_SAMPLES))
             passes = 0
             while True:
                 self.run(neutral, deadline_s=self.clock.now() + 3600.0, frame_id=-1, mode="anytime")
@@ -181,7 +191,7 @@ class Controller:
                     plan.warmup_reach = [[] for _ in self.interpreter.segments]
                     plan.warmup_steps = {i: [] for i in range(len(self.interpreter.steps))}
                     slice_times = {index: [] for index in slice_times}
-                    policy.delivery.forget_online()
+                    self._warmup_delivery = []
                 enough = all(len(v) >= needed for v in slice_times.values())
                 if passes >= runs + COLD_PASSES and (self._simulated_clock or enough or
                                                      time.perf_counter() - started >= max_seconds):
@@ -195,7 +205,7 @@ class Controller:
             for index, times in slice_times.items():
                 policy.seed_slice(index, times)
             policy.seed_steps(plan.warmup_steps)
-        policy.delivery.demote_to_seeds()   # the delivery path is this host's and mode's: always measured
+        policy.delivery.seed(self._warmup_delivery)   # the delivery path is this host's and mode's: always measured
 
     # ----------------------------------------------------------------- public API
     def run(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,
@@ -213,19 +223,22 @@ class Controller:
         if not self._threaded:
             return self._execute(job)
         job.hand_back = True
+        if not getattr(_THREAD_STATE, "slack_set", False):   # timed waits of this thread wake within microseconds
+            _THREAD_STATE.slack_set = set_timer_slack(TIMER_SLACK_NS) or True
         self._ensure_worker()
         self.policy.note_arrival(self._current is not None)
         self._queue.put(job)
         clock = self.clock
-        done = job.wait_done(job.fire_at - clock.now())
-        if not done and not self._simulated_clock:
-            self.policy.wakeup.observe(clock.now() - job.fire_at)
+        wait = job.fire_at - clock.now()
+        done = job.wait_done(wait)
         now = clock.now()
+        if not done and wait > 0 and not self._simulated_clock:   # a real timed wait: how late did it return?
+            self.policy.wakeup.observe(now - job.fire_at)
         if done and job.outcome is not None:
             reason, error = job.outcome
             result = job.finalize(reason, now, error=error)
-            if result is not None and job.best is not None and not self._simulated_clock:
-                self.policy.delivery.observe(now - job.last_exit_s)
+            if result is not None and not self._simulated_clock:   # the delivery path, with or without a result
+                self._observe_delivery(now - job.last_exit_s)
         else:
             result = job.finalize(StopReason.DEADLINE, now)
         if result is None:          # interrupt() delivered it first
@@ -356,6 +369,22 @@ class Controller:
             self._worker = threading.Thread(target=self._inference_loop, name="edge-anytime-inference", daemon=True)
             self._worker.start()
 
+    def _observe_delivery(self, seconds: float) -> None:
+        if self._warming:
+            self._warmup_delivery.append(seconds)
+        else:
+            self.policy.delivery.observe(seconds)
+
+    def _measure_hand_back(self, count: int) -> list[float]:
+        """Seconds from the inference thread signalling a frame done to `run()` holding it, `count` times."""
+        samples = []
+        for _ in range(count):
+            ping = _Ping()
+            self._queue.put(ping)
+            ping.done.acquire()
+            samples.append(time.perf_counter() - ping.signal_s)
+        return samples[COLD_PASSES:]
+
     def _inference_loop(self) -> None:
         while True:
             job = self._queue.get()
@@ -363,6 +392,10 @@ class Controller:
                 return
             if isinstance(job, threading.Event):
                 job.set()
+                continue
+            if isinstance(job, _Ping):
+                job.signal_s = time.perf_counter()
+                job.done.release()
                 continue
             try:
                 if not job.finalized:
@@ -382,6 +415,8 @@ class Controller:
             if freeze:
                 gc.enable()
             self._current = None
+        if job.best is None:
+            job.last_exit_s = self.clock.now()   # the delivery path of a frame without result starts here
         return self._finish(job, reason, error, where)
 
     def _finish(self, job: FrameJob, reason: StopReason, error: BaseException | None, where: str) -> FrameResult | None:
@@ -401,8 +436,8 @@ class Controller:
             now = job.fire_at             # simulated clock: the emulated watchdog delivered at its fire time
         result = job.finalize(reason, now, error=text)
         if result is not None:
-            if job.best is not None and not self._simulated_clock:
-                self.policy.delivery.observe(self.clock.now() - job.last_exit_s)
+            if not self._simulated_clock:
+                self._observe_delivery(self.clock.now() - job.last_exit_s)
             self._publish_final(result, job)
         return job.result
 
@@ -479,17 +514,28 @@ def _choose_profile(bundle: Bundle, options: ControllerOptions, backend: str) ->
     return profile
 
 
+class _Ping:
+    """A no-op job: the inference thread signals it at once (hand-back measurement)."""
+
+    __slots__ = ("done", "signal_s")
+
+    def __init__(self) -> None:
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.signal_s = 0.0
+
+
 def _timer_lateness(count: int) -> list[float]:
     """How late a timed wait on a lock returns on this host (seconds), over `count` short waits."""
     gate = threading.Lock()
     gate.acquire()
     samples = []
     for i in range(count):
-        wait = 50e-6 * (1 + i % 4)
+        wait = 20e-6 * (1 + i % 4)
         start = time.perf_counter()
         gate.acquire(timeout=wait)
         samples.append(max(0.0, time.perf_counter() - start - wait))
-    return samples[2:]
+    return samples[COLD_PASSES:]
 
 
 def load_controller(path: str | os.PathLike, **kwargs) -> Controller:

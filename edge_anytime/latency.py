@@ -37,6 +37,7 @@ small graphs rarely coincide, so summing per-graph tails overstates a segment's.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +61,7 @@ class EstimatorOptions:
     quantile: float = 0.99
     window: int = 1024
     min_online: int = 32
-    refresh_every: int = 16
+    refresh_every: int = 32
     burst_release: float = 0.95
     probe_decay: float = 0.8
     kind: str = "quantile"
@@ -86,7 +87,7 @@ class QuantileEstimator:
     """Typical and tail latency of one segment from seeds and a sliding window; see the module docstring."""
 
     def __init__(self, quantile: float = 0.99, typical_quantile: float = 0.5, window: int = 1024,
-                 min_online: int = 32, refresh_every: int = 16, burst_release: float = 0.95,
+                 min_online: int = 32, refresh_every: int = 32, burst_release: float = 0.95,
                  probe_decay: float = 0.8, online: bool = True) -> None:
         self.online = online
         self.quantile = quantile
@@ -102,6 +103,7 @@ class QuantileEstimator:
         self._typical = math.inf
         self._tail = math.inf
         self._sorted = np.zeros(0, np.float64)
+        self._sorted_list: list[float] = []    # the same values as a list: bisect is 10x faster per check
         self._burst = 0.0
         self._last_above = False
         self._probe = 1.0
@@ -153,6 +155,7 @@ class QuantileEstimator:
         else:
             data = self._window[:n]
         self._sorted = np.sort(data)
+        self._sorted_list = self._sorted.tolist()
         if data.size == 0:
             self._typical = self._tail = math.inf
             return
@@ -177,12 +180,12 @@ class QuantileEstimator:
             self._burst = burst * self.burst_release
             if seconds < burst:
                 return 0.0
-        data = self._sorted
-        if data.size == 0:
+        data = self._sorted_list
+        if not data:
             return 0.0
         if self._probe != 1.0:
             seconds = seconds / self._probe
-        return int(np.searchsorted(data, seconds, side="right")) / data.size
+        return bisect_right(data, seconds) / len(data)
 
     def typical(self) -> float:
         """Latency at `typical_quantile` (inf when nothing is known)."""

@@ -50,9 +50,11 @@ class ControllerOptions:
     top_k: how many classes each Prediction lists.
     coarse_below: with hierarchical labels, mark a prediction 'coarse' when the fine confidence is below this.
     validate_frames: check shape, dtype and finiteness of every frame (about 5 us).
-    threaded: None (default) = a real clock runs steps on the inference thread, so `run()` returns by the
-          deadline even while a step is stuck; a simulated clock runs inline. False = steps run on the
-          caller's thread (cheapest; a stuck step makes `run()` return late, reported as a miss).
+    threaded: False (default): steps run on the caller's thread (`run()` costs no thread hand-off; a step
+          that stalls makes `run()` return late, and the result says so). True: steps run on an inference
+          thread and `run()` waits with a timeout, so it hands back the best result by the deadline even
+          while a step is stuck, at the price of a hand-off and a timer wake-up per frame (measured in
+          docs/results.md: it loses budget on sub-millisecond models). None means False.
     """
 
     mode: str = "anytime"
@@ -70,7 +72,7 @@ class ControllerOptions:
     top_k: int = 5
     coarse_below: float | None = None
     validate_frames: bool = True
-    threaded: bool | None = None
+    threaded: bool | None = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

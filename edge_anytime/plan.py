@@ -120,8 +120,8 @@ class FramePlan:
             admitted = True   # a-priori: chosen by policy.choose_apriori just before
         else:
             best = job.best
-            admitted = policy.admits(segment.position, now, self.limit,
-                                     0.0 if best is None else policy.values[best.exit_index])
+            value = 0.0 if best is None else policy.values[best.exit_index]
+            admitted = policy.admits(segment.position, now, self.limit, value)
         if admitted:
             job.admitted = True
             job.segment_start = now

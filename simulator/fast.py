@@ -113,6 +113,7 @@ class ReplaySetup:
         """DeadlinePolicy.plan_frame over arrays: the exit whose slice replaces the anytime plan, -1 for none."""
         reach = [np.searchsorted(s, remaining, side="right") / s.size if s.size else np.zeros(remaining.shape)
                  for s in self.reach_samples]
+        surely = reach[-1] >= 1.0          # the whole anytime plan surely fits (DeadlinePolicy.plan_frame)
         anytime = np.zeros(remaining.shape)
         best = 0.0
         for k, p in enumerate(reach):
@@ -130,7 +131,7 @@ class ReplaySetup:
             better = (p >= self.options.min_fit_probability) & (p * self.values[k] > score)
             chosen[better] = k
             score = np.where(better, p * self.values[k], score)
-        return chosen
+        return np.where(surely, -1, chosen)
 
     def _quantile(self, samples: np.ndarray, q: float) -> float:
         if samples.size == 0:
@@ -276,8 +277,8 @@ class _State:
                     self.errored |= failed
                     alive = alive & ~failed
                 over = alive & ((now > self.fire) | (now > self.deadline))
-                if over.any():
-                    self.stop(over, STATUS["deadline"], at=self.fire)
+                if over.any():   # a watchdog hands the best result over at its fire time; inline it comes late
+                    self.stop(over, STATUS["deadline"], at=None if setup.lose_current else self.fire)
                     self.late[over] += 1
                     alive = alive & ~over
             rank = setup.plan.ranks[k]

@@ -41,7 +41,7 @@ def make(latency, options=None, faults=None):
     backend = FakeBackend(latency=latency, outputs=depth_outputs, faults=faults)
     recorder = ThreadRecorder()
     options = options or ControllerOptions(warmup_runs=2, warmup_seconds=0.0, margin_s=2 * MS,
-                                          watchdog_guard_s=1 * MS)
+                                          watchdog_guard_s=1 * MS, threaded=True)
     ctrl = Controller.from_program(tiny_program(3), tiny_model(), backend, options=options, callbacks=recorder)
     return ctrl, backend, recorder
 
