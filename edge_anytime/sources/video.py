@@ -24,8 +24,8 @@ from ..errors import MissingDependencyError
 from .frames import SourceError, SourceFrame
 from .uri import SourceURI
 
-OPENCV_HINT = ("install OpenCV with: pip install opencv-python-headless (or pip install 'edge-anytime[video]' "
-               "from the wheel); on Jetson, for csi:// and GStreamer pipelines use JetPack's OpenCV instead: "
+OPENCV_HINT = ("install OpenCV with: pip install opencv-python-headless (from a source checkout: "
+               "pip install '.[video]'); on Jetson, for csi:// and GStreamer pipelines use JetPack's OpenCV instead: "
                "sudo apt install python3-opencv, and create the venv with --system-site-packages")
 GSTREAMER_HINT = ("this OpenCV was built without GStreamer (the opencv-python-headless wheels on PyPI never have "
                   "it); on Jetson use JetPack's OpenCV: sudo apt install python3-opencv, make the venv with "
