@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
 
-ChannelMix = Sequence[Sequence[tuple[int, float]]]  # per output channel: (frame channel, weight) pairs
+ChannelMix = Sequence[Sequence[Tuple[int, float]]]  # per output channel: (frame channel, weight) pairs
 
 
 @dataclass(frozen=True)
