@@ -41,7 +41,7 @@ def test_wheel_holds_only_the_runtime_including_the_new_subpackages(runtime_whee
         next(n for n in names if n.endswith("METADATA"))).decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist") and "extra ==" not in line]
     assert requires == ['Requires-Dist: numpy>=1.23', 'Requires-Dist: ai-edge-litert>=1.2; python_version >= "3.9"',
-                        'Requires-Dist: tflite-runtime~=2.13.0; python_version < "3.9" and platform_machine == "aarch64"']
+                        'Requires-Dist: tflite-runtime~=2.13.0; python_version < "3.9" and platform_system == "Linux"']
     extras = {line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Provides-Extra")}
     assert {"serial", "tflite", "video"} <= extras and "base" not in extras
     entry_points = zipfile.ZipFile(runtime_wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
