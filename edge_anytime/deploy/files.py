@@ -201,8 +201,13 @@ edge_anytime repository for the whole path from a checkpoint to a running servic
 ./profile.sh              # latency of every graph -> bundle/profiles/{target.name}.json, then the self-test
 ./selftest.sh             # parity self-test only (exit status 1 on failure)
 ./run.sh --source npz:bundle/reference/self_test.npz --max-frames 5    # a quick replay
-./install.sh --service    # systemd unit: starts now and at boot (settings in serve.env)
+./run.sh --source v4l2:///dev/video0 --resize center_crop --sink stdout  # a camera (pip install opencv-python-headless)
+./install.sh --service    # systemd unit: starts now and at boot (settings in serve.env; the environment wins)
+venv/bin/edge-anytime inspect --bundle bundle   # the model, its input and preprocessing, exits, profiles
 ```
+
+The service notifies systemd when it is ready and pings its watchdog; counters go to the journal every
+EA_STATS_EVERY seconds, and EA_METRICS_PORT serves Prometheus metrics on 127.0.0.1.
 
 Stop the service with `sudo systemctl stop {UNIT_NAME}`; it finishes the frame in flight and prints
 its counters to the journal (`journalctl -u {UNIT_NAME.split('.')[0]}`).
