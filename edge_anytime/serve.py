@@ -189,11 +189,13 @@ class Service:
             self.log.warning("frame %d (%s) rejected (%d so far): %s", frame_id, item.name, self.rejected, error)
 
     def serve_frames(self, ctrl, source: Iterator[SourceFrame], prepare: FramePreparer, stamped: bool,
-                     default_budget: float | None) -> None:
+                     default_budget: float | None) -> int:
+        """Serve until the source ends, --max-frames or a stop; returns the number of frames served."""
         args = self.args
         period = 1.0 / args.rate_hz if args.rate_hz > 0 else 0.0
         next_at = time.perf_counter()
-        for count, item in enumerate(source):
+        count = 0
+        for item in source:
             if self.stop.is_set() or (args.max_frames and count >= args.max_frames):
                 break
             budget = item.budget_s if item.budget_s is not None else default_budget
@@ -209,10 +211,12 @@ class Service:
                     ctrl.run(tensor, deadline_s=item.capture_s + budget, frame_id=count, user_data=item)
                 else:
                     ctrl.run(tensor, budget_s=budget, frame_id=count, user_data=item)
+            count += 1
             self.tick()
             if period:
                 next_at += period
                 self.stop.wait(max(0.0, next_at - time.perf_counter()))
+        return count
 
     def serve_serial(self, ctrl, url: str, default_budget) -> None:
         from .serial.server import SerialServer, ServerOptions
@@ -279,8 +283,14 @@ def serve(args: argparse.Namespace) -> int:
                     resize, interpolation = "stretch", interpolation or "nearest"     # v1's folder behaviour
                 with open_source(uri, args.loop, clock=ctrl.clock.now) as source:
                     notifier.ready(f"serving {ctrl.model.name} from {args.source}")
-                    service.serve_frames(ctrl, iter(source), FramePreparer(ctrl.model.input, resize, interpolation),
-                                         uri.kind in CAPTURE_STAMPED, default_budget)
+                    served = service.serve_frames(ctrl, iter(source),
+                                                  FramePreparer(ctrl.model.input, resize, interpolation),
+                                                  uri.kind in CAPTURE_STAMPED, default_budget)
+                    if source.live and not service.stop.is_set() and not (args.max_frames and
+                                                                          served >= args.max_frames):
+                        raise EdgeAnytimeError(f"the live source {args.source} stopped delivering frames after "
+                                               f"{served}; exiting with an error so that systemd restarts the "
+                                               f"service (Restart=on-failure)")
             ctrl.flush()
         finally:
             notifier.stopping()

@@ -71,3 +71,29 @@ def test_serve_refuses_720p_frames_of_a_v1_bundle_without_resize(tmp_path):
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["status"] for r in records] == ["no_result"] * 3
     assert "--resize stretch" in records[0]["error"] and "rejected" in out.stderr
+
+
+def test_a_live_stream_that_ends_is_an_error_so_systemd_restarts_the_service(tmp_path):
+    """A network camera (here a clip on a loopback HTTP server) that stops: every frame served, then exit 1."""
+    import functools
+    import http.server
+    import threading
+
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (requirements/dev.txt) writes the clip")
+    writer = cv2.VideoWriter(str(tmp_path / "cam.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30, (320, 240))
+    for i in range(5):
+        writer.write(np.full((240, 320, 3), 40 * i, np.uint8))
+    writer.release()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log = tmp_path / "out.jsonl"
+    try:
+        out = serve("--source", f"http://127.0.0.1:{server.server_address[1]}/cam.avi", "--resize", "stretch",
+                    "--budget-ms", "1000", "--sink", f"jsonl:{log}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.returncode == 1 and "stopped delivering frames after 5" in out.stderr, out.stderr
+    assert len(log.read_text().splitlines()) == 5
