@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import signal
 import sys
@@ -312,7 +313,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m edge_anytime.serv
     try:
         return serve(args)
     except (EdgeAnytimeError, OSError, ValueError) as exc:
-        print(f"serve: error: {exc}", file=sys.stderr)
+        log = logging.getLogger("edge_anytime.serve")
+        if log.handlers:                       # levelled (<3> under the journal)
+            log.error("error: %s", exc)
+        else:
+            print(f"serve: error: {exc}", file=sys.stderr)
         return 1
 
 

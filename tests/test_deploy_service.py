@@ -226,3 +226,11 @@ def test_realtime_refusals_name_the_fix_for_an_unprivileged_user(tiny_bundle, tm
     if memlock != "unlimited":
         assert "realtime lock_memory: refused" in out.stderr and "ulimit -l" in out.stderr
     assert "served " in out.stderr and "deadlines met" in out.stderr
+
+
+def test_a_fatal_error_is_a_levelled_log_line(tiny_bundle, capsys):
+    from edge_anytime.serve import main as serve_main
+
+    assert serve_main(["--bundle", str(tiny_bundle), "--source", "camera:0", "--budget-ms", "5"]) == 1
+    err = capsys.readouterr().err
+    assert " ERROR serve: error: unknown source 'camera:0'" in err
