@@ -234,3 +234,15 @@ def test_a_fatal_error_is_a_levelled_log_line(tiny_bundle, capsys):
     assert serve_main(["--bundle", str(tiny_bundle), "--source", "camera:0", "--budget-ms", "5"]) == 1
     err = capsys.readouterr().err
     assert " ERROR serve: error: unknown source 'camera:0'" in err
+
+
+def test_a_csi_target_installs_into_a_venv_that_sees_jetpacks_opencv():
+    import dataclasses
+
+    orin = load_target("jetson-orin-nano")
+    csi = dataclasses.replace(orin, service=dataclasses.replace(orin.service, source="csi://0"))
+    install = files.install_sh(csi, "edge_anytime-0.1.0-py3-none-any.whl")
+    assert '-m venv ${VENV_FLAGS:---system-site-packages} venv' in install and csi.service.extras == ()
+    assert '"wheels/edge_anytime-0.1.0-py3-none-any.whl"' in install          # no opencv wheel shadowing it
+    usb = dataclasses.replace(orin, service=dataclasses.replace(orin.service, source="v4l2:///dev/video0"))
+    assert usb.service.extras == ("video",) and "whl[video]" in files.install_sh(usb, "edge_anytime-0.1.0-py3-none-any.whl")

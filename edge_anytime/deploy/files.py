@@ -43,11 +43,14 @@ def install_sh(target: Target, wheel_name: str) -> str:
     py = target.python.version
     flags = " ".join(shlex.quote(f) for f in target.python.wheel_flags)
     extras = f"[{','.join(target.service.extras)}]" if target.service.extras else ""
+    venv_flags = "--system-site-packages" if target.service.source.startswith("csi:") else ""
     return f"""#!/usr/bin/env bash
 # Install the edge_anytime runtime for {target.name} into ./venv (idempotent).
 #   ./install.sh             venv + pinned requirements + the runtime wheel (its own dependencies resolved by pip)
 #   ./install.sh --service   also install and start the systemd unit (sudo)
 # PYTHON=/path/to/python3.X ./install.sh uses another interpreter.
+# A csi:// camera needs OpenCV with GStreamer (JetPack's: sudo apt install python3-opencv), seen through
+# VENV_FLAGS=--system-site-packages (the default when the target's source is csi://) in a new venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${{PYTHON:-python{py}}}"
@@ -60,7 +63,8 @@ have="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if [ "$have" != "{py}" ]; then
   echo "install.sh: warning: $PYTHON is Python $have; the {target.name} pins were checked for Python {py}" >&2
 fi
-[ -x venv/bin/python ] || "$PYTHON" -m venv venv
+# VENV_FLAGS=--system-site-packages ./install.sh: see the system's OpenCV (JetPack's, with GStreamer, for csi://)
+[ -x venv/bin/python ] || "$PYTHON" -m venv ${{VENV_FLAGS:-{venv_flags}}} venv
 pip_major="$(venv/bin/python -m pip --version | awk '{{print $2}}' | cut -d. -f1)"
 if [ "$pip_major" -lt 20 ]; then   # old distro pips cannot install manylinux2014 wheels
   venv/bin/python -m pip install --disable-pip-version-check --upgrade pip

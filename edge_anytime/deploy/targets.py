@@ -85,8 +85,8 @@ class ServiceSpec:
         kind = self.source.split(":", 1)[0]
         if kind == "serial":
             return ("serial",)
-        if kind in ("v4l2", "csi", "file", "rtsp", "http", "https") or self.source.startswith("/dev/video"):
-            return ("video",)
+        if kind in ("v4l2", "file", "rtsp", "http", "https") or self.source.startswith("/dev/video"):
+            return ("video",)            # csi:// takes the system's OpenCV with GStreamer (JetPack), not the wheel
         return ()
 
 
