@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("simulator.replay", "replay a stream under budgets (needs the simulator of a source checkout)"),
     "inspect": ("edge_anytime.inspect_bundle", "show a bundle: input, preprocessing, graphs, exits, profiles"),
 }
-_TAKES_PROG = ("serve", "inspect")
+_TAKES_PROG = ("serve", "inspect", "deploy")
 
 
 def usage() -> str:
