@@ -1,4 +1,4 @@
-"""manifest.json of a bundle (format v1): typed records and their JSON form.
+"""manifest.json of a bundle (format v2; v1 is migrated on load): typed records and their JSON form.
 
 The manifest is the one place where dicts meet the typed world: `parse_manifest`
 turns JSON into frozen records and rejects anything malformed with a message
@@ -15,15 +15,19 @@ True
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from .errors import BundleError
 from .program import Exit, GraphSignature, Port, Program, Step
 
 FORMAT_NAME = "edge-anytime-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)          # v1 manifests are migrated on load (see _migrate_v1)
 PRECISIONS = ("fp32", "fp16", "int8")
+COLOR_ORDERS = ("RGB", "BGR")                          # channel order the network was trained on
+RESIZE_POLICIES = ("exact", "stretch", "center_crop")  # how a frame of another size reaches the input size
+INTERPOLATIONS = ("area", "bilinear", "nearest")
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,12 @@ class InputSpec:
     """The model input: the tensor name the program reads, and how to preprocess a frame.
 
     A raw frame is uint8 HWC (or float in [0, 255]); the model input is
-    `((frame / scale) - mean) / std`, transposed to `layout`.
+    `((frame / scale) - mean) / std`, transposed to `layout`. Format v2 adds how a
+    frame gets there (edge_anytime.preprocess applies it): `color_order` is the
+    channel order the network expects, `resize` what happens to a frame of another
+    size (`exact`: refuse it, `stretch`: resize to the input size, `center_crop`:
+    crop the largest centred region of the input's aspect ratio, then resize) and
+    `interpolation` the filter. The defaults are v1's behaviour.
     """
 
     tensor: str
@@ -41,6 +50,9 @@ class InputSpec:
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     scale: float = 255.0
+    color_order: str = "RGB"
+    resize: str = "exact"
+    interpolation: str = "area"
 
 
 @dataclass(frozen=True)
@@ -109,18 +121,39 @@ def _ports(items: Any, where: str) -> tuple[Port, ...]:
         raise BundleError(f"manifest: {where}: {exc}") from exc
 
 
+def _migrate_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A v1 manifest as v2: v1 had no preprocessing fields and meant RGB frames of exactly the input size."""
+    migrated = dict(data, version=FORMAT_VERSION)
+    model = data.get("model")
+    if isinstance(model, Mapping) and isinstance(model.get("input"), Mapping):
+        migrated["model"] = dict(model, input={**model["input"], "color_order": "RGB", "resize": "exact",
+                                               "interpolation": "area"})
+    return migrated
+
+
+def _choice(input_json: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    value = input_json.get(key, default)
+    if value not in choices:
+        raise BundleError(f"manifest: model.input.{key} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
 def parse_manifest(data: Mapping[str, Any]) -> Manifest:
-    """Turn manifest JSON into a Manifest, validating the schema and the dataflow."""
+    """Turn manifest JSON into a Manifest, validating the schema and the dataflow (v1 is migrated to v2)."""
     if not isinstance(data, Mapping):
         raise BundleError("manifest: the top level must be a JSON object")
     fmt = data.get("format")
     if fmt != FORMAT_NAME:
         raise BundleError(f"manifest: format is {fmt!r}, expected {FORMAT_NAME!r}; this is not an edge_anytime bundle")
     version = data.get("version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BundleError(
-            f"manifest: unsupported bundle version {version!r}; this runtime reads version {FORMAT_VERSION}. "
+            f"manifest: unsupported bundle version {version!r}; this runtime reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. "
             f"Re-export the bundle with this release's exporter (python -m training.export) or upgrade edge_anytime.")
+    if version == 1:
+        data = _migrate_v1(data)
+        version = FORMAT_VERSION
 
     model_json = _get(data, "model", "manifest")
     input_json = _get(model_json, "input", "model")
@@ -136,6 +169,9 @@ def parse_manifest(data: Mapping[str, Any]) -> Manifest:
         )
     except (TypeError, ValueError) as exc:
         raise BundleError(f"manifest: model.input: {exc}") from exc
+    input_spec = replace(input_spec, color_order=_choice(input_json, "color_order", COLOR_ORDERS, "RGB"),
+                         resize=_choice(input_json, "resize", RESIZE_POLICIES, "exact"),
+                         interpolation=_choice(input_json, "interpolation", INTERPOLATIONS, "area"))
     if input_spec.layout not in ("NCHW", "NHWC"):
         raise BundleError(f"manifest: model.input.layout must be NCHW or NHWC, got {input_spec.layout!r}")
     model = ModelInfo(
@@ -242,7 +278,8 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Any]:
             "coarse_labels": list(model.coarse_labels), "fine_to_coarse": list(model.fine_to_coarse),
             "input": {"tensor": model.input.tensor, "shape": list(model.input.shape), "dtype": model.input.dtype,
                       "layout": model.input.layout, "mean": list(model.input.mean), "std": list(model.input.std),
-                      "scale": model.input.scale},
+                      "scale": model.input.scale, "color_order": model.input.color_order,
+                      "resize": model.input.resize, "interpolation": model.input.interpolation},
         },
         "graphs": {
             name: {
