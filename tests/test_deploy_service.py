@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import shutil
+import tempfile
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,7 +222,14 @@ def test_realtime_refusals_name_the_fix_for_an_unprivileged_user(tiny_bundle, tm
                             "import edge_anytime"], cwd=REPO, capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         pytest.skip(f"user nobody cannot read the checkout or the venv here: {probe.stderr.strip()[-200:]}")
-    out = run_serve_as("nobody", tiny_bundle, tmp_path, "--fifo-priority", "10", "--lock-memory")
+    public = Path(tempfile.mkdtemp(prefix="edge-anytime-nobody-"))   # pytest's tmp folders are private to root
+    try:
+        shutil.copytree(tiny_bundle, public / "bundle")
+        for path in [public, *public.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        out = run_serve_as("nobody", public / "bundle", tmp_path, "--fifo-priority", "10", "--lock-memory")
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
     assert out.returncode == 0, out.stderr
     assert "realtime sched_fifo: refused" in out.stderr and "CAP_SYS_NICE" in out.stderr
     memlock = subprocess.run(["bash", "-c", "ulimit -l"], capture_output=True, text=True).stdout.strip()
