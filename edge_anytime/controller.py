@@ -46,7 +46,7 @@ from .errors import BundleError, FrameError
 from .frame_job import FrameJob, FrameTicket
 from .interpreter import ProgramInterpreter
 from .manifest import ModelInfo
-from .options import ControllerOptions, ControllerStats
+from .options import ControllerOptions, ControllerStats, valid_confidence
 from .plan import FramePlan
 from .policy import DeadlinePolicy
 from .preprocess import Preprocessor
@@ -93,6 +93,10 @@ class Controller:
         self._current: FrameJob | None = None
         self._inference_lock = threading.Lock()
         self._closed = False
+        self._frame_owner = 0              # ident of the thread running a frame right now (re-entrancy check)
+        self._pending = 0                  # submit()ted frames not yet taken by the inference thread
+        self._pending_lock = threading.Lock()
+        self._close_runners_after_frame = False
         self._warming = False
         self._warmup_delivery: list[float] = []
         # Callbacks run on one delivery thread on a real clock (a slow callback never delays inference),
@@ -217,6 +221,9 @@ class Controller:
         A frame that cannot run (bad shape, NaN, past deadline) returns a `no_result`
         FrameResult whose `error` says why; the controller keeps serving.
         """
+        if self._frame_owner == threading.get_ident():
+            raise RuntimeError("run() was called from a callback while this thread is running a frame of the same "
+                               "controller; call it after the callback returns (or use submit())")
         job = self._admit_frame(frame, budget_s, deadline_s, frame_id, mode, confidence_target, user_data)
         if job.finalized:
             return job.result
@@ -249,14 +256,30 @@ class Controller:
     def submit(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,
                frame_id: int | None = None, mode: str | None = None, confidence_target: float | None = None,
                user_data: Any = None) -> FrameTicket:
-        """Queue a frame and return at once; the result arrives through the callbacks (and the ticket)."""
+        """Queue a frame and return at once; the result arrives through the callbacks (and the ticket).
+
+        At most `options.max_pending` frames wait; a frame submitted beyond that is refused at once
+        (`no_result`, error "queue full"). Without `threaded=True` the frame runs before `submit()` returns.
+        """
+        if self._frame_owner == threading.get_ident():
+            raise RuntimeError("submit() was called from a callback while this thread is running a frame of the "
+                               "same controller; call it after the callback returns")
         job = self._admit_frame(frame, budget_s, deadline_s, frame_id, mode, confidence_target, user_data)
+        if not job.finalized and self._threaded and self._pending >= self.options.max_pending:
+            self._counts["rejected_frames"] += 1
+            error = (f"queue full: {self._pending} frames are waiting (ControllerOptions.max_pending="
+                     f"{self.options.max_pending}); submit slower or raise max_pending")
+            self._report_error(FrameError(f"frame {job.frame_id}: {error}"), "frame")
+            self._publish_final(job.finalize(StopReason.NO_RESULT, self.clock.now(), error=error), job)
         if not job.finalized:
             if not self._threaded:
                 self._execute(job)
             else:
                 self._ensure_worker()
                 self.policy.note_arrival(self._current is not None)
+                with self._pending_lock:
+                    self._pending += 1
+                job.counted = True
                 self._queue.put(job)
                 self._watchdog.arm(job)
         return FrameTicket(job)
@@ -311,9 +334,15 @@ class Controller:
             self._watchdog.close()
         if self._delivery is not None:
             self._delivery.close()
+        if self._frame_owner == threading.get_ident():   # close() from a callback of a frame on this thread
+            self._close_runners_after_frame = True
+            return
         with self._inference_lock:
-            for runner in self._runners.values():
-                runner.close()
+            self._close_runners()
+
+    def _close_runners(self) -> None:
+        for runner in self._runners.values():
+            runner.close()
 
     def __enter__(self) -> "Controller":
         return self
@@ -349,6 +378,11 @@ class Controller:
             error = f"deadline already passed ({(now - deadline) * 1e3:.3f} ms ago); nothing can run"
         if mode not in ("anytime", "apriori"):
             error = f"mode must be 'anytime' or 'apriori', got {mode!r}"
+        if target is not None:
+            if isinstance(target, np.floating):
+                target = float(target)
+            if not valid_confidence(target):
+                error = f"confidence_target must be a number in (0, 1], got {target!r}"
         tensor = None
         if error is None:
             try:
@@ -397,6 +431,9 @@ class Controller:
                 job.signal_s = time.perf_counter()
                 job.done.release()
                 continue
+            if job.counted:
+                with self._pending_lock:
+                    self._pending -= 1
             try:
                 if not job.finalized:
                     self._execute(job)
@@ -410,7 +447,13 @@ class Controller:
             gc.disable()
         try:
             with self._inference_lock:
-                reason, error, where = self._plan.execute(job, job.deadline - self.policy.margin())
+                self._frame_owner = threading.get_ident()
+                try:
+                    reason, error, where = self._plan.execute(job, job.deadline - self.policy.margin())
+                finally:
+                    self._frame_owner = 0
+                    if self._close_runners_after_frame:
+                        self._close_runners()
         finally:
             if freeze:
                 gc.enable()

@@ -18,7 +18,7 @@ from .results import ExitResult, FrameResult, StopReason
 class FrameJob:
     __slots__ = ("frame_id", "tensor", "start", "deadline", "fire_at", "budget", "mode", "confidence_target",
                  "user_data", "exits", "best", "best_rank", "steps_run", "steps_skipped", "late_steps", "error",
-                 "result", "stop_reason", "last_exit_s", "outcome", "hand_back", "admitted", "segment_start", "_lock", "_done")
+                 "result", "stop_reason", "last_exit_s", "outcome", "hand_back", "counted", "admitted", "segment_start", "_lock", "_done")
 
     def __init__(self, frame_id: int, tensor: np.ndarray | None, start: float, deadline: float, fire_at: float,
                  mode: str, confidence_target: float | None, user_data: Any) -> None:
@@ -43,6 +43,7 @@ class FrameJob:
         self.segment_start = start
         self.last_exit_s = start                     # when the latest exit became available
         self.outcome: tuple | None = None            # (reason, error text) when the caller finalizes (run())
+        self.counted = False                         # counted in the controller's submit() queue
         self.admitted = False                        # a segment of this frame was admitted
         self.hand_back = False                       # True: the inference thread leaves finalize to run()
         self._lock = threading.Lock()

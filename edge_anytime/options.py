@@ -20,6 +20,11 @@ from .latency import EstimatorOptions
 MODES = ("anytime", "apriori")
 
 
+def valid_confidence(value) -> bool:
+    """A confidence target: a real number in (0, 1] (bool and strings are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+
+
 @dataclass(frozen=True)
 class ControllerOptions:
     """How the controller runs frames.
@@ -50,6 +55,9 @@ class ControllerOptions:
     top_k: how many classes each Prediction lists.
     coarse_below: with hierarchical labels, mark a prediction 'coarse' when the fine confidence is below this.
     validate_frames: check shape, dtype and finiteness of every frame (about 5 us).
+    max_pending: `submit()` keeps at most this many frames queued; a frame submitted while the queue is
+          full is refused at once (`no_result`, error "queue full", `on_error`) rather than delaying every
+          frame behind it: the newest frame is the one dropped, so memory stays bounded.
     threaded: False (default): steps run on the caller's thread (`run()` costs no thread hand-off; a step
           that stalls makes `run()` return late, and the result says so). True: steps run on an inference
           thread and `run()` waits with a timeout, so it hands back the best result by the deadline even
@@ -73,6 +81,7 @@ class ControllerOptions:
     coarse_below: float | None = None
     validate_frames: bool = True
     threaded: bool | None = False
+    max_pending: int = 64
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -81,13 +90,15 @@ class ControllerOptions:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be None (measured) or a finite number of seconds >= 0, got {value!r}")
-        if self.confidence_target is not None and not (isinstance(self.confidence_target, (int, float)) and
-                                                       0 < self.confidence_target <= 1):
-            raise ValueError(f"confidence_target must be a number in (0, 1], got {self.confidence_target!r}")
+        if self.confidence_target is not None and not valid_confidence(self.confidence_target):
+            raise ValueError(f"confidence_target must be a number in (0, 1] (not a string), got "
+                             f"{self.confidence_target!r}")
         if not (isinstance(self.min_fit_probability, (int, float)) and 0 < self.min_fit_probability <= 1):
             raise ValueError(f"min_fit_probability must be in (0, 1], got {self.min_fit_probability!r}")
         if self.warmup_runs < 0:
             raise ValueError("warmup_runs must be >= 0")
+        if not (isinstance(self.max_pending, int) and self.max_pending >= 1):
+            raise ValueError(f"max_pending must be an integer >= 1, got {self.max_pending!r}")
 
 
 @dataclass(frozen=True)

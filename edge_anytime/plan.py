@@ -172,8 +172,9 @@ class FramePlan:
                        else "has non-finite logits")
             error = InvalidExit(f"exit {exit_.index} (graph {exit_.graph!r}) {problem}; the exit was skipped")
             job.error = str(error)
-            self.counts["invalid_exits"] += 1
-            self._report(error, "exit")
+            if not self.admit_all:      # warm-up frames are not served: nothing to count or report
+                self.counts["invalid_exits"] += 1
+                self._report(error, "exit")
             return True
         coarse = env[exit_.coarse_tensor] if exit_.coarse_tensor else None
         result = ExitResult(job.frame_id, exit_.index, None, ended - job.start, job.steps_run,
