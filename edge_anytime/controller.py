@@ -126,7 +126,9 @@ class Controller:
         (`options.profile_target`, default 'auto'), else measured by the warm-up.
         """
         options = options or ControllerOptions()
-        if not isinstance(bundle, Bundle):
+        if isinstance(bundle, Bundle):
+            bundle.verify()      # files may have changed since Bundle.load
+        else:
             bundle = Bundle.load(bundle)
         precisions = bundle.resolve_precisions(options.precision)
         backend_name = backend if isinstance(backend, str) else getattr(backend, "name", "")

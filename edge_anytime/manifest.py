@@ -14,6 +14,8 @@ True
 
 from __future__ import annotations
 
+import math
+
 import copy
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
@@ -257,9 +259,52 @@ def parse_manifest(data: Mapping[str, Any]) -> Manifest:
         if logits.output(port).shape[-1] != len(model.labels):
             raise BundleError(f"manifest: exit {exit_.index} has {logits.output(port).shape[-1]} logits but the model "
                               f"has {len(model.labels)} labels (shape mismatch)")
+    _check_values(model, exits)
     extra = _get(data, "files", "manifest", dict) if "files" in data else {}
     return Manifest(model=model, program=program, files=files, extra_files=dict(extra),
                     reference=data.get("reference"), version=version, metadata=dict(data.get("metadata", {})))
+
+
+TEMPERATURE_RANGE = (1e-3, 1e3)   # calibration temperatures outside this are a broken export, not a model
+
+
+def _finite(values, what: str, positive: bool = False) -> None:
+    for v in values:
+        if not (isinstance(v, (int, float)) and math.isfinite(v)) or (positive and not v > 0):
+            rule = "finite numbers > 0" if positive else "finite numbers"
+            raise BundleError(f"manifest: {what} must be {rule}, got {list(values)}; re-export the bundle")
+
+
+def _check_values(model: ModelInfo, exits) -> None:
+    """Numbers that would make every frame wrong or a result unreadable are refused at load."""
+    spec = model.input
+    channels = spec.shape[1] if spec.layout == "NCHW" else spec.shape[-1]
+    _finite(spec.mean, "model.input.mean")
+    _finite(spec.std, "model.input.std", positive=True)
+    _finite((spec.scale,), "model.input.scale", positive=True)
+    for name, values in (("mean", spec.mean), ("std", spec.std)):
+        if len(values) not in (1, channels) or len(spec.mean) != len(spec.std):
+            raise BundleError(f"manifest: model.input.{name} has {len(values)} values; mean and std need one per "
+                              f"channel ({channels}) and the same length; re-export the bundle")
+    if not all(isinstance(label, str) for label in model.labels):
+        raise BundleError("manifest: model.labels must be strings")
+    if model.fine_to_coarse:
+        if len(model.fine_to_coarse) != len(model.labels):
+            raise BundleError(f"manifest: model.fine_to_coarse has {len(model.fine_to_coarse)} entries for "
+                              f"{len(model.labels)} labels; it needs one superclass index per label")
+        if not all(0 <= c < len(model.coarse_labels) for c in model.fine_to_coarse):
+            raise BundleError(f"manifest: model.fine_to_coarse must index model.coarse_labels "
+                              f"(0..{len(model.coarse_labels) - 1}); got {sorted(set(model.fine_to_coarse))}")
+    for exit_ in exits:
+        low, high = TEMPERATURE_RANGE
+        if not (math.isfinite(exit_.temperature) and low <= exit_.temperature <= high):
+            raise BundleError(f"manifest: exit {exit_.index} temperature {exit_.temperature!r} is outside "
+                              f"[{low:g}, {high:g}]; re-calibrate the exits (python -m training.export)")
+        accuracy = exit_.val_accuracy
+        if accuracy is not None and not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+                                         and math.isfinite(accuracy) and 0 <= accuracy <= 1):
+            raise BundleError(f"manifest: exit {exit_.index} val_accuracy must be a number in [0, 1] or null, got "
+                              f"{accuracy!r}")
 
 
 def manifest_to_json(manifest: Manifest) -> dict[str, Any]:

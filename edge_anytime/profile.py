@@ -15,6 +15,7 @@ when told to use one that does not); the simulator draws step latencies from it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -134,9 +135,11 @@ def load_profile(path: str | os.PathLike, program=None) -> LatencyProfile:
             raise BundleError(f"latency profile {path} names unknown graph {graph!r}; graphs: {sorted(program.graphs)}")
         graphs[graph] = {}
         for precision, samples in per_precision.items():
-            if not isinstance(samples, list) or not samples or not all(isinstance(v, (int, float)) and v >= 0 for v in samples):
+            if not isinstance(samples, list) or not samples or not all(
+                    isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in samples):
                 raise BundleError(f"latency profile {path}: {graph}.{precision} must be a non-empty list of "
-                                  f"non-negative microsecond samples")
+                                  f"finite, non-negative microsecond samples; re-measure it with python -m "
+                                  f"edge_anytime.profiling")
             graphs[graph][precision] = tuple(float(v) for v in samples)
     return LatencyProfile(target=str(data.get("target", path.stem)), backend=str(data.get("backend", "")),
                           graphs=graphs, threads=int(data.get("threads", 1)), host=str(data.get("host", "")),
