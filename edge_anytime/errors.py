@@ -30,6 +30,7 @@ class MissingDependencyError(EdgeAnytimeError, ImportError):
 EXTRA_PACKAGES = {"serial": "pyserial", "tflite": "tflite-runtime", "base": "ai-edge-litert",
                   "litert": "ai-edge-litert", "video": "opencv-python-headless", "sim": "pillow matplotlib",
                   "train": "torch pillow tqdm", "convert": "-r requirements/convert.txt", "dev": "pytest"}
+EXTRAS = ("tflite", "serial", "video", "train", "convert", "sim", "dev")   # [project.optional-dependencies]
 
 
 def require(module: str, extra: str):
@@ -44,7 +45,6 @@ def require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as exc:
         packages = EXTRA_PACKAGES.get(extra, extra)
-        raise MissingDependencyError(
-            f"{module!r} is not installed; install it with: pip install {packages} "
-            f"(from a source checkout: pip install '.[{extra}]')"
-        ) from exc
+        checkout = f" (from a source checkout: pip install '.[{extra}]')" if extra in EXTRAS else ""
+        raise MissingDependencyError(f"{module!r} is not installed; install it with: pip install {packages}{checkout}"
+                                     ) from exc
