@@ -30,6 +30,7 @@ def benches(quick: bool) -> list[tuple[str, list[str]]]:
                      "--json", str(RESULTS / "budgets.json")]),
         ("replay", ["bench/bench_replay.py", "--json", str(RESULTS / "replay.json")]),
         ("footprint", ["bench/bench_footprint.py", "--json"]),
+        ("preprocess", ["bench/bench_preprocess.py", "--frames", "300" if quick else "2000"]),
     ]
 
 
