@@ -32,7 +32,6 @@ import os
 import queue
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -42,7 +41,7 @@ from .backends.base import GraphLoadSpec, GraphRunner
 from .bundle import Bundle
 from .callbacks import Callbacks
 from .clock import MonotonicClock
-from .errors import BundleError, FrameError
+from .errors import FrameError
 from .frame_job import FrameJob, FrameTicket
 from .interpreter import ProgramInterpreter
 from .manifest import ModelInfo
@@ -50,7 +49,8 @@ from .options import ControllerOptions, ControllerStats, valid_confidence
 from .plan import FramePlan
 from .policy import DeadlinePolicy
 from .preprocess import Preprocessor
-from .profile import LatencyProfile, host_mismatch, matching_profile
+from .handoff import HANDOFF_SAMPLES, TIMER_SLACK_NS, Ping, hand_back_latency, timer_lateness
+from .profile import LatencyProfile, choose_profile
 from .realtime import set_timer_slack
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
@@ -58,9 +58,7 @@ from .runners import load_runners
 from .workers import DeliveryThread, Watchdog
 
 COLD_PASSES = 3   # warm-up frames never recorded: cold caches, lazy allocation
-TIMER_SLACK_NS = 1000   # Linux timer slack of threads that wait with timeouts (default 50 us)
 _THREAD_STATE = threading.local()
-HANDOFF_SAMPLES = 200   # warm-up measurements of the thread hand-back and the timer wake-up (high quantiles)
 
 
 class Controller:
@@ -132,7 +130,7 @@ class Controller:
             bundle = Bundle.load(bundle)
         precisions = bundle.resolve_precisions(options.precision)
         backend_name = backend if isinstance(backend, str) else getattr(backend, "name", "")
-        profile = _choose_profile(bundle, options, backend_name)
+        profile = choose_profile(bundle, options.profile_target, backend_name, options.num_threads)
         runners = load_runners(bundle, precisions, backend, options.num_threads, **backend_options)
         return cls(bundle.program, runners, bundle.model, clock=clock, options=options, callbacks=callbacks,
                    precisions=precisions, profile=profile)
@@ -181,8 +179,8 @@ class Controller:
         try:
             if self._threaded and not self._simulated_clock:
                 _THREAD_STATE.slack_set = set_timer_slack(TIMER_SLACK_NS) or True
-                policy.wakeup.seed(_timer_lateness(HANDOFF_SAMPLES))
-                policy.delivery.seed(self._measure_hand_back(HANDOFF_SAMPLES))
+                policy.wakeup.seed(timer_lateness(HANDOFF_SAMPLES))
+                policy.delivery.seed(hand_back_latency(self._queue, HANDOFF_SAMPLES))
             passes = 0
             while True:
                 self.run(neutral, deadline_s=self.clock.now() + 3600.0, frame_id=-1, mode="anytime")
@@ -411,16 +409,6 @@ class Controller:
         else:
             self.policy.delivery.observe(seconds)
 
-    def _measure_hand_back(self, count: int) -> list[float]:
-        """Seconds from the inference thread signalling a frame done to `run()` holding it, `count` times."""
-        samples = []
-        for _ in range(count):
-            ping = _Ping()
-            self._queue.put(ping)
-            ping.done.acquire()
-            samples.append(time.perf_counter() - ping.signal_s)
-        return samples[COLD_PASSES:]
-
     def _inference_loop(self) -> None:
         while True:
             job = self._queue.get()
@@ -429,9 +417,8 @@ class Controller:
             if isinstance(job, threading.Event):
                 job.set()
                 continue
-            if isinstance(job, _Ping):
-                job.signal_s = time.perf_counter()
-                job.done.release()
+            if isinstance(job, Ping):
+                job.answer()
                 continue
             if job.counted:
                 with self._pending_lock:
@@ -538,49 +525,6 @@ class Controller:
 
     def _report_error(self, error: BaseException, context: str) -> None:
         self._dispatch(("on_error", (error, context)))
-
-
-def _choose_profile(bundle: Bundle, options: ControllerOptions, backend: str) -> LatencyProfile | None:
-    """The bundle profile that seeds the estimates (see ControllerOptions.profile_target)."""
-    target = options.profile_target
-    if target is None:
-        return None
-    if target == "auto":
-        return matching_profile(bundle.profiles.values(), backend, options.num_threads)
-    if target not in bundle.profiles:
-        raise BundleError(f"bundle {bundle.root} has no latency profile for target {target!r} "
-                          f"(it has {sorted(bundle.profiles)}); measure one with: "
-                          f"python -m edge_anytime.deploy --target {target} --profile")
-    profile = bundle.profiles[target]
-    mismatch = host_mismatch(profile, backend, options.num_threads)
-    if mismatch:
-        warnings.warn(f"latency profile {target!r} was recorded on another host ({mismatch}); its estimates seed "
-                      f"the deadline monitor until measurements on this host replace them", stacklevel=3)
-    return profile
-
-
-class _Ping:
-    """A no-op job: the inference thread signals it at once (hand-back measurement)."""
-
-    __slots__ = ("done", "signal_s")
-
-    def __init__(self) -> None:
-        self.done = threading.Lock()
-        self.done.acquire()
-        self.signal_s = 0.0
-
-
-def _timer_lateness(count: int) -> list[float]:
-    """How late a timed wait on a lock returns on this host (seconds), over `count` short waits."""
-    gate = threading.Lock()
-    gate.acquire()
-    samples = []
-    for i in range(count):
-        wait = 20e-6 * (1 + i % 4)
-        start = time.perf_counter()
-        gate.acquire(timeout=wait)
-        samples.append(max(0.0, time.perf_counter() - start - wait))
-    return samples[COLD_PASSES:]
 
 
 def load_controller(path: str | os.PathLike, **kwargs) -> Controller:

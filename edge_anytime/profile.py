@@ -176,3 +176,25 @@ def matching_profile(profiles: Iterable[LatencyProfile], backend: str, threads: 
         if not host_mismatch(profile, backend, threads, host):
             return profile
     return None
+
+
+def choose_profile(bundle, target: str | None, backend: str, threads: int) -> LatencyProfile | None:
+    """The bundle profile that seeds a controller's estimates (ControllerOptions.profile_target): None never;
+    'auto' the profile measured on a host like this one, if any; a target name that profile, with a warning
+    when its host differs (BundleError naming the fix when the bundle has none)."""
+    if target is None:
+        return None
+    if target == "auto":
+        return matching_profile(bundle.profiles.values(), backend, threads)
+    if target not in bundle.profiles:
+        raise BundleError(f"bundle {bundle.root} has no latency profile for target {target!r} "
+                          f"(it has {sorted(bundle.profiles)}); measure one with: "
+                          f"python -m edge_anytime.profiling --bundle {bundle.root} --target {target}")
+    profile = bundle.profiles[target]
+    mismatch = host_mismatch(profile, backend, threads)
+    if mismatch:
+        import warnings
+
+        warnings.warn(f"latency profile {target!r} was recorded on another host ({mismatch}); its estimates seed "
+                      f"the deadline monitor until measurements on this host replace them", stacklevel=3)
+    return profile
