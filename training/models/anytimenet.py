@@ -3,7 +3,8 @@
 BaseResNet (Sec. II-A, Fig. 1, eq. 2): an IN block (3x3 conv), full pre-activation
 residual blocks in 3 feature-size sections (widths 16-32-64; the first block of
 sections 2 and 3 halves the resolution and zero-pads its shortcut), and an OUT
-block (BN-ReLU-global pooling-Linear). BN epsilon is 1e-3 (Sec. III-A4).
+block (BN-ReLU-global pooling-Linear; `head_pool=k` pools to k x k instead, heads.py).
+BN epsilon is 1e-3 (Sec. III-A4).
 
 AnytimeNet (Sec. II-B, Fig. 2): iteration 1 has one block per section. Each later
 iteration inserts new blocks *above* the existing ones of one section; the output
@@ -61,7 +62,8 @@ class AnytimeNet(AnytimeModel):
 
     def __init__(self, num_classes: int, widths: Sequence[int] = (16, 32, 64),
                  initial_blocks: Sequence[int] = (1, 1, 1), schedule: Sequence[Sequence[int]] = DEFAULT_SCHEDULE,
-                 shared_out: bool = True, bn_eps: float = BN_EPS, in_channels: int = 3) -> None:
+                 shared_out: bool = True, bn_eps: float = BN_EPS, in_channels: int = 3,
+                 head_pool: int = 1) -> None:
         super().__init__()
         widths, initial_blocks = [int(w) for w in widths], [int(n) for n in initial_blocks]
         schedule = [(int(s), int(n)) for s, n in schedule]
@@ -73,7 +75,8 @@ class AnytimeNet(AnytimeModel):
                 raise ValueError(f"schedule entry ({section}, {n}): the section must be in 0..{len(widths) - 1} "
                                  f"(numbered from 0) and the block count >= 1")
         self.config = dict(widths=widths, initial_blocks=initial_blocks, schedule=[list(e) for e in schedule],
-                           shared_out=bool(shared_out), bn_eps=float(bn_eps), in_channels=int(in_channels))
+                           shared_out=bool(shared_out), bn_eps=float(bn_eps), in_channels=int(in_channels),
+                           head_pool=int(head_pool))
         self.num_classes = num_classes
         self._plan = self._make_plan(initial_blocks, schedule)
         self.in_block = conv3x3(in_channels, widths[0])
@@ -90,7 +93,8 @@ class AnytimeNet(AnytimeModel):
                 groups.append(nn.Sequential(*blocks))
             self.sections.append(groups)
         n_out = 1 if shared_out else len(self._plan)
-        self.out_blocks = nn.ModuleList(ExitHead(widths[-1], num_classes, bn_eps) for _ in range(n_out))
+        self.out_blocks = nn.ModuleList(ExitHead(widths[-1], num_classes, bn_eps, pool=int(head_pool))
+                                        for _ in range(n_out))
         init_weights(self)
 
     @staticmethod
