@@ -56,6 +56,10 @@ CASES: dict[str, ZooCase] = {c.id: c for c in (
     ZooCase("anytimenet", "anytimenet", dict(widths=(4, 8, 8), schedule=((1, 1),)),
             "re-executed segments: sec3_grp0 and the shared OUT run twice; sec3_grp0 reads a cubic "
             "(1, 8, 8, 8) input through a strided-slice shortcut"),
+    ZooCase("anytimenet-iteration-bn", "anytimenet", dict(widths=(4, 8, 8), schedule=((1, 1),), iteration_bn="affine"),
+            "per-iteration BatchNorm: sec3_grp0 and OUT get one graph per iteration (convolutions and Linear "
+            "shared in torch, stored once per graph); int8 calibrated on each iteration's own inputs",
+            precisions=("fp32", "int8")),
     ZooCase("anytimenet-baseline", "anytimenet-baseline", dict(widths=(4, 8, 8), blocks=(1, 1, 1)),
             "single exit, one graph per section"),
     ZooCase("eann", "eann", dict(num_anns=2, base_units=1, width=4, exit_period=3, keep_exits=(0, 2)),
