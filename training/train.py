@@ -68,6 +68,7 @@ class TrainConfig:
     channels_last: bool = False
     label_smoothing: float = 0.0
     augment: str = "standard"
+    weighting_scope: str = "member"
 
     def loader_options(self, pin_memory: bool = False) -> LoaderOptions:
         return LoaderOptions(batch_size=self.batch_size, workers=self.workers, limit_train=self.limit_train,
@@ -101,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
     p.add_argument("--log-every", type=int, default=50, help="batches between log lines when not on a TTY")
+    p.add_argument("--weighting-scope", default="member", choices=("member", "all"),
+                   help="member: models made of several anytime networks (EANN) weight each member's exits on "
+                        "their own, its final exit at 1 (adaloss Sec. 4); all: one weighting over every exit")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice, one per core); see docs/training.md")
     p.add_argument("--channels-last", action="store_true",
@@ -257,7 +261,8 @@ def train(config: TrainConfig) -> dict:
         raise ValueError(f"{config.weighting} needs one cost per model output, but the {config.arch} stage program "
                          f"has {len(flops)} exits for {model.num_exits} outputs (keep_exits set?); train with all "
                          f"exits kept or choose another --weighting")
-    weighting = make_weighting(config.weighting, model.num_exits, exit_costs=flops, seed=config.seed)
+    groups = model.exit_groups() if config.weighting_scope == "member" and hasattr(model, "exit_groups") else None
+    weighting = make_weighting(config.weighting, model.num_exits, exit_costs=flops, seed=config.seed, groups=groups)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     use_amp = config.amp and device.type == "cuda"

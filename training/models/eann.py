@@ -107,6 +107,11 @@ class EANN(AnytimeModel):
         """(member, exit within member) of each exit, in order."""
         return [(a, e) for a, ann in enumerate(self.anns) for e in range(len(ann.heads))]
 
+    def exit_groups(self) -> list[int]:
+        """Exits per member, in order: the trainer weights each member's exits on their own
+        (adaloss Sec. 4: every ANN of the ensemble has its own loss weights, final exit B_L = 1)."""
+        return [len(ann.heads) for ann in self.anns]
+
     def _check_keep(self, keep: Sequence[int]) -> list[int]:
         keep = sorted({int(k) for k in keep})
         if not keep or keep[0] < 0 or keep[-1] >= self.num_exits:
