@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from training import data
-from training.experiments import EXPERIMENTS, ExperimentConfig, anytimenet, budgets, ensembles, weightings
+from training.experiments import EXPERIMENTS, ExperimentConfig, anytimenet, anytimenet_bn, budgets, ensembles, weightings
 from training.experiments.__main__ import main, parse_args
 from training.weighting import BUDGET_DISTRIBUTIONS, impatient_weights
 
@@ -98,6 +98,24 @@ def test_anytimenet_experiment(config, tmp_path):
     assert {r[0] for r in kinds["rows"]} == {"IN", "SEC 1", "SEC 2", "SEC 3", "OUT"}
     assert result["verdict"] in ("beats", "matches (within noise)", "falls short of")
     assert all(os.path.getsize(f) > 1000 for f in result["figures"]) and len(result["figures"]) == 2
+
+
+def test_anytimenet_bn_experiment_reuses_the_shared_run(config):
+    spec = anytimenet.AnytimeNetSpec(widths=(4, 4, 8), schedule=((0, 1), (2, 1)), timing_images=64,
+                                     timing_batch=32, repeats=1)
+    anytimenet.run(config, spec)  # trains the shared-BN AnytimeNet and BASELINE under the same tags
+    result = anytimenet_bn.run(config, spec)
+    check_tables(result, config.out, "anytimenet-bn")
+    assert [r["reused"] for r in result["runs"].values()] == [True, False, False, True]
+    table, params = result["tables"]
+    assert [r[0] for r in table["rows"]] == ["shared", "stats", "affine"]
+    assert all(len(r) == 1 + 3 + 2 and all(0 <= v <= 100 for v in r[1:4]) for r in table["rows"])
+    counts = {r[0]: r[1:] for r in params["rows"]}
+    assert counts["shared"][0] == counts["stats"][0] < counts["affine"][0]  # trainable
+    assert counts["shared"][1] < counts["stats"][1] == counts["affine"][1]  # stored: convs and BN once per graph
+    assert counts["shared"][2] < counts["stats"][2] == counts["affine"][2]
+    stats = result["runs"]["stats"]["arch_kwargs"]
+    assert stats["iteration_bn"] == "stats"
 
 
 def test_eann_and_resnext_experiments(config):

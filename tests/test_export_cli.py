@@ -52,9 +52,11 @@ def test_cli_exports_a_checkpoint_to_a_loadable_bundle(tmp_path):
         pytest.skip("GTSRB data not present")
     checkpoint = _tiny_checkpoint(tmp_path / "run")
     out = tmp_path / "bundle"
+    notes = tmp_path / "notes.md"
+    notes.write_text("## How it was made\n\n```bash\npython -m training.train ...\n```\n")
     result = subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(checkpoint), "--out", str(out),
                              "--precision", "fp32", "--parity-samples", "32", "--cache-dir", str(tmp_path / "cache"),
-                             "--data-dir", str(data_dir())],
+                             "--data-dir", str(data_dir()), "--readme-notes", str(notes)],
                             cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
@@ -66,6 +68,7 @@ def test_cli_exports_a_checkpoint_to_a_loadable_bundle(tmp_path):
     assert bundle.model.input.scale == pytest.approx(255.0)
     assert len(bundle.model.labels) == 43 and bundle.model.coarse_labels
     assert bundle.manifest.metadata["source"]["checkpoint_sha256"]
+    assert (out / "README.md").read_text().rstrip().endswith("python -m training.train ...\n```")  # --readme-notes
     # every input port is NCHW in the files (the image kept with -k, features too) ...
     for graph, per in bundle.manifest.files.items():
         for f in per.values():

@@ -103,3 +103,39 @@ def test_one_epoch_smoke_run_per_architecture(tmp_path, tiny_data, arch):
     assert all(0.0 <= a <= 1.0 for a in metrics["test_accuracy"])
     assert all(np.isfinite(t) and t > 0 for t in metrics["temperatures"])
     assert config["arch"] == name
+
+
+def test_cpu_recipe_flags_train_and_save_a_plain_checkpoint(tmp_path, tiny_data):
+    """--channels-last / --threads / --label-smoothing / --augment signs: a run whose checkpoint loads into a
+    plain (contiguous) model that gives the same logits, and whose config records the recipe."""
+    threads = torch.get_num_threads()
+    run = tmp_path / "run"
+    try:
+        main(["--arch", "resann", "--dataset", "gtsrb32", "--out", str(run), "--data-dir", str(tiny_data),
+              "--limit-train", "128", "--limit-eval", "64", "--batch-size", "64", "--device", "cpu", "--epochs", "1",
+              "--arch-kwargs", '{"widths": [8, 16, 16], "head_pool": [4, 2, 1]}', "--channels-last",
+              "--threads", "1", "--label-smoothing", "0.1", "--augment", "signs", "--weight-decay", "5e-4"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    model, config = load_checkpoint(run / "checkpoint.pt")
+    recipe = config["train_config"]
+    assert (recipe["channels_last"], recipe["threads"], recipe["label_smoothing"], recipe["augment"]) == \
+        (True, 1, 0.1, "signs")
+    assert config["arch_kwargs"]["head_pool"] == [4, 2, 1]
+    assert all(p.is_contiguous() for p in model.parameters())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(x)
+        model.to(memory_format=torch.channels_last)
+        for a, b in zip(model(x.contiguous(memory_format=torch.channels_last)), plain):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_recipe_flags_are_checked():
+    base = ["--arch", "resann", "--dataset", "gtsrb32", "--epochs", "1", "--out", "x"]
+    config = parse_args(base + ["--threads", "2", "--channels-last", "--label-smoothing", "0.1", "--augment", "signs"])
+    assert (config.threads, config.channels_last, config.label_smoothing, config.augment) == (2, True, 0.1, "signs")
+    for bad in (["--threads", "0"], ["--label-smoothing", "1.5"], ["--augment", "heavy"]):
+        with pytest.raises(SystemExit):
+            parse_args(base + bad)

@@ -95,3 +95,24 @@ def test_every_cli_weighting_builds():
         assert len(weights) == 4 and max(weights) >= 1.0 - 1e-12 and min(weights) > 0
     with pytest.raises(ValueError, match="exit_costs"):
         make_weighting("impatient-uniform", 3)
+
+
+def test_grouped_weighting_is_each_member_on_its_own():
+    grouped = make_weighting("adaloss", 5, groups=[2, 3])
+    alone = [AdaLoss(2), AdaLoss(3)]
+    for losses in ([4.0, 2.0, 8.0, 2.0, 1.0], [3.0, 2.5, 6.0, 1.0, 0.5], [2.0, 2.0, 1.0, 1.0, 3.0]):
+        expected = alone[0].step(losses[:2]) + alone[1].step(losses[2:])
+        assert grouped.step(losses) == approx(expected)
+    # each member's final exit keeps B_L = 1 under a static scheme; a flat scheme would give it less
+    sieve = make_weighting("half_end", 7, groups=[3, 4])
+    assert sieve.step([1.0] * 7) == approx([0.5, 0.5, 1.0, 1 / 3, 1 / 3, 1 / 3, 1.0])
+    flat = make_weighting("anytimenet", 7)
+    assert flat.step([1.0] * 7)[2] < 0.1
+    state = grouped.state_dict()
+    again = make_weighting("adaloss", 5, groups=[2, 3])
+    again.load_state_dict(state)
+    assert again.step([1.0] * 5) == grouped.step([1.0] * 5)
+    # budgets are over the whole anytime program: never split
+    assert make_weighting("impatient-uniform", 3, exit_costs=[1, 2, 3], groups=[1, 2]).step([1.0] * 3) == [1.0] * 3
+    with pytest.raises(ValueError, match="cover the 5 exits"):
+        make_weighting("const", 5, groups=[2, 2])

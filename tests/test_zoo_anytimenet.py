@@ -85,3 +85,62 @@ def test_baseline_is_the_final_network(paper_model):
     assert count(baseline) == count(paper_model)
     program = baseline.stage_program(EXAMPLE).program
     assert cumulative_blocks(program, baseline.graph_blocks()) == [26]  # 24 inner blocks, IN and OUT
+
+
+def trained_statistics(model, steps: int = 3):
+    """Running statistics from a few training-mode passes (each BatchNorm sees its own iteration's inputs)."""
+    torch.manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            model(torch.randn(8, 3, 16, 16) * 2 + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode", ["stats", "affine"])
+def test_per_iteration_batchnorm_staged_equals_monolithic_per_iteration(mode):
+    model = create_model("anytimenet", num_classes=10, widths=NARROW, iteration_bn=mode)
+    with torch.no_grad():
+        for m in model.modules():  # distinct scale/shift wherever a layer has its own
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.add_(torch.rand(m.num_features) * 0.5)
+                m.bias.add_(torch.randn(m.num_features) * 0.1)
+    model = trained_statistics(model)
+    staged = model.stage_program(EXAMPLE)
+    program = staged.program
+    assert len(program.exits) == 7 and program.graphs.keys() >= {"sec3_grp0", "sec3_grp0_it2", "out", "out_it7"}
+    # every run of a re-executed group has its own graph; the block counts of Table I are unchanged
+    assert all(len(program.steps_for_graph(g)) == 1 for g in program.graphs)
+    assert [list(row.values()) for row in block_table(program, model.graph_blocks())] == TABLE_I
+    from training.stages import run_staged
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        for j, (a, b) in enumerate(zip(run_staged(staged, x), model(x))):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=f"iteration {j + 1}")
+
+
+def test_per_iteration_statistics_are_their_own_and_convolutions_are_shared():
+    shared = create_model("anytimenet", num_classes=10, widths=NARROW)
+    stats = create_model("anytimenet", num_classes=10, widths=NARROW, iteration_bn="stats")
+    affine = create_model("anytimenet", num_classes=10, widths=NARROW, iteration_bn="affine")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(stats) == count(shared) < count(affine)
+    rerun = stats.iteration_groups["s2g0it2"][0]
+    assert rerun.conv1 is stats.sections[2][0][0].conv1 and rerun.bn1.weight is stats.sections[2][0][0].bn1.weight
+    assert affine.iteration_groups["s2g0it2"][0].bn1.weight is not affine.sections[2][0][0].bn1.weight
+    assert stats.iteration_outs["it2"].fc is stats.out_blocks[0].fc
+    trained_statistics(stats)
+    first, second = stats.sections[2][0][0].bn1.running_mean, rerun.bn1.running_mean
+    assert not torch.allclose(first, second)  # iteration 2 normalised its own (refined) inputs
+    # the OUT statistics of one iteration move that iteration's logits only
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = stats(x)
+        stats.iteration_outs["it3"].bn.running_mean.add_(1.0)
+        after = stats(x)
+    changed = [not torch.allclose(a, b) for a, b in zip(before, after)]
+    assert changed == [False, False, True, False, False, False, False]
+    clone = create_model("anytimenet", num_classes=10, **stats.config)
+    clone.load_state_dict(stats.state_dict())
+    with pytest.raises(ValueError, match="iteration_bn"):
+        create_model("anytimenet", num_classes=10, iteration_bn="per-layer")

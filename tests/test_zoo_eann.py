@@ -3,6 +3,7 @@ they beat every earlier one on validation, and programs built with only the kept
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from training.models import create_model
@@ -69,3 +70,28 @@ def test_kept_exits_program():
     rebuilt = create_model("eann", num_classes=10, **{**model.config, "keep_exits": keep})
     assert [e.name for e in rebuilt.stage_program(EXAMPLE).program.exits] == [e.name for e in program.exits]
     assert rebuilt.num_exits == 21  # forward still returns every exit
+
+
+@pytest.mark.parametrize("scope", ["member", "all"])
+def test_members_train_with_their_own_weighting(tmp_path, scope):
+    """`--weighting-scope member` (default): each member's exits get the scheme on their own, the final exit
+    of every member at 1; `all`: one scheme over every exit of the ensemble."""
+    import json
+
+    from training import data
+    from training.train import main
+
+    data.clear_cache()
+    data.write_synthetic(tmp_path / "data", "gtsrb32", tracks_per_class=2, test_per_class=1)
+    try:
+        main(["--arch", "eann", "--dataset", "gtsrb32", "--out", str(tmp_path / "run"), "--data-dir",
+              str(tmp_path / "data"), "--limit-train", "64", "--limit-eval", "32", "--batch-size", "32",
+              "--device", "cpu", "--epochs", "1", "--weighting", "linear", "--weighting-scope", scope,
+              "--arch-kwargs", '{"num_anns": 2, "base_units": 1, "width": 4, "exit_period": 1}'])
+    finally:
+        data.clear_cache()
+    weights = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["weights"]
+    if scope == "member":  # members of 3 and 6 units: 3 and 6 exits
+        assert weights == pytest.approx([0.25, 0.625, 1.0, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0])
+    else:
+        assert len(weights) == 9 and weights[2] < 0.5 and weights[-1] == 1.0

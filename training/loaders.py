@@ -35,6 +35,7 @@ class LoaderOptions:
     val_fraction: float = 0.1
     data_dir: str | None = None
     pin_memory: bool = False
+    augment: str = "standard"  # training augmentation recipe (training/augment.py RECIPES)
 
 
 class BatchDataset(Dataset):
@@ -75,7 +76,7 @@ def make_loader(dataset: str, split: str, options: LoaderOptions, train: bool = 
     partial batch dropped. Otherwise in file order, unaugmented, every image once."""
     info = dataset_info(dataset)
     x, y = split_arrays(dataset, split, options)
-    data = BatchDataset(x, y, info.mean, info.std, Augment.for_dataset(dataset) if train else None)
+    data = BatchDataset(x, y, info.mean, info.std, Augment.for_dataset(dataset, options.augment) if train else None)
     if train:
         base = DistributedSampler(range(len(data)), num_replicas=world_size, rank=rank, shuffle=True,
                                   seed=options.seed)

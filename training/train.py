@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .augment import RECIPES
 from .data import dataset_info
 from .loaders import LoaderOptions, make_loader
 from .models import create_model, list_models
@@ -63,11 +64,16 @@ class TrainConfig:
     workers: int = 0
     amp: bool = True
     log_every: int = 50
+    threads: int | None = None
+    channels_last: bool = False
+    label_smoothing: float = 0.0
+    augment: str = "standard"
+    weighting_scope: str = "member"
 
     def loader_options(self, pin_memory: bool = False) -> LoaderOptions:
         return LoaderOptions(batch_size=self.batch_size, workers=self.workers, limit_train=self.limit_train,
                              limit_eval=self.limit_eval, seed=self.seed, val_fraction=self.val_fraction,
-                             data_dir=self.data_dir, pin_memory=pin_memory)
+                             data_dir=self.data_dir, pin_memory=pin_memory, augment=self.augment)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -96,6 +102,17 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
     p.add_argument("--log-every", type=int, default=50, help="batches between log lines when not on a TTY")
+    p.add_argument("--weighting-scope", default="member", choices=("member", "all"),
+                   help="member: models made of several anytime networks (EANN) weight each member's exits on "
+                        "their own, its final exit at 1 (adaloss Sec. 4); all: one weighting over every exit")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice, one per core); see docs/training.md")
+    p.add_argument("--channels-last", action="store_true",
+                   help="train in channels_last memory format (faster convolutions on CPU; see docs/training.md)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of every exit's loss")
+    p.add_argument("--augment", default="standard", choices=RECIPES,
+                   help="training augmentation: standard (crop, flip/brightness), signs (+ rotation, scale, "
+                        "perspective, contrast; GTSRB), none")
     args = vars(p.parse_args(argv))
     try:
         args["arch_kwargs"] = json.loads(args["arch_kwargs"])
@@ -103,6 +120,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         p.error(f"--arch-kwargs is not valid JSON ({err}); write e.g. '{{\"blocks_per_section\": 3}}'")
     if not isinstance(args["arch_kwargs"], dict):
         p.error("--arch-kwargs must be a JSON object")
+    if args["threads"] is not None and args["threads"] < 1:
+        p.error(f"--threads must be >= 1, got {args['threads']}")
+    if not 0 <= args["label_smoothing"] < 1:
+        p.error(f"--label-smoothing must be in [0, 1), got {args['label_smoothing']}")
     return TrainConfig(**args)
 
 
@@ -220,12 +241,16 @@ def train(config: TrainConfig) -> dict:
     from .evaluate import accuracy, collect_logits, evaluate_model, exit_costs
 
     env, device = init_distributed(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     out = Path(config.out)
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
     info = dataset_info(config.dataset)
     model = create_model(config.arch, num_classes=info.num_classes, **config.arch_kwargs).to(device)
+    model.to(memory_format=memory_format)  # parameters only; checkpoints hold the same values either way
     view = TrainView(model)
     if view.hierarchical and not info.fine_to_coarse:
         raise ValueError(f"{config.arch} has coarse heads but {config.dataset} has no fine->coarse mapping; "
@@ -236,7 +261,8 @@ def train(config: TrainConfig) -> dict:
         raise ValueError(f"{config.weighting} needs one cost per model output, but the {config.arch} stage program "
                          f"has {len(flops)} exits for {model.num_exits} outputs (keep_exits set?); train with all "
                          f"exits kept or choose another --weighting")
-    weighting = make_weighting(config.weighting, model.num_exits, exit_costs=flops, seed=config.seed)
+    groups = model.exit_groups() if config.weighting_scope == "member" and hasattr(model, "exit_groups") else None
+    weighting = make_weighting(config.weighting, model.num_exits, exit_costs=flops, seed=config.seed, groups=groups)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     use_amp = config.amp and device.type == "cuda"
@@ -280,10 +306,12 @@ def train(config: TrainConfig) -> dict:
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, step, steps_per_epoch)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logits, coarse = net(images)
-            losses = torch.stack([F.cross_entropy(z.float(), labels) for z in logits])
+            losses = torch.stack([F.cross_entropy(z.float(), labels, label_smoothing=config.label_smoothing)
+                                  for z in logits])
             if coarse:  # coarse heads: the same exit weight as their fine twin
                 losses = losses + torch.stack([F.cross_entropy(z.float(), coarse_map[labels]) for z in coarse])
             observed = losses.detach().clone()

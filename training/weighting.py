@@ -233,10 +233,54 @@ class AdaLoss(LossWeighting):
         self._weights = [float(v) for v in state.get("weights", self._weights)]
 
 
+class GroupedWeighting(LossWeighting):
+    """One weighting per group of consecutive exits, e.g. per member of an EANN (adaloss Sec. 4,
+    5.3: each ANN of the ensemble is trained with its own weights, its final exit at B_L = 1).
+    `step` hands each group its own losses and concatenates the weights.
+
+    >>> w = GroupedWeighting([make_weighting("adaloss", 2), make_weighting("adaloss", 3)], [2, 3])
+    >>> w.step([4.0, 2.0, 8.0, 2.0, 1.0])   # AdaLoss per member: each member's smallest loss gets 1
+    [0.525, 1.0, 0.16875, 0.525, 1.0]
+    """
+
+    def __init__(self, parts: Sequence[LossWeighting], sizes: Sequence[int]) -> None:
+        if len(parts) != len(sizes) or min(sizes, default=0) < 1:
+            raise ValueError(f"need one weighting per group and >= 1 exit per group, got {len(parts)} for {sizes}")
+        self.parts, self.sizes = list(parts), [int(n) for n in sizes]
+        self.name = f"{parts[0].name} per group"
+
+    def step(self, losses: Sequence[float]) -> list[float]:
+        losses = list(losses)
+        if len(losses) != sum(self.sizes):
+            raise ValueError(f"expected {sum(self.sizes)} losses (groups {self.sizes}), got {len(losses)}")
+        weights, start = [], 0
+        for part, n in zip(self.parts, self.sizes):
+            weights += part.step(losses[start:start + n])
+            start += n
+        return weights
+
+    def state_dict(self) -> dict:
+        return {"parts": [p.state_dict() for p in self.parts]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for part, sub in zip(self.parts, state.get("parts", [])):
+            part.load_state_dict(sub)
+
+
 def make_weighting(name: str, num_exits: int, exit_costs: Sequence[float] | None = None,
-                   seed: int = 0) -> LossWeighting:
+                   seed: int = 0, groups: Sequence[int] | None = None) -> LossWeighting:
     """The weighting named on the command line. `sieve` oscillates every step; `impatient-*`
-    needs the exits' cumulative costs (e.g. FLOPs from the stage program)."""
+    needs the exits' cumulative costs (e.g. FLOPs from the stage program).
+
+    `groups` (exits per group, e.g. per EANN member, summing to num_exits): static schemes and
+    AdaLoss are applied to each group on its own (`GroupedWeighting`), so each group's last exit
+    has weight 1. Impatient weights come from one budget distribution over all exits' costs and
+    are never grouped.
+    """
+    if groups is not None and len(groups) > 1 and not name.startswith("impatient-"):
+        if sum(groups) != num_exits:
+            raise ValueError(f"groups {list(groups)} must cover the {num_exits} exits exactly")
+        return GroupedWeighting([make_weighting(name, n, seed=seed + i) for i, n in enumerate(groups)], groups)
     if name in STATIC_SCHEMES:
         return StaticWeighting(static_weights(name, num_exits), oscillate=(name == "sieve"), seed=seed, name=name)
     if name == "adaloss":

@@ -7,6 +7,8 @@ Experiments (each trains a few small models through `training.train`, prints its
 tables as markdown, and writes OUT/NAME.json and OUT/NAME.md):
 
 - `anytimenet`: AnytimeNet vs BASELINE, Fig. 3 / Table I / Table II (anytimenet.py)
+- `anytimenet-bn`: AnytimeNet with shared vs per-iteration BatchNorm (statistics, or statistics
+  and scale/shift) against BASELINE (anytimenet_bn.py)
 - `weighting`: const, linear, half_end, sieve, anytimenet, adaloss, impatient-uniform
   on one ResANN, relative error increase vs OPT as in AdaLoss Table 1 (weightings.py)
 - `eann`: EANN vs a single ANN of equal total FLOPs (ensembles.py)
@@ -20,12 +22,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import anytimenet, budgets, ensembles, weightings
+from . import anytimenet, anytimenet_bn, budgets, ensembles, weightings
 from .common import ExperimentConfig, RunSpec, schedule_note, train_run
 
 #: name -> function(config) -> result dict (with "tables"); in the order `all` runs them.
 EXPERIMENTS: dict[str, Callable[[ExperimentConfig], dict]] = {
     "anytimenet": anytimenet.run,
+    "anytimenet-bn": anytimenet_bn.run,
     "weighting": weightings.run,
     "budgets": budgets.run,
     "resnext": ensembles.run_resnext,

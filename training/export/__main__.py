@@ -7,6 +7,7 @@ Progress goes to stderr; the JSON summary (or {"error": ...}) to stdout; exit st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -54,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="model name in the manifest (default: the run folder's name)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/parity image samples")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--readme-notes", type=Path, default=None, metavar="FILE",
+                   help="markdown appended to the bundle's README.md (e.g. the commands that made it)")
     return p.parse_args(argv)
 
 
@@ -133,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     bar = None
     try:
         inputs = load_run(args.checkpoint, args.data_dir, args.name)
+        if args.readme_notes is not None:
+            if not args.readme_notes.is_file():
+                raise ExportError(f"--readme-notes {args.readme_notes}: no such file")
+            inputs = dataclasses.replace(inputs, source={**inputs.source,
+                                                         "readme_notes": args.readme_notes.read_text()})
         graphs = len(inputs.staged.program.graphs)
         total = 1 + graphs + 1 + graphs + 1 + 1 + len(options.precisions) + ("int8" in options.precisions) \
             + (options.mixed_drift_budget is not None) + 1

@@ -45,7 +45,8 @@ class ExportInputs:
     test_frames/test_labels: raw test images and labels; a seeded sample of `parity_samples` is used.
     Frames are preprocessed exactly as on the device (`edge_anytime.preprocess.Preprocessor`).
     temperatures/val_accuracy: per exit, from the run's metrics.json (None: unknown).
-    source: provenance written to the manifest metadata (checkpoint hash, run name, ...).
+    source: provenance written to the manifest metadata (checkpoint hash, run name, ...); a
+        `readme_notes` entry (markdown) is also appended to the bundle's README.md.
     """
 
     staged: Any  # training.stages.StagedModel
@@ -396,4 +397,6 @@ def _readme(model: ModelInfo, program: Program, options: ExportOptions, report: 
         acc = "-" if e.val_accuracy is None else f"{e.val_accuracy:.2%}"
         lines.append(f"- exit {e.index} `{e.tensor}`: T={e.temperature:.3f}, val {acc}, {e.flops:,} FLOPs")
     lines += ["", "Parity (torch vs LiteRT, chained per frame): see parity.md.", ""]
+    if source.get("readme_notes"):
+        lines += [str(source["readme_notes"]).rstrip(), ""]
     return "\n".join(lines)

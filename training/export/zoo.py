@@ -50,9 +50,16 @@ class ZooCase:
 CASES: dict[str, ZooCase] = {c.id: c for c in (
     ZooCase("resann", "resann", dict(widths=(4, 8, 8)),
             "3 segments + 3 heads; segment1 output (1, 8, 8, 8) is cubic"),
+    ZooCase("resann-spatial", "resann", dict(widths=(4, 8, 8), head_pool=(4, 2, 2), head_conv=(4, 0, 0)),
+            "exit heads that keep a 4x4 / 2x2 grid (AveragePool, NCHW flatten into the Linear), a 3x3 conv "
+            "in head 0", precisions=("fp32", "int8")),
     ZooCase("anytimenet", "anytimenet", dict(widths=(4, 8, 8), schedule=((1, 1),)),
             "re-executed segments: sec3_grp0 and the shared OUT run twice; sec3_grp0 reads a cubic "
             "(1, 8, 8, 8) input through a strided-slice shortcut"),
+    ZooCase("anytimenet-iteration-bn", "anytimenet", dict(widths=(4, 8, 8), schedule=((1, 1),), iteration_bn="affine"),
+            "per-iteration BatchNorm: sec3_grp0 and OUT get one graph per iteration (convolutions and Linear "
+            "shared in torch, stored once per graph); int8 calibrated on each iteration's own inputs",
+            precisions=("fp32", "int8")),
     ZooCase("anytimenet-baseline", "anytimenet-baseline", dict(widths=(4, 8, 8), blocks=(1, 1, 1)),
             "single exit, one graph per section"),
     ZooCase("eann", "eann", dict(num_anns=2, base_units=1, width=4, exit_period=3, keep_exits=(0, 2)),

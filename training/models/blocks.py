@@ -4,9 +4,10 @@
   "Identity mappings"), BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus the input; where the
   shape changes, the shortcut subsamples and zero-pads channels ("type A"), as in
   AnytimeNet Sec. II-A ("the input is zero-padded before the addition").
-- `ExitHead`: BN-ReLU-global average pooling-Linear (ResANN, adaloss App. B;
-  I/IS-ResNeXt App. B), optionally with a second, coarse classifier for
-  hierarchical anytime prediction (IS-ResNeXt Sec. 3.3).
+- `ExitHead` (defined in heads.py, re-exported here): BN-ReLU-average pooling-Linear
+  (global pooling by default: ResANN, adaloss App. B; I/IS-ResNeXt App. B; or to a
+  k x k grid, optionally after a 3x3 conv), optionally with a second, coarse
+  classifier for hierarchical anytime prediction (IS-ResNeXt Sec. 3.3).
 - `cumulative_blocks` / `block_table`: how many blocks anytime mode has executed
   by each exit, read from the Program (AnytimeNet Table I).
 
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_anytime.program import Program
+
+from .heads import ExitHead  # noqa: F401  (re-exported: the zoo imports it from here)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -58,30 +61,6 @@ class PreActBlock(nn.Module):
         h = self.conv1(F.relu(self.bn1(x)))
         h = self.conv2(F.relu(self.bn2(h)))
         return h + pad_shortcut(x, self.out_channels, self.stride)
-
-
-class ExitHead(nn.Module):
-    """BN-ReLU-GAP-Linear classifier; with `num_coarse` > 0 a second BN-ReLU-GAP-Linear
-    classifier on the same features returns coarse logits too: `(fine, coarse)`."""
-
-    def __init__(self, in_channels: int, num_classes: int, bn_eps: float = 1e-5, num_coarse: int = 0) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(in_channels, eps=bn_eps)
-        self.fc = nn.Linear(in_channels, num_classes)
-        self.num_coarse = num_coarse
-        if num_coarse:
-            self.coarse_bn = nn.BatchNorm2d(in_channels, eps=bn_eps)
-            self.coarse_fc = nn.Linear(in_channels, num_coarse)
-
-    def forward(self, x: torch.Tensor):
-        fine = self.fc(F.relu(self.bn(x)).mean(dim=(2, 3)))
-        if not self.num_coarse:
-            return fine
-        return fine, self.coarse_fc(F.relu(self.coarse_bn(x)).mean(dim=(2, 3)))
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return ("logits", "coarse") if self.num_coarse else ("logits",)
 
 
 def init_weights(model: nn.Module) -> None:

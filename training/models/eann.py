@@ -4,7 +4,8 @@ Fig. 4, Prop. 4.1; ANN-SIEVE workshop paper Sec. 2 "EANN").
 Each member is a small ResANN (adaloss App. B): a 3x3 conv, three sections of full
 pre-activation residual units (widths c, 2c, 4c; the first unit of sections 2 and 3
 halves the resolution, type-A zero-padded shortcut), and a BN-ReLU-GAP-Linear
-predictor every `exit_period` units (and after the last unit). Member i has
+predictor (`head_pool=k`: pooled to k x k, heads.py) every `exit_period` units (and
+after the last unit). Member i has
 `base_units * base**i` units per section (rounded half up), so depths grow by the base b
 (default 2, as in the paper's n = 7, 13, 25). The members run in order and share
 nothing but the image: the a-priori slice of a member's exit holds only that member's
@@ -51,7 +52,7 @@ class ResANNMember(nn.Module):
     """One ResANN of the ensemble: stem, unit groups between exits, one head per exit."""
 
     def __init__(self, num_classes: int, units: int, width: int, exit_period: int, bn_eps: float,
-                 in_channels: int) -> None:
+                 in_channels: int, head_pool: int = 1) -> None:
         super().__init__()
         self.stem = conv3x3(in_channels, width)
         widths = [width * 2 ** s for s in range(3)]
@@ -64,7 +65,8 @@ class ResANNMember(nn.Module):
         if cuts[-1] != len(unit_list):
             cuts.append(len(unit_list))
         self.groups = nn.ModuleList(nn.Sequential(*unit_list[a:b]) for a, b in zip([0] + cuts[:-1], cuts))
-        self.heads = nn.ModuleList(ExitHead(group[-1].out_channels, num_classes, bn_eps) for group in self.groups)
+        self.heads = nn.ModuleList(ExitHead(group[-1].out_channels, num_classes, bn_eps, pool=head_pool)
+                                   for group in self.groups)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         h, logits = self.stem(x), []
@@ -80,19 +82,19 @@ class EANN(AnytimeModel):
 
     def __init__(self, num_classes: int, num_anns: int = 3, base: float = 2.0, base_units: int = 2,
                  width: int = 16, exit_period: int = 2, bn_eps: float = 1e-5, in_channels: int = 3,
-                 keep_exits: Sequence[int] | None = None) -> None:
+                 keep_exits: Sequence[int] | None = None, head_pool: int = 1) -> None:
         super().__init__()
         if num_anns < 1 or base <= 1 or base_units < 1 or exit_period < 1:
             raise ValueError(f"EANN needs num_anns >= 1, base > 1, base_units >= 1 and exit_period >= 1; got "
                              f"num_anns={num_anns}, base={base}, base_units={base_units}, exit_period={exit_period}")
         self.units = [max(1, math.floor(base_units * base ** i + 0.5)) for i in range(num_anns)]
-        self.anns = nn.ModuleList(ResANNMember(num_classes, n, width, exit_period, bn_eps, in_channels)
-                                  for n in self.units)
+        self.anns = nn.ModuleList(ResANNMember(num_classes, n, width, exit_period, bn_eps, in_channels,
+                                               int(head_pool)) for n in self.units)
         self.num_classes = num_classes
         self.keep_exits = None if keep_exits is None else self._check_keep(keep_exits)
         self.config = dict(num_anns=int(num_anns), base=float(base), base_units=int(base_units), width=int(width),
                            exit_period=int(exit_period), bn_eps=float(bn_eps), in_channels=int(in_channels),
-                           keep_exits=self.keep_exits)
+                           keep_exits=self.keep_exits, head_pool=int(head_pool))
         init_weights(self)
 
     select_exits = staticmethod(select_exits)
@@ -104,6 +106,11 @@ class EANN(AnytimeModel):
     def exit_owners(self) -> list[tuple[int, int]]:
         """(member, exit within member) of each exit, in order."""
         return [(a, e) for a, ann in enumerate(self.anns) for e in range(len(ann.heads))]
+
+    def exit_groups(self) -> list[int]:
+        """Exits per member, in order: the trainer weights each member's exits on their own
+        (adaloss Sec. 4: every ANN of the ensemble has its own loss weights, final exit B_L = 1)."""
+        return [len(ann.heads) for ann in self.anns]
 
     def _check_keep(self, keep: Sequence[int]) -> list[int]:
         keep = sorted({int(k) for k in keep})

@@ -4,7 +4,10 @@ Blocks follow He et al. 2016, "Identity mappings in deep residual networks"
 (BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus the identity; a 1x1 projection of the
 pre-activated input where the shape changes). Three sections of widths
 (16, 32, 64) at 32x32, 16x16, 8x8. Each exit head is BN-ReLU-global average
-pool-Linear, as the ResANNs of adaloss-hu-2019.md, appendix B. By default there
+pool-Linear by default, as the ResANNs of adaloss-hu-2019.md, appendix B;
+`head_pool=k` pools to a k x k grid instead and `head_conv=c` adds a 3x3 conv of
+c channels before the pooling (one int for every exit, or one per exit; see
+heads.py), which keeps where things are for early exits. By default there
 is one exit at the end of each section; `exit_every=k` puts one after every k-th
 block (and always one after the last).
 
@@ -31,6 +34,7 @@ from torch import nn
 from ..stages import ProgramBuilder, StagedModel
 from .base import AnytimeModel
 from .blocks import init_weights
+from .heads import ExitHead, config_value, head_specs
 from .registry import register_model
 
 
@@ -55,19 +59,6 @@ class PreActBlock(nn.Module):
         return out + identity
 
 
-class ExitHead(nn.Module):
-    """BN-ReLU-global average pool-Linear: features -> logits."""
-
-    def __init__(self, channels: int, num_classes: int, bn_eps: float) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, eps=bn_eps)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(F.relu(self.bn(x))), 1))
-
-
 @register_model("resann")
 class ResANN(AnytimeModel):
     """Pre-activation ResNet with exits; see the module docstring.
@@ -78,11 +69,14 @@ class ResANN(AnytimeModel):
         blocks_per_section: residual blocks per section (an int, or one int per section).
         exit_every: None for one exit per section; k for an exit after every k-th block.
         bn_eps: BatchNorm epsilon (AnytimeNet used 1e-3).
+        head_pool: exit heads pool to head_pool x head_pool (int, or one per exit); 1 = global pooling.
+        head_conv: channels of a 3x3 conv in each exit head before pooling (int, or one per exit); 0 = none.
     """
 
     def __init__(self, num_classes: int, widths: Sequence[int] = (16, 32, 64),
                  blocks_per_section: int | Sequence[int] = 1, exit_every: int | None = None,
-                 bn_eps: float = 1e-5, in_channels: int = 3) -> None:
+                 bn_eps: float = 1e-5, in_channels: int = 3, head_pool: int | Sequence[int] = 1,
+                 head_conv: int | Sequence[int] = 0) -> None:
         super().__init__()
         widths = [int(w) for w in widths]
         blocks = ([int(blocks_per_section)] * len(widths) if isinstance(blocks_per_section, int)
@@ -94,7 +88,8 @@ class ResANN(AnytimeModel):
         self.config = {"num_classes": int(num_classes), "widths": widths,
                        "blocks_per_section": blocks_per_section if isinstance(blocks_per_section, int) else blocks,
                        "exit_every": None if exit_every is None else int(exit_every),
-                       "bn_eps": float(bn_eps), "in_channels": int(in_channels)}
+                       "bn_eps": float(bn_eps), "in_channels": int(in_channels),
+                       "head_pool": config_value(head_pool), "head_conv": config_value(head_conv)}
 
         layers: list[tuple[nn.Module, int, bool]] = []  # (block, out channels, ends a section)
         channels = widths[0]
@@ -109,6 +104,7 @@ class ResANN(AnytimeModel):
         else:
             exit_after = sorted({i for i in range(total) if (i + 1) % int(exit_every) == 0} | {total - 1})
 
+        specs = head_specs(head_pool, head_conv, len(exit_after))
         self.segments = nn.ModuleList()
         self.heads = nn.ModuleList()
         start = 0
@@ -116,7 +112,8 @@ class ResANN(AnytimeModel):
             modules = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)] if k == 0 else []
             modules += [block for block, _, _ in layers[start:end + 1]]
             self.segments.append(nn.Sequential(*modules))
-            self.heads.append(ExitHead(layers[end][1], num_classes, bn_eps))
+            pool, conv = specs[k]
+            self.heads.append(ExitHead(layers[end][1], num_classes, bn_eps, pool=pool, conv_channels=conv))
             start = end + 1
         init_weights(self)
 

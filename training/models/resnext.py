@@ -78,8 +78,9 @@ class _ResNeXtBase(AnytimeModel):
 
     def __init__(self, num_classes: int, blocks: int, width: int, num_subnets: int, bottleneck: int,
                  cardinality: int | None, hierarchical: bool, num_coarse: int | None, bn_eps: float,
-                 in_channels: int) -> None:
+                 in_channels: int, head_pool: int = 1) -> None:
         super().__init__()
+        self.head_pool = int(head_pool)
         cardinality = round(self.factor * width / bottleneck) if cardinality is None else int(cardinality)
         K = num_subnets
         if blocks % 3 or width % K or cardinality % K or blocks < 3:
@@ -94,7 +95,8 @@ class _ResNeXtBase(AnytimeModel):
         self.num_coarse = int(num_coarse) if hierarchical else 0
         self.config = dict(blocks=int(blocks), width=int(width), num_subnets=int(K), bottleneck=int(bottleneck),
                            cardinality=cardinality, hierarchical=bool(hierarchical),
-                           num_coarse=self.num_coarse or None, bn_eps=float(bn_eps), in_channels=int(in_channels))
+                           num_coarse=self.num_coarse or None, bn_eps=float(bn_eps), in_channels=int(in_channels),
+                           head_pool=self.head_pool)
         self.num_classes, self.K, self.G = num_classes, K, cardinality // K  # G: branches per group
         # (in width, out width, bottleneck width per branch, stride) of every block.
         per_scale = blocks // 3
@@ -106,7 +108,7 @@ class _ResNeXtBase(AnytimeModel):
         return self.K
 
     def _head(self, features: int, bn_eps: float) -> ExitHead:
-        return ExitHead(features, self.num_classes, bn_eps, self.num_coarse)
+        return ExitHead(features, self.num_classes, bn_eps, self.num_coarse, pool=self.head_pool)
 
     def forward_hierarchical(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(fine, coarse) logits of every sub-network; needs `hierarchical=True`."""
@@ -186,9 +188,10 @@ class ISResNeXt(_ResNeXtBase):
 
     def __init__(self, num_classes: int, blocks: int = 15, width: int = 96, num_subnets: int = 6,
                  bottleneck: int = 4, cardinality: int | None = None, hierarchical: bool = False,
-                 num_coarse: int | None = None, bn_eps: float = 1e-5, in_channels: int = 3) -> None:
+                 num_coarse: int | None = None, bn_eps: float = 1e-5, in_channels: int = 3,
+                 head_pool: int = 1) -> None:
         super().__init__(num_classes, blocks, width, num_subnets, bottleneck, cardinality, hierarchical,
-                         num_coarse, bn_eps, in_channels)
+                         num_coarse, bn_eps, in_channels, head_pool)
         self.slices = nn.ModuleList(_ISSlice(k, self.K, self.specs, self.G, in_channels, bn_eps)
                                     for k in range(self.K))
         final = self.specs[-1][1] // self.K
@@ -269,9 +272,10 @@ class IResNeXt(_ResNeXtBase):
 
     def __init__(self, num_classes: int, blocks: int = 21, width: int = 64, num_subnets: int = 8,
                  bottleneck: int = 4, cardinality: int | None = None, hierarchical: bool = False,
-                 num_coarse: int | None = None, bn_eps: float = 1e-5, in_channels: int = 3) -> None:
+                 num_coarse: int | None = None, bn_eps: float = 1e-5, in_channels: int = 3,
+                 head_pool: int = 1) -> None:
         super().__init__(num_classes, blocks, width, num_subnets, bottleneck, cardinality, hierarchical,
-                         num_coarse, bn_eps, in_channels)
+                         num_coarse, bn_eps, in_channels, head_pool)
         self.stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
         self.groups = nn.ModuleList(nn.ModuleList(_IGroup(spec, self.G) for _ in range(self.K)) for spec in self.specs)
         # norms[k][l] = (BN of x, BN of a, BN of b) of block l in sub-network k: u_{i,k} of Sec. 3.1.
