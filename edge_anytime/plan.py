@@ -101,6 +101,10 @@ class FramePlan:
         remaining = sum(len(s.steps) for s in segments[outcome.segments_run:])
         if outcome.stopped == "error":
             return StopReason.DEGRADED, outcome.error, outcome.where
+        if outcome.stopped == "refused" and job.stop_reason is StopReason.FINAL:
+            job.steps_skipped += remaining      # no later exit beats the result in hand: the plan is done
+            counts["steps_skipped"] += remaining
+            return StopReason.FINAL, None, ""
         if outcome.stopped == "refused" or (outcome.stopped == "hook" and job.stop_reason is None):
             job.steps_skipped += remaining
             counts["steps_skipped"] += remaining
@@ -121,6 +125,9 @@ class FramePlan:
         else:
             best = job.best
             value = 0.0 if best is None else policy.values[best.exit_index]
+            if best is not None and policy.reach_values[segment.position] <= value:
+                job.stop_reason = StopReason.FINAL   # no exit ahead is worth more than the one in hand (EANN)
+                return False
             admitted = policy.admits(segment.position, now, self.limit, value)
         if admitted:
             job.admitted = True

@@ -266,6 +266,10 @@ class _State:
         now = self.now
         for position, k, steps, lat in segments:
             if position is not None:   # anytime segment (an a-priori slice was admitted when chosen)
+                best_value = np.where(self.best >= 0, np.asarray(setup.values)[np.maximum(self.best, 0)], -np.inf)
+                done = alive & (setup.reach_values[position] <= best_value)   # nothing ahead beats the result
+                self.stop(done, STATUS["final"])
+                alive = alive & ~done
                 refused = alive & ~setup.admitted(position, limit - now, self.best)
                 self.stop(refused, STATUS["deadline"])
                 alive = alive & ~refused
