@@ -249,15 +249,18 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
 
 
 def real_result_budget(ctrl: Controller, unaware: Unaware, frames: np.ndarray, k: int, count: int = 400) -> dict:
-    """Smallest budget p99 * f (f = 1.0, 1.05, ...) giving >= 99% of `count` frames a result at exit >= k, where
-    p99 is exit k's reach latency through the bare chain, timed frame by frame alongside the controller."""
+    """Smallest budget p99 * f (f = 1.0, 1.05, ...) giving >= 99% of `count` frames a result at exit k or one worth
+    as much (validation accuracy), where p99 is exit k's reach latency through the bare chain, timed frame by
+    frame alongside the controller."""
+    values = ctrl.policy.values
+    worth = [v >= values[k] for v in values]
     bare = np.array([unaware.reach(frames[i % len(frames)])[k] for i in range(count)])
     for f in np.arange(1.0, 4.0001, 0.05):
         p99 = float(np.percentile(bare, 99))
         good, fresh = 0, []
         for i in range(count):
             r = ctrl.run(frames[i % len(frames)], p99 * float(f))
-            good += r.met_deadline and r.exit_index is not None and r.exit_index >= k
+            good += r.met_deadline and r.exit_index is not None and worth[r.exit_index]
             fresh.append(unaware.reach(frames[i % len(frames)])[k])
         bare = np.concatenate([bare, fresh])
         if good >= 0.99 * count:

@@ -119,11 +119,14 @@ def run_sweep(cache, setup: ReplaySetup, profile: LatencyProfile, models: Sequen
 
 def result_budget(setup: ReplaySetup, preds: ExitPredictions, draws: LatencyDraws, starts_s: np.ndarray,
                   exit_index: int, fraction: float = 0.99, mode: str = "anytime") -> float:
-    """The smallest constant budget (seconds) with which at least `fraction` of the frames get a result at
-    exit `exit_index` or deeper by the deadline (bisection over the vectorised replay)."""
+    """The smallest constant budget (seconds) with which at least `fraction` of the frames get, by the deadline,
+    a result at exit `exit_index` or one worth at least as much (validation accuracy; bisection over the
+    vectorised replay)."""
+    worth = np.asarray(setup.values) >= setup.values[exit_index]
+
     def share(budget: float) -> float:
         out = replay_fast(setup, preds, np.full(len(starts_s), budget), starts_s, draws, mode=mode)
-        return float(np.mean(out.on_time & (out.exit >= exit_index)))
+        return float(np.mean(out.on_time & (out.exit >= 0) & worth[np.maximum(out.exit, 0)]))
 
     low, high = 0.0, 1e-3
     while share(high) < fraction:
