@@ -59,9 +59,9 @@ class EstimatorOptions:
     """
 
     quantile: float = 0.99
-    window: int = 1024
+    window: int = 512
     min_online: int = 32
-    refresh_every: int = 32
+    refresh_every: int = 16
     burst_release: float = 0.95
     probe_decay: float = 0.8
     kind: str = "quantile"
@@ -86,8 +86,8 @@ class EstimatorOptions:
 class QuantileEstimator:
     """Typical and tail latency of one segment from seeds and a sliding window; see the module docstring."""
 
-    def __init__(self, quantile: float = 0.99, typical_quantile: float = 0.5, window: int = 1024,
-                 min_online: int = 32, refresh_every: int = 32, burst_release: float = 0.95,
+    def __init__(self, quantile: float = 0.99, typical_quantile: float = 0.5, window: int = 512,
+                 min_online: int = 32, refresh_every: int = 16, burst_release: float = 0.95,
                  probe_decay: float = 0.8, online: bool = True) -> None:
         self.online = online
         self.quantile = quantile

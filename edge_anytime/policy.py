@@ -23,9 +23,11 @@ result), a refinement worth 40 points runs on an even chance, and one worth 7
 points does not risk a result worth 88 (inline). In a-priori mode the exit with
 the highest `p * accuracy` is chosen.
 
-`margin` is the measured delivery path: the tail of the time from the last
-step's end to the result being in the caller's hands (thread hand-back, result
-assembly), sampled at warm-up and on every frame; 0 on a simulated clock. The
+`margin` is the measured delivery path, the time from the last step's end to
+the result being in the caller's hands, sampled at warm-up and on every
+frame: with `threaded=True` the 95th percentile of the thread hand-back; inline
+the 90th percentile of result assembly (its rare outliers are preemptions that
+no margin absorbs); 0 on a simulated clock. The
 watchdog fires `guard` before the deadline, where `guard` is the tail of its own
 measured wake-up lateness. Explicit `margin_s` / `watchdog_guard_s` options
 override both.
@@ -57,6 +59,7 @@ from .program import Program, exit_values
 # The margin covers the usual delivery path; the rare preemption of a loaded host (milliseconds) is no
 # margin's job: reserving for it would refuse every sub-millisecond budget. Misses it causes are reported.
 DELIVERY_QUANTILE = 0.95
+INLINE_DELIVERY_QUANTILE = 0.9   # inline, result assembly: its 90th percentile
 BUSY_RATE = 1.0 / 64        # how fast the busy-arrival fraction follows the frame rate
 STEP_RATE = 1.0 / 64        # how fast a step's mean latency follows new samples
 SAVINGS_EVERY = 256         # step observations between recomputations of the slice savings
@@ -85,7 +88,7 @@ class DeadlinePolicy:
             self._skipped.append(tuple(i for i in range(seg.steps[-1] + 1) if i not in keep))
         self.slice_estimators = {e.index: make_estimator(options.estimator) for e in program.exits}
         delivery_options = dataclasses.replace(options.estimator, quantile=DELIVERY_QUANTILE, kind="quantile")
-        self.delivery = make_estimator(delivery_options, 0.5)
+        self.delivery = make_estimator(delivery_options, INLINE_DELIVERY_QUANTILE)
         self.wakeup = make_estimator(delivery_options, 0.5)
         self.values = exit_values(program)
         self.reach_values = [max(self.values[e] for e in range(seg.exit_index, len(self.values)))
@@ -103,7 +106,9 @@ class DeadlinePolicy:
             return self.options.margin_s
         if self.simulated:
             return 0.0
-        delivery = self.delivery.tail()
+        # Threaded, the hand-back is a thread wake-up whose tail matters; inline, delivery is a few microseconds
+        # of result assembly whose rare outliers are preemptions no margin absorbs: its p90 is reserved.
+        delivery = self.delivery.tail() if self.threaded else self.delivery.typical()
         return max(delivery if math.isfinite(delivery) else 0.0, self.guard())
 
     def guard(self) -> float:
@@ -153,9 +158,11 @@ class DeadlinePolicy:
         """Planning at a frame's start, when the deadline is known: the exit whose a-priori slice to run
         instead of the anytime plan, or None to run the anytime plan.
 
-        The anytime plan's expected value is sum_k value_k * P(exit k is the last reached), from each exit's
-        measured reach latency; the a-priori slice of exit k is worth P(slice k fits) * value_k and skips the
-        heads whose results would be superseded. The slice is chosen only when it is worth more.
+        The anytime plan's expected value is, with a watchdog, sum_k value_k * P(exit k is the last reached)
+        from each exit's measured reach latency; inline (an overrun loses the frame) max_k P(exit k reached) *
+        value_k. The a-priori slice of exit k is worth P(slice k fits) * value_k (its own samples once it has
+        run, else the exit's reach minus the steps the slice skips) and skips the heads whose results would be
+        superseded. The slice is chosen only when it is worth more.
         """
         remaining = limit - now
         if self.reach_estimators[-1].fit_probability(remaining) >= 1.0:
@@ -164,14 +171,21 @@ class DeadlinePolicy:
         anytime, best = 0.0, 0.0
         for k, p in enumerate(reach):
             best = max(best, self.values[self.segments[k].exit_index])
-            anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
+            if self.lose_current:   # inline: an overrun loses the frame, so the plan stops where p * value peaks
+                anytime = max(anytime, best * p)
+            else:                   # a watchdog keeps the last exit reached in time
+                anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
         chosen, score = None, anytime
         saved = self.slice_savings()
         for position in self.plan_order:
             index = self.segments[position].exit_index
             if saved[position] <= 0:
                 continue       # the slice is the anytime prefix itself: nothing to win
-            p = self.reach_estimators[position].fit_probability(remaining + saved[position])
+            measured = self.slice_estimators[index]
+            if measured.online_count >= self.options.estimator.min_online:   # this slice has run: its own samples
+                p = measured.fit_probability(remaining)
+            else:                       # else the exit's reach without the steps the slice skips
+                p = self.reach_estimators[position].fit_probability(remaining + saved[position])
             if p >= self.options.min_fit_probability and p * self.values[index] > score:
                 chosen, score = index, p * self.values[index]
         return chosen
