@@ -158,9 +158,9 @@ class DeadlinePolicy:
         """Planning at a frame's start, when the deadline is known: the exit whose a-priori slice to run
         instead of the anytime plan, or None to run the anytime plan.
 
-        The anytime plan's expected value is, with a watchdog, sum_k value_k * P(exit k is the last reached)
-        from each exit's measured reach latency; inline (an overrun loses the frame) max_k P(exit k reached) *
-        value_k. The a-priori slice of exit k is worth P(slice k fits) * value_k (its own samples once it has
+        The anytime plan's expected value is sum_k value_k * P(exit k is the last reached) from each exit's
+        measured reach latency (its admission adapts within the frame, and an earlier exit stays a fallback,
+        so a slice must really be worth more to replace it). The a-priori slice of exit k is worth P(slice k fits) * value_k (its own samples once it has
         run, else the exit's reach minus the steps the slice skips) and skips the heads whose results would be
         superseded. The slice is chosen only when it is worth more.
         """
@@ -169,12 +169,9 @@ class DeadlinePolicy:
             return None        # the whole anytime plan surely fits: no slice is worth more
         reach = [est.fit_probability(remaining) for est in self.reach_estimators]
         anytime, best = 0.0, 0.0
-        for k, p in enumerate(reach):
+        for k, p in enumerate(reach):   # the last exit reached in time is kept (admission stops before overruns)
             best = max(best, self.values[self.segments[k].exit_index])
-            if self.lose_current:   # inline: an overrun loses the frame, so the plan stops where p * value peaks
-                anytime = max(anytime, best * p)
-            else:                   # a watchdog keeps the last exit reached in time
-                anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
+            anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
         chosen, score = None, anytime
         saved = self.slice_savings()
         for position in self.plan_order:

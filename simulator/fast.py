@@ -118,10 +118,7 @@ class ReplaySetup:
         best = 0.0
         for k, p in enumerate(reach):
             best = max(best, self.values[self.plan.segments[k][0]])
-            if self.lose_current:
-                anytime = np.maximum(anytime, best * p)
-            else:
-                anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
+            anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
         chosen = np.full(remaining.shape, -1)
         score = anytime
         order = sorted(range(len(self.plan.segments)), key=lambda p: -self.values[self.plan.segments[p][0]])
