@@ -35,6 +35,9 @@ from .models import create_model, list_models
 from .weighting import WEIGHTINGS, make_weighting
 
 CHECKPOINT_FORMAT = "edge_anytime.checkpoint/1"
+#: Constructor defaults that changed after checkpoints were written without them (they store every argument
+#: since): a checkpoint lacking the argument was trained with the old default.
+LEGACY_DEFAULTS = {"anytimenet": {"iteration_bn": "shared"}}
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,8 @@ def load_checkpoint(path, map_location="cpu"):
     config = state["config"]
     if config.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an edge_anytime checkpoint (format {config.get('format')!r})")
-    model = create_model(config["arch"], num_classes=config["num_classes"], **config["arch_kwargs"])
+    kwargs = {**LEGACY_DEFAULTS.get(config["arch"], {}), **config["arch_kwargs"]}
+    model = create_model(config["arch"], num_classes=config["num_classes"], **kwargs)
     model.load_state_dict(state["model"])
     return model.eval(), config
 
