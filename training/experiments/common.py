@@ -75,8 +75,16 @@ def _train_config(spec: RunSpec, config: ExperimentConfig):
 
 
 def _fingerprint(train_config) -> dict:
+    """What a cached run must match: the TrainConfig and the model's full constructor arguments (so a
+    changed default, e.g. AnytimeNet's iteration_bn, trains again instead of reusing an older model)."""
+    from ..data import dataset_info
+    from ..models import create_model
+
     data = dataclasses.asdict(train_config)
     data.pop("resume", None)
+    model = create_model(train_config.arch, num_classes=dataset_info(train_config.dataset).num_classes,
+                         **train_config.arch_kwargs)
+    data["model_config"] = getattr(model, "config", {})
     return json.loads(json.dumps(data))
 
 
