@@ -246,9 +246,9 @@ def frozen_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:
-        tops = [n for n in modules if n and "." not in n]
-        raise ValueError(f"--freeze {','.join(missing)}: no such module; names look like "
-                         f"{', '.join(n for n in modules if n.count('.') == 1)[:200]} (top level: {', '.join(tops)})")
+        examples = ", ".join([n for n in modules if n.count(".") == 1][:8])
+        raise ValueError(f"--freeze {','.join(missing)}: no such module in {type(model).__name__}; "
+                         f"module names look like {examples}")
     frozen = [modules[n] for n in names]
     for module in frozen:
         module.requires_grad_(False)
