@@ -127,6 +127,8 @@ def test_eann_and_resnext_experiments(config):
         assert curve["flops"] == sorted(curve["flops"]) and curve["kept"][0] == 0
     row = result["tables"][0]["rows"][0]
     assert row[0] == "EANN" and all(v is None or 0 <= v <= 100 for v in row[4:])
+    assert [r[0] for r in result["tables"][0]["rows"]] == ["EANN", "EANN, one weighting over all exits", "ANN"]
+    assert [r["weighting_scope"] for r in result["runs"].values()] == ["member", "all", "member"]
 
     spec = ensembles.ResNeXtSpec(is_resnext={"blocks": 3, "width": 6, "num_subnets": 3, "bottleneck": 2,
                                              "cardinality": 3}, shallow=TINY_RESANN)

@@ -53,6 +53,7 @@ class RunSpec:
     arch: str
     arch_kwargs: dict = field(default_factory=dict)
     weighting: str = "const"
+    weighting_scope: str = "member"  # training.train --weighting-scope (EANN: per member, or one over all exits)
 
 
 def schedule_note(config: ExperimentConfig) -> str:
@@ -69,6 +70,7 @@ def _train_config(spec: RunSpec, config: ExperimentConfig):
     return TrainConfig(arch=spec.arch, dataset=config.dataset, epochs=config.epochs,
                        out=str(Path(config.out) / "runs" / spec.tag), arch_kwargs=dict(spec.arch_kwargs),
                        data_dir=config.data_dir, weighting=spec.weighting, device=config.device,
+                       weighting_scope=spec.weighting_scope,
                        batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                        limit_train=config.limit_train, limit_eval=config.limit_eval,
                        log_every=config.log_every)
@@ -123,7 +125,7 @@ def summarise(metrics: dict, spec: RunSpec, reused: bool = False) -> dict:
         row["val_accuracy"] = e["val"]["accuracy"] if e.get("val") else None
         exits.append(row)
     return {"tag": spec.tag, "arch": spec.arch, "arch_kwargs": metrics.get("arch_kwargs", spec.arch_kwargs),
-            "weighting": spec.weighting, "train_seconds": float(metrics.get("train_seconds", 0.0)),
+            "weighting": spec.weighting, "weighting_scope": spec.weighting_scope, "train_seconds": float(metrics.get("train_seconds", 0.0)),
             "reused": reused, "num_test": metrics.get("num_test"), "num_val": metrics.get("num_val"),
             "exits": exits}
 
