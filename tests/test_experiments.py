@@ -100,13 +100,13 @@ def test_anytimenet_experiment(config, tmp_path):
     assert all(os.path.getsize(f) > 1000 for f in result["figures"]) and len(result["figures"]) == 2
 
 
-def test_anytimenet_bn_experiment_reuses_the_shared_run(config):
+def test_anytimenet_bn_experiment_reuses_the_default_run(config):
     spec = anytimenet.AnytimeNetSpec(widths=(4, 4, 8), schedule=((0, 1), (2, 1)), timing_images=64,
                                      timing_batch=32, repeats=1)
-    anytimenet.run(config, spec)  # trains the shared-BN AnytimeNet and BASELINE under the same tags
+    anytimenet.run(config, spec)  # trains the default (affine) AnytimeNet and BASELINE under the same tags
     result = anytimenet_bn.run(config, spec)
     check_tables(result, config.out, "anytimenet-bn")
-    assert [r["reused"] for r in result["runs"].values()] == [True, False, False, True]
+    assert [r["reused"] for r in result["runs"].values()] == [False, False, True, True]  # affine: the default
     table, params = result["tables"]
     assert [r[0] for r in table["rows"]] == ["shared", "stats", "affine"]
     assert all(len(r) == 1 + 3 + 2 and all(0 <= v <= 100 for v in r[1:4]) for r in table["rows"])
@@ -127,6 +127,8 @@ def test_eann_and_resnext_experiments(config):
         assert curve["flops"] == sorted(curve["flops"]) and curve["kept"][0] == 0
     row = result["tables"][0]["rows"][0]
     assert row[0] == "EANN" and all(v is None or 0 <= v <= 100 for v in row[4:])
+    assert [r[0] for r in result["tables"][0]["rows"]] == ["EANN", "EANN, one weighting over all exits", "ANN"]
+    assert [r["weighting_scope"] for r in result["runs"].values()] == ["member", "all", "member"]
 
     spec = ensembles.ResNeXtSpec(is_resnext={"blocks": 3, "width": 6, "num_subnets": 3, "bottleneck": 2,
                                              "cardinality": 3}, shallow=TINY_RESANN)

@@ -142,11 +142,13 @@ def test_program_structure_survives_the_export(exported):
     # onnx2tf rewrites its input file: it got a copy, the canonical ONNX (parity reference) is as hashed
     for graph, digest in bundle.manifest.metadata["onnx_sha256"].items():
         assert sha256_file(exported["root"] / "work" / "onnx" / f"{graph}.onnx") == digest
-    if case.arch == "anytimenet" and not case.kwargs.get("iteration_bn"):   # per-iteration BN: a graph per iteration
+    if case.arch == "anytimenet" and case.kwargs.get("iteration_bn") == "shared":
         assert len(program.graphs) < len(program.steps)
         reused = {g for g in program.graphs if len(program.steps_for_graph(g)) > 1}
         assert "out" in reused or not case.kwargs.get("shared_out", True)
         assert any(g.startswith("sec") for g in reused)
+    if case.arch == "anytimenet" and case.kwargs.get("iteration_bn", "affine") != "shared":
+        assert len(program.graphs) == len(program.steps)  # every run of a group has its own normalisation
     if case.arch == "eann" and case.kwargs.get("keep_exits"):
         assert len(program.exits) == len(case.kwargs["keep_exits"])
         kept = [exported["model"].exit_owners()[k] for k in case.kwargs["keep_exits"]]

@@ -139,3 +139,23 @@ def test_recipe_flags_are_checked():
     for bad in (["--threads", "0"], ["--label-smoothing", "1.5"], ["--augment", "heavy"]):
         with pytest.raises(SystemExit):
             parse_args(base + bad)
+
+
+def test_fine_tune_the_last_section_keeps_frozen_exits_exact(tmp_path, tiny_data):
+    """--init-from + --freeze: the frozen modules (weights and BatchNorm statistics) and so the early exits
+    come out bit-identical, the rest trains."""
+    common = ["--arch", "resann", "--dataset", "gtsrb32", "--data-dir", str(tiny_data), "--limit-train", "128",
+              "--limit-eval", "64", "--batch-size", "64", "--device", "cpu", "--epochs", "1",
+              "--arch-kwargs", '{"widths": [8, 16, 16]}']
+    main(common + ["--out", str(tmp_path / "base")])
+    main(common + ["--out", str(tmp_path / "tuned"), "--init-from", str(tmp_path / "base" / "checkpoint.pt"),
+                   "--freeze", "segments.0,heads.0,segments.1,heads.1", "--lr", "0.05"])
+    base, _ = load_checkpoint(tmp_path / "base" / "checkpoint.pt")
+    tuned, _ = load_checkpoint(tmp_path / "tuned" / "checkpoint.pt")
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before, after = base(x), tuned(x)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert not torch.allclose(before[2], after[2])
+    with pytest.raises(ValueError, match="no such module"):
+        main(common + ["--out", str(tmp_path / "bad"), "--freeze", "segment0"])

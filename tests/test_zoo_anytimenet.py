@@ -25,7 +25,7 @@ NARROW = [4, 8, 8]  # block counts do not depend on the widths; narrow sections 
 
 @pytest.fixture(scope="module")
 def paper_model():
-    return create_model("anytimenet", num_classes=43, widths=NARROW)  # the paper's schedule
+    return create_model("anytimenet", num_classes=43, widths=NARROW, iteration_bn="shared")  # the paper's schedule
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_non_shared_out_heads():
 
 
 def test_baseline_is_the_final_network(paper_model):
-    baseline = create_model("anytimenet-baseline", num_classes=43, widths=NARROW)
+    baseline = create_model("anytimenet-baseline", num_classes=43, widths=NARROW)  # same convolutions, one BN each
     assert baseline.num_exits == 1
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(baseline) == count(paper_model)
@@ -120,7 +120,7 @@ def test_per_iteration_batchnorm_staged_equals_monolithic_per_iteration(mode):
 
 
 def test_per_iteration_statistics_are_their_own_and_convolutions_are_shared():
-    shared = create_model("anytimenet", num_classes=10, widths=NARROW)
+    shared = create_model("anytimenet", num_classes=10, widths=NARROW, iteration_bn="shared")
     stats = create_model("anytimenet", num_classes=10, widths=NARROW, iteration_bn="stats")
     affine = create_model("anytimenet", num_classes=10, widths=NARROW, iteration_bn="affine")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -142,5 +142,17 @@ def test_per_iteration_statistics_are_their_own_and_convolutions_are_shared():
     assert changed == [False, False, True, False, False, False, False]
     clone = create_model("anytimenet", num_classes=10, **stats.config)
     clone.load_state_dict(stats.state_dict())
+    assert create_model("anytimenet", num_classes=10).config["iteration_bn"] == "affine"  # the default
     with pytest.raises(ValueError, match="iteration_bn"):
         create_model("anytimenet", num_classes=10, iteration_bn="per-layer")
+
+
+def test_checkpoints_from_before_per_iteration_bn_load_as_shared(tmp_path):
+    from training.train import CHECKPOINT_FORMAT, load_checkpoint
+
+    old = create_model("anytimenet", num_classes=10, widths=NARROW, iteration_bn="shared")
+    kwargs = {k: v for k, v in old.config.items() if k != "iteration_bn"}  # what older checkpoints stored
+    torch.save({"config": {"format": CHECKPOINT_FORMAT, "arch": "anytimenet", "arch_kwargs": kwargs,
+                           "num_classes": 10}, "model": old.state_dict()}, tmp_path / "old.pt")
+    model, _ = load_checkpoint(tmp_path / "old.pt")
+    assert model.config["iteration_bn"] == "shared" and not model.iteration_groups

@@ -11,7 +11,7 @@ from tests.test_zoo_contract import single_thread  # noqa: F401 (autouse fixture
 
 
 def test_describe_anytimenet_table_one():
-    info = describe("anytimenet", 43, {"widths": [4, 8, 8]}, input_size=16)
+    info = describe("anytimenet", 43, {"widths": [4, 8, 8], "iteration_bn": "shared"}, input_size=16)
     assert [e["anytime_blocks"]["Total"] for e in info["exits"]] == [5, 12, 18, 24, 29, 34, 38]
     assert [e["anytime_steps"] for e in info["exits"]] == [5, 9, 13, 16, 19, 21, 23]
     last = info["exits"][-1]

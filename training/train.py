@@ -35,6 +35,9 @@ from .models import create_model, list_models
 from .weighting import WEIGHTINGS, make_weighting
 
 CHECKPOINT_FORMAT = "edge_anytime.checkpoint/1"
+#: Constructor defaults that changed after checkpoints were written without them (they store every argument
+#: since): a checkpoint lacking the argument was trained with the old default.
+LEGACY_DEFAULTS = {"anytimenet": {"iteration_bn": "shared"}}
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: str = "standard"
     weighting_scope: str = "member"
+    init_from: str | None = None
+    freeze: tuple[str, ...] = ()
 
     def loader_options(self, pin_memory: bool = False) -> LoaderOptions:
         return LoaderOptions(batch_size=self.batch_size, workers=self.workers, limit_train=self.limit_train,
@@ -105,6 +110,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--weighting-scope", default="member", choices=("member", "all"),
                    help="member: models made of several anytime networks (EANN) weight each member's exits on "
                         "their own, its final exit at 1 (adaloss Sec. 4); all: one weighting over every exit")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights (same architecture), e.g. to fine-tune")
+    p.add_argument("--freeze", default="", metavar="PREFIXES",
+                   help="comma-separated module names kept fixed (no gradient, BatchNorm statistics frozen), "
+                        "e.g. 'segments.0,heads.0,segments.1,heads.1' to fine-tune a ResANN's last section only")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice, one per core); see docs/training.md")
     p.add_argument("--channels-last", action="store_true",
@@ -120,6 +130,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         p.error(f"--arch-kwargs is not valid JSON ({err}); write e.g. '{{\"blocks_per_section\": 3}}'")
     if not isinstance(args["arch_kwargs"], dict):
         p.error("--arch-kwargs must be a JSON object")
+    args["freeze"] = tuple(name.strip() for name in args["freeze"].split(",") if name.strip())
     if args["threads"] is not None and args["threads"] < 1:
         p.error(f"--threads must be >= 1, got {args['threads']}")
     if not 0 <= args["label_smoothing"] < 1:
@@ -206,7 +217,8 @@ def load_checkpoint(path, map_location="cpu"):
     config = state["config"]
     if config.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an edge_anytime checkpoint (format {config.get('format')!r})")
-    model = create_model(config["arch"], num_classes=config["num_classes"], **config["arch_kwargs"])
+    kwargs = {**LEGACY_DEFAULTS.get(config["arch"], {}), **config["arch_kwargs"]}
+    model = create_model(config["arch"], num_classes=config["num_classes"], **kwargs)
     model.load_state_dict(state["model"])
     return model.eval(), config
 
@@ -227,6 +239,20 @@ class TrainView(torch.nn.Module):
             pairs = self.model.forward_hierarchical(x)
             return [fine for fine, _ in pairs], [coarse for _, coarse in pairs]
         return self.model(x), []
+
+
+def frozen_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch.nn.Module]:
+    """The modules named in `names` with gradients switched off (train() keeps them in eval mode)."""
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        examples = ", ".join([n for n in modules if n.count(".") == 1][:8])
+        raise ValueError(f"--freeze {','.join(missing)}: no such module in {type(model).__name__}; "
+                         f"module names look like {examples}")
+    frozen = [modules[n] for n in names]
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen
 
 
 def _log(line: str, env: Dist) -> None:
@@ -251,6 +277,9 @@ def train(config: TrainConfig) -> dict:
     info = dataset_info(config.dataset)
     model = create_model(config.arch, num_classes=info.num_classes, **config.arch_kwargs).to(device)
     model.to(memory_format=memory_format)  # parameters only; checkpoints hold the same values either way
+    if config.init_from:
+        model.load_state_dict(torch.load(config.init_from, map_location=device, weights_only=True)["model"])
+    frozen = frozen_modules(model, config.freeze)
     view = TrainView(model)
     if view.hierarchical and not info.fine_to_coarse:
         raise ValueError(f"{config.arch} has coarse heads but {config.dataset} has no fine->coarse mapping; "
@@ -263,7 +292,7 @@ def train(config: TrainConfig) -> dict:
                          f"exits kept or choose another --weighting")
     groups = model.exit_groups() if config.weighting_scope == "member" and hasattr(model, "exit_groups") else None
     weighting = make_weighting(config.weighting, model.num_exits, exit_costs=flops, seed=config.seed, groups=groups)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -299,6 +328,8 @@ def train(config: TrainConfig) -> dict:
         train_loader.sampler.sampler.set_epoch(epoch)
         torch.manual_seed(config.seed * 1_000_003 + epoch * 1009 + env.rank)  # augmentation; resumable
         net.train()
+        for module in frozen:  # frozen BatchNorm statistics: the frozen exits stay exactly as they were
+            module.eval()
         sums = torch.zeros(2, model.num_exits, dtype=torch.float64)
         seen, epoch_start, weights = 0, time.time(), []
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show_bar, leave=False)

@@ -53,6 +53,7 @@ class RunSpec:
     arch: str
     arch_kwargs: dict = field(default_factory=dict)
     weighting: str = "const"
+    weighting_scope: str = "member"  # training.train --weighting-scope (EANN: per member, or one over all exits)
 
 
 def schedule_note(config: ExperimentConfig) -> str:
@@ -69,14 +70,23 @@ def _train_config(spec: RunSpec, config: ExperimentConfig):
     return TrainConfig(arch=spec.arch, dataset=config.dataset, epochs=config.epochs,
                        out=str(Path(config.out) / "runs" / spec.tag), arch_kwargs=dict(spec.arch_kwargs),
                        data_dir=config.data_dir, weighting=spec.weighting, device=config.device,
+                       weighting_scope=spec.weighting_scope,
                        batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                        limit_train=config.limit_train, limit_eval=config.limit_eval,
                        log_every=config.log_every)
 
 
 def _fingerprint(train_config) -> dict:
+    """What a cached run must match: the TrainConfig and the model's full constructor arguments (so a
+    changed default, e.g. AnytimeNet's iteration_bn, trains again instead of reusing an older model)."""
+    from ..data import dataset_info
+    from ..models import create_model
+
     data = dataclasses.asdict(train_config)
     data.pop("resume", None)
+    model = create_model(train_config.arch, num_classes=dataset_info(train_config.dataset).num_classes,
+                         **train_config.arch_kwargs)
+    data["model_config"] = getattr(model, "config", {})
     return json.loads(json.dumps(data))
 
 
@@ -115,7 +125,7 @@ def summarise(metrics: dict, spec: RunSpec, reused: bool = False) -> dict:
         row["val_accuracy"] = e["val"]["accuracy"] if e.get("val") else None
         exits.append(row)
     return {"tag": spec.tag, "arch": spec.arch, "arch_kwargs": metrics.get("arch_kwargs", spec.arch_kwargs),
-            "weighting": spec.weighting, "train_seconds": float(metrics.get("train_seconds", 0.0)),
+            "weighting": spec.weighting, "weighting_scope": spec.weighting_scope, "train_seconds": float(metrics.get("train_seconds", 0.0)),
             "reused": reused, "num_test": metrics.get("num_test"), "num_val": metrics.get("num_val"),
             "exits": exits}
 

@@ -90,8 +90,10 @@ def run_eann(config: ExperimentConfig, spec: EannSpec = EannSpec()) -> dict:
     num_classes = dataset_info(config.dataset).num_classes
     units = spec.ann_units or matching_units(spec, num_classes)
     specs = {"EANN": RunSpec("eann", "eann", spec.eann_kwargs(), spec.weighting),
+             "EANN, one weighting over all exits": RunSpec("eann-flat", "eann", spec.eann_kwargs(), spec.weighting,
+                                                           weighting_scope="all"),
              "ANN": RunSpec(f"ann-{units}units", "eann", spec.ann_kwargs(units), spec.weighting)}
-    runs = {name: train_run(s, config, f"[{i + 1}/2] ") for i, (name, s) in enumerate(specs.items())}
+    runs = {name: train_run(s, config, f"[{i + 1}/{len(specs)}] ") for i, (name, s) in enumerate(specs.items())}
     curves = {}
     for name, r in runs.items():
         kept = select_exits(column(r, "val_accuracy"))
@@ -104,12 +106,14 @@ def run_eann(config: ExperimentConfig, spec: EannSpec = EannSpec()) -> dict:
     headers += [f"acc @ {f:.3g} ({f * total / 1e6:.1f} MF)" for f in BUDGET_FRACTIONS] + ["E[acc] uniform"]
     rows = []
     for name, c in curves.items():
-        members = ("+".join(str(u) for u in _eann_units(spec)) if name == "EANN" else str(units))
+        members = ("+".join(str(u) for u in _eann_units(spec)) if name.startswith("EANN") else str(units))
         rows.append([name, members, f"{len(c['kept'])}/{len(runs[name]['exits'])}", c["total_flops"] / 1e6]
                     + [pct(accuracy_at_budget(c["test_accuracy"], c["flops"], f * total)) for f in BUDGET_FRACTIONS]
                     + [pct(expected_accuracy(c["test_accuracy"], c["flops"], "uniform", t_max))])
     note = (f"{schedule_note(config)}. EANN {spec.eann_kwargs()} vs one ANN of the same family with the closest "
-            f"total FLOPs; both with {spec.weighting} weights, exits kept by validation accuracy (select_exits). "
+            f"total FLOPs; all with {spec.weighting} weights, each EANN member weighted on its own (its final "
+            f"exit at 1, adaloss Sec. 4) unless 'one weighting over all exits'; exits kept by validation accuracy "
+            f"(select_exits). "
             f"acc @ B: test accuracy (%) of the last kept exit done within B FLOPs (anytime mode); '-': none yet. "
             f"E[acc] uniform: expected accuracy for budgets uniform on [0, {t_max / 1e6:.1f}] MFLOPs.")
     table = markdown_table(f"EANN vs a single ANN of equal total FLOPs, {config.dataset}", headers, rows, note)

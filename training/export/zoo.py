@@ -53,7 +53,7 @@ CASES: dict[str, ZooCase] = {c.id: c for c in (
     ZooCase("resann-spatial", "resann", dict(widths=(4, 8, 8), head_pool=(4, 2, 2), head_conv=(4, 0, 0)),
             "exit heads that keep a 4x4 / 2x2 grid (AveragePool, NCHW flatten into the Linear), a 3x3 conv "
             "in head 0", precisions=("fp32", "int8")),
-    ZooCase("anytimenet", "anytimenet", dict(widths=(4, 8, 8), schedule=((1, 1),)),
+    ZooCase("anytimenet", "anytimenet", dict(widths=(4, 8, 8), schedule=((1, 1),), iteration_bn="shared"),
             "re-executed segments: sec3_grp0 and the shared OUT run twice; sec3_grp0 reads a cubic "
             "(1, 8, 8, 8) input through a strided-slice shortcut"),
     ZooCase("anytimenet-iteration-bn", "anytimenet", dict(widths=(4, 8, 8), schedule=((1, 1),), iteration_bn="affine"),
@@ -75,10 +75,11 @@ CASES: dict[str, ZooCase] = {c.id: c for c in (
     ZooCase("i-resnext-hier", "i-resnext",
             dict(blocks=3, width=8, num_subnets=2, bottleneck=2, cardinality=2, hierarchical=True),
             "hierarchical heads on independent sub-networks", slow=True),
-    ZooCase("anytimenet-paper", "anytimenet", dict(widths=(4, 8, 8)),
+    ZooCase("anytimenet-paper", "anytimenet", dict(widths=(4, 8, 8), iteration_bn="shared"),
             "the paper's 7-iteration schedule: 11 graphs for 23 steps, OUT shared by 7; int8 calibrated on "
             "the inputs of every step", precisions=("fp32", "int8"), slow=True),
-    ZooCase("anytimenet-own-out", "anytimenet", dict(widths=(4, 8, 8), schedule=((0, 1), (2, 1)), shared_out=False),
+    ZooCase("anytimenet-own-out", "anytimenet", dict(widths=(4, 8, 8), schedule=((0, 1), (2, 1)), shared_out=False,
+                                                     iteration_bn="shared"),
             "one OUT per iteration", slow=True),
 )}
 

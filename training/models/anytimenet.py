@@ -13,10 +13,17 @@ sections, OUT) is re-executed on the refined features with the same weights.
 The paper's schedule (Sec. III-A2) inserts +4 then +3 blocks into section 1, then
 section 2, then section 3: 7 iterations, 24 inner blocks at the end.
 
+Normalisation (`iteration_bn`): a re-executed group and the shared OUT see new
+input distributions at every iteration, so by default ("affine") every later run of
+a group, and OUT at every iteration, has its own BatchNorm layers (statistics and
+scale/shift; "stats": statistics only) around the shared convolutions and Linear;
+"shared" keeps one BatchNorm per layer for all iterations.
+
 Stage program: one graph per *block group* (the blocks inserted together), plus
 `in_block` and `out` (one shared OUT by default; `shared_out=False` gives each
-iteration its own `out{j}`). A re-executed group is one graph run in several
-steps on new inputs, so its weights are converted and stored once. Counting the
+iteration its own `out{j}`). With iteration_bn="shared" a re-executed group is one
+graph run in several steps on new inputs, so its weights are converted and stored
+once; otherwise each (group, iteration) is its own graph (`sec3_grp0_it2`, `out_it2`). Counting the
 blocks of each step's graph reproduces Table I: 5, 12, 18, 24, 29, 34, 38.
 
 `forward(x)` returns the logits of every iteration (train with eq. 4,
@@ -46,8 +53,9 @@ __all__ = ["AnytimeNet", "AnytimeNetBaseline", "DEFAULT_SCHEDULE", "block_table"
 #: The paper's insertions after iteration 1, as (section, blocks) with sections numbered from 0.
 DEFAULT_SCHEDULE = ((0, 4), (0, 3), (1, 4), (1, 3), (2, 4), (2, 3))
 BN_EPS = 1e-3
-#: iteration_bn choices: one BatchNorm per layer for every iteration (the paper), own running statistics
-#: per iteration (scale and shift shared), or own statistics and scale/shift per iteration.
+#: iteration_bn choices: one BatchNorm per layer for every iteration, own running statistics per iteration
+#: (scale and shift shared), or own statistics and scale/shift per iteration (the default: it measured best,
+#: docs/results.md, `anytimenet-bn`).
 ITERATION_BN = ("shared", "stats", "affine")
 
 
@@ -66,7 +74,7 @@ class AnytimeNet(AnytimeModel):
     def __init__(self, num_classes: int, widths: Sequence[int] = (16, 32, 64),
                  initial_blocks: Sequence[int] = (1, 1, 1), schedule: Sequence[Sequence[int]] = DEFAULT_SCHEDULE,
                  shared_out: bool = True, bn_eps: float = BN_EPS, in_channels: int = 3,
-                 head_pool: int = 1, iteration_bn: str = "shared") -> None:
+                 head_pool: int = 1, iteration_bn: str = "affine") -> None:
         super().__init__()
         if iteration_bn not in ITERATION_BN:
             raise ValueError(f"iteration_bn={iteration_bn!r}: choose one of {', '.join(ITERATION_BN)} "
