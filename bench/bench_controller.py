@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_controller.py [--bundle deploy/bundles/gtsrb-resann] [--frames 2000] [--json OUT]
 
 Interleaves, frame by frame on the same real GTSRB test images:
-  bare   - the stage program's interpreter calls chained with edge_anytime.runners.run_program
-           (same files, 1 thread each, no controller),
+  bare   - the same steps chained by the one ProgramInterpreter's run_all (same files, 1 thread each,
+           preprocessing included, no controller),
   inline - Controller.run with the default options: the steps on the caller's thread,
   run    - Controller.run with ControllerOptions(threaded=True) (inference thread, timed hand-back).
 Prints medians and the ratios inline/bare (target <= 1.15) and threaded/bare (target <= 1.25), and the
@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_anytime import Bundle, Controller, ControllerOptions  # noqa: E402
 from edge_anytime.preprocess import Preprocessor  # noqa: E402
-from edge_anytime.runners import close_runners, load_runners, run_program  # noqa: E402
+from edge_anytime.interpreter import ProgramInterpreter  # noqa: E402
+from edge_anytime.runners import close_runners, load_runners  # noqa: E402
 
 
 def test_frames(count: int) -> np.ndarray:
@@ -56,10 +57,15 @@ def main(argv=None) -> dict:
     program = bundle.program
     runners = load_runners(bundle, bundle.resolve_precisions(options.precision))   # same files, own interpreters
     preprocess = Preprocessor(bundle.model.input)
-    steps = program.steps
+    # the controller runs the anytime plan up to its best exit (validation accuracy; a worse exit after it
+    # is never run): the bare chain runs the same steps
+    best = max(range(len(program.exits)), key=lambda k: (program.exits[k].val_accuracy or 0.0, k))
+    steps = program.steps[:program.exit_step(best) + 1]
+    interpreter = ProgramInterpreter(program, runners)
+    bound = interpreter.steps[:len(steps)]
 
     def bare(frame):
-        return run_program(program, runners, preprocess(frame))
+        return interpreter.run_all(preprocess(frame), steps=bound)
 
     timings = {"bare": [], "inline": [], "run": []}
     budget = 1.0

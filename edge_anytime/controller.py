@@ -239,8 +239,11 @@ class Controller:
         wait = job.fire_at - clock.now()
         done = job.wait_done(wait)
         now = clock.now()
-        if not done and wait > 0 and not self._simulated_clock:   # a real timed wait: how late did it return?
-            self.policy.wakeup.observe(now - job.fire_at)
+        if not done and not self._simulated_clock:
+            if wait > 0:        # a real timed wait: how late did it return?
+                self.policy.wakeup.observe(now - job.fire_at)
+            else:               # the guard left no time at all: probe it down, or it could never be measured again
+                self.policy.wakeup.refused()
         if done and job.outcome is not None:
             reason, error = job.outcome
             result = job.finalize(reason, now, error=error)
