@@ -134,10 +134,12 @@ def test_callbacks_run_on_the_delivery_thread_inline_too_and_never_delay_frames(
     recorder = Recorder(on_result_delay=3 * MS)                     # a slow user callback
     ctrl = real_clock({"stem": 0.5 * MS, "head": 0.1 * MS, "body": 0.5 * MS}, callbacks=recorder)
     with ctrl:
-        results = [ctrl.run(raw_frame, 10 * MS) for _ in range(10)]
+        results = [ctrl.run(raw_frame, 100 * MS) for _ in range(10)]
         ctrl.flush(timeout=2.0)
     assert recorder.threads == {"edge-anytime-delivery"}
-    assert all(r.exit_index == 2 for r in results)                  # 3 ms x 3 callbacks per frame did not stop them
+    assert all(r.exit_index == 2 for r in results)
+    # 3 callbacks x 3 ms per frame run elsewhere: a frame's own time stays that of its steps (~1.7 ms)
+    assert float(np.median([r.delivered_s - r.start_s for r in results])) < 6 * MS
 
 
 def test_frames_interrupted_before_their_first_exit_are_counted(raw_frame):
