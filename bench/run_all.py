@@ -20,14 +20,17 @@ RESULTS = REPO / "bench" / "results"
 
 def benches(quick: bool) -> list[tuple[str, list[str]]]:
     frames = "300" if quick else "2000"
-    soak = ["--frames", "5000", "--compare-frames", "2000"] if quick else []
+    soak = ["--frames", "5000", "--loads", "10", "--skip-loaded"] if quick else []
     return [
         ("controller", ["bench/bench_controller.py", "--frames", frames, "--json", str(RESULTS / "controller.json")]),
         ("staged_vs_monolithic", ["bench/bench_staged_vs_monolithic.py", "--frames", "300" if quick else "1000",
                                   "--json"]),
         ("deadline", ["bench/bench_deadline.py", *soak, "--json", str(RESULTS / "deadline.json")]),
+        ("budgets", ["bench/bench_budgets.py", *(["--real-frames", "300", "--seeds", "1"] if quick else []),
+                     "--json", str(RESULTS / "budgets.json")]),
         ("replay", ["bench/bench_replay.py", "--json", str(RESULTS / "replay.json")]),
         ("footprint", ["bench/bench_footprint.py", "--json"]),
+        ("preprocess", ["bench/bench_preprocess.py", "--frames", "300" if quick else "2000"]),
     ]
 
 

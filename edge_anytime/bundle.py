@@ -14,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
 
 from .errors import BundleError
 from .manifest import PRECISIONS, GraphFile, Manifest, ModelInfo, manifest_to_json, parse_manifest
@@ -35,10 +38,42 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+MAX_MANIFEST_BYTES = 8 << 20   # a manifest is a few kB; a huge one is damage or an attack
+MAX_JSON_DEPTH = 32            # a manifest nests about 6 levels
+_JSON_STRING = re.compile(r'"(?:\\.|[^"\\])*"')
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of [ and { in JSON `text`, ignoring string contents (no recursion involved).
+
+    >>> json_depth('{"a": [1, {"b": "[[["}]}')
+    3
+    """
+    body = np.frombuffer(_JSON_STRING.sub('""', text).encode("utf-8", "replace"), np.uint8)
+    steps = np.zeros(body.size, np.int32)
+    steps[(body == ord("[")) | (body == ord("{"))] = 1
+    steps[(body == ord("]")) | (body == ord("}"))] = -1
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def _safe_join(root: Path, relative: str, what: str) -> Path:
-    if os.path.isabs(relative) or ".." in Path(relative).parts:
+    if not isinstance(relative, str) or os.path.isabs(relative) or ".." in Path(relative).parts:
         raise BundleError(f"{what}: path {relative!r} must be relative to the bundle and stay inside it")
-    return root / relative
+    path = root / relative
+    _confined(root, path, relative)
+    return path
+
+
+def _confined(root: Path, path: Path, name: str) -> None:
+    """Refuse a file that resolves outside the bundle (a symlink, or a symlinked folder on its way)."""
+    try:
+        resolved, base = path.resolve(), root.resolve()
+        inside = os.path.commonpath([str(resolved), str(base)]) == str(base)   # Python 3.8: no is_relative_to
+    except (OSError, RuntimeError, ValueError) as exc:   # a symlink loop
+        raise BundleError(f"{name}: cannot resolve {path} ({exc}); replace links with the files themselves") from exc
+    if not inside:
+        raise BundleError(f"{name}: {path} resolves to {path.resolve()}, outside the bundle {root}; bundles must "
+                          f"hold their files, not links out of the folder (copy the files in)")
 
 
 @dataclass(frozen=True)
@@ -106,10 +141,21 @@ class Bundle:
         manifest_path = root / MANIFEST_NAME
         if not manifest_path.is_file():
             raise BundleError(f"missing file: {manifest_path} (a bundle folder must hold {MANIFEST_NAME})")
+        _confined(root, manifest_path, MANIFEST_NAME)
+        size = manifest_path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{manifest_path} is {size} bytes, over the {MAX_MANIFEST_BYTES} limit for a manifest; "
+                              f"the file is damaged or not a manifest: re-export the bundle")
         try:
-            data = json.loads(manifest_path.read_text())
+            text = manifest_path.read_text()
+            if json_depth(text) > MAX_JSON_DEPTH:   # before json.loads: deep nesting can overflow the C stack
+                raise BundleError(f"{manifest_path} nests JSON deeper than {MAX_JSON_DEPTH} levels; a manifest "
+                                  f"never does: the file is damaged, re-export the bundle")
+            data = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise BundleError(f"{manifest_path} nests JSON too deeply to be a manifest; re-export the bundle") from None
         manifest = parse_manifest(data)
         checks: list[tuple[str, str]] = []
         for graph, per_precision in manifest.files.items():
@@ -131,9 +177,25 @@ class Bundle:
         profile_dir = root / PROFILE_DIR
         if profile_dir.is_dir():
             for profile_path in sorted(profile_dir.glob("*.json")):
+                _confined(root, profile_path, f"{PROFILE_DIR}/{profile_path.name}")
                 profile = load_profile(profile_path, manifest.program)
                 profiles[profile.target] = profile
         return cls(root=root, manifest=manifest, profiles=profiles)
+
+    def verify(self) -> None:
+        """Check again that every listed file is inside the bundle and has its recorded sha256 (files can change
+        on disk after `load`; `Controller.from_bundle` calls this before loading graphs)."""
+        checks = [(f.path, f.sha256) for per in self.manifest.files.values() for f in per.values()]
+        checks.extend(self.manifest.extra_files.items())
+        for relative, expected in checks:
+            file_path = _safe_join(self.root, relative, "manifest")
+            if not file_path.is_file():
+                raise BundleError(f"missing file: {relative} (listed in {MANIFEST_NAME} of {self.root})")
+            actual = sha256_file(file_path)
+            if actual != expected:
+                raise BundleError(f"hash mismatch: {relative} has sha256 {actual[:16]}..., the manifest says "
+                                  f"{expected[:16]}...; the file was modified or corrupted. Re-export or re-copy the "
+                                  f"bundle.")
 
 
 def write_manifest(root: str | os.PathLike, manifest: Manifest) -> Path:

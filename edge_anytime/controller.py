@@ -1,19 +1,26 @@
 """The anytime controller: runs a stage program per frame under a deadline.
 
->>> from edge_anytime import Controller, ControllerOptions
+>>> import numpy as np
+>>> from edge_anytime import Controller
+>>> frame = np.zeros((32, 32, 3), np.uint8)                                   # an RGB camera frame
 >>> with Controller.from_bundle("deploy/bundles/gtsrb-resann") as ctrl:        # doctest: +SKIP
 ...     result = ctrl.run(frame, budget_s=0.002)
 ...     print(result.status.value, result.exit_index, result.label_name, result.confidence)
 final 2 speed limit 50 0.98
 
 Per frame (docs/runtime.md): in anytime mode the plan runs segment by segment
-(the steps up to the next exit); a segment is admitted only if
-`now + sum(pWCET of its steps) + margin <= deadline`; each exit computed in
-time is published (`on_result`); the frame stops at the end of the plan, when
-the next segment does not fit, at the confidence target, on `interrupt()`, or
-on a backend fault, and its best result is delivered once (`on_final`). On the
-real clock a watchdog delivers the best result so far at the deadline even
-while a step is still running; that step's output is then dropped.
+(the steps up to the next exit) through the one `ProgramInterpreter`; the
+`DeadlinePolicy` admits a segment only if its measured latency (typical for
+the first segment, tail for later ones) fits before the deadline minus the
+measured delivery margin; each exit computed in time is published
+(`on_result`); the frame's best result is delivered once (`on_final`).
+
+By default steps run on the caller's thread (no hand-off: the cheapest path,
+measured in docs/results.md). With `ControllerOptions(threaded=True)`, `run()`
+hands the frame to the inference thread and waits for it with a timeout: if a
+step is still running at the watchdog's fire time, `run()` itself hands back
+the best result so far, on time, and the step's output is dropped; `submit()`
+frames are then watched by the watchdog thread.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import gc
 import itertools
 import math
 import os
+import queue
 import threading
 import time
 from pathlib import Path
@@ -33,18 +41,24 @@ from .backends.base import GraphLoadSpec, GraphRunner
 from .bundle import Bundle
 from .callbacks import Callbacks
 from .clock import MonotonicClock
-from .errors import BundleError, FrameError
+from .errors import FrameError
 from .frame_job import FrameJob, FrameTicket
-from .latency import make_estimator
+from .interpreter import ProgramInterpreter
 from .manifest import ModelInfo
-from .options import ControllerOptions, ControllerStats
-from .plan import CompiledPlan
+from .options import ControllerOptions, ControllerStats, valid_confidence
+from .plan import FramePlan
+from .policy import DeadlinePolicy
 from .preprocess import Preprocessor
-from .profile import LatencyProfile
+from .handoff import HANDOFF_SAMPLES, TIMER_SLACK_NS, Ping, hand_back_latency, timer_lateness
+from .profile import LatencyProfile, choose_profile
+from .realtime import set_timer_slack
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
-from .runners import load_runners, run_program
+from .runners import load_runners
 from .workers import DeliveryThread, Watchdog
+
+COLD_PASSES = 3   # warm-up frames never recorded: cold caches, lazy allocation
+_THREAD_STATE = threading.local()
 
 
 class Controller:
@@ -63,52 +77,61 @@ class Controller:
         self.clock = clock or MonotonicClock()
         simulated = bool(getattr(self.clock, "simulated", False))
         self._simulated_clock = simulated
-        self._threaded = (not simulated) if self.options.threaded is None else self.options.threaded
+        self._threaded = bool(self.options.threaded)
         self._runners = dict(runners)
         self._precisions = dict(precisions or {g: "fp32" for g in program.graphs})
         self._preprocess = Preprocessor(model.input)
         self._callbacks: list[Callbacks] = [callbacks] if callbacks is not None else []
-        self._estimators = {g: make_estimator(self.options.estimator) for g in program.graphs}
-        self._plan = CompiledPlan(program, self._runners, model, self.options)
-        self._counts = {name: 0 for name in ControllerStats.__dataclass_fields__}
+        self.interpreter = ProgramInterpreter(program, self._runners)
+        self.policy = DeadlinePolicy(program, self.options, simulated=simulated, threaded=self._threaded)
+        self._counts = self.policy.counts
+        self._plan = FramePlan(self.interpreter, model, self.options, self.policy, self.clock, self._publish_exit,
+                               self._report_error, emulate_watchdog=simulated)
         self._frame_ids = itertools.count()
         self._current: FrameJob | None = None
         self._inference_lock = threading.Lock()
         self._closed = False
-        if profile is not None:
-            for graph in program.graphs:
-                self._estimators[graph].seed(profile.samples_s(graph, self._precisions[graph]))
-        if self.options.warmup_runs and (profile is None):
-            self.warm_up(self.options.warmup_runs)
-        self._delivery = DeliveryThread(self._deliver) if self._threaded else None
-        self._watchdog = Watchdog(self.clock, self._on_watchdog) if self._threaded else None
-        self._queue: "Any" = None
+        self._frame_owner = 0              # ident of the thread running a frame right now (re-entrancy check)
+        self._pending = 0                  # submit()ted frames not yet taken by the inference thread
+        self._pending_lock = threading.Lock()
+        self._close_runners_after_frame = False
+        self._warming = False
+        self._warmup_delivery: list[float] = []
+        # Callbacks run on one delivery thread on a real clock (a slow callback never delays inference),
+        # on the calling thread on a simulated clock (deterministic tests and simulations).
+        self._delivery = None if simulated else DeliveryThread(self._deliver)
+        self._watchdog: Watchdog | None = None
+        self._queue: queue.SimpleQueue | None = None
         self._worker: threading.Thread | None = None
         if self._threaded:
-            import queue
-
             self._queue = queue.SimpleQueue()
+            self._watchdog = Watchdog(self.clock, self._on_watchdog)
             self._worker = threading.Thread(target=self._inference_loop, name="edge-anytime-inference", daemon=True)
             self._worker.start()
+        if profile is not None:
+            self.policy.seed_from_profile(program, profile, self._precisions)
+        if self.options.warmup_runs:
+            self.warm_up(self.options.warmup_runs, record=profile is None)
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_bundle(cls, bundle: str | os.PathLike | Bundle, backend: Any = "litert", *, clock=None,
                     options: ControllerOptions | None = None, callbacks: Callbacks | None = None,
                     **backend_options) -> "Controller":
-        """Load and validate a bundle, load every graph with `backend` (a registered name or a Backend)."""
+        """Load and validate a bundle, load every graph with `backend` (a registered name or a Backend).
+
+        The latency estimates are seeded from the bundle's profile recorded on a host like this one
+        (`options.profile_target`, default 'auto'), else measured by the warm-up.
+        """
         options = options or ControllerOptions()
-        if not isinstance(bundle, Bundle):
+        if isinstance(bundle, Bundle):
+            bundle.verify()      # files may have changed since Bundle.load
+        else:
             bundle = Bundle.load(bundle)
         precisions = bundle.resolve_precisions(options.precision)
+        backend_name = backend if isinstance(backend, str) else getattr(backend, "name", "")
+        profile = choose_profile(bundle, options.profile_target, backend_name, options.num_threads)
         runners = load_runners(bundle, precisions, backend, options.num_threads, **backend_options)
-        profile = None
-        if options.profile_target is not None:
-            if options.profile_target not in bundle.profiles:
-                raise BundleError(f"bundle {bundle.root} has no latency profile for target {options.profile_target!r} "
-                                  f"(it has {sorted(bundle.profiles)}); measure one with: "
-                                  f"python -m edge_anytime.deploy --target {options.profile_target} --profile")
-            profile = bundle.profiles[options.profile_target]
         return cls(bundle.program, runners, bundle.model, clock=clock, options=options, callbacks=callbacks,
                    precisions=precisions, profile=profile)
 
@@ -133,30 +156,60 @@ class Controller:
         """Unregister a callbacks object; unknown objects are ignored."""
         self._callbacks = [c for c in self._callbacks if c is not callbacks]
 
-    def warm_up(self, runs: int, max_seconds: float | None = None) -> None:
-        """Run the whole plan on a neutral frame and seed every graph's latency estimate.
+    def warm_up(self, runs: int, max_seconds: float | None = None, record: bool = True) -> None:
+        """Run frames through the serving path (same thread hand-off, same hooks) to seed the estimates.
 
-        Runs at least `runs` passes (the first is discarded: cold caches), then keeps going until
-        every graph has 1/(1-quantile) samples, so its pWCET is a real quantile rather than an
-        inflated small-sample bound, or `max_seconds` of wall time (default
-        `options.warmup_seconds`) have passed. Steps run interleaved in plan order, as when serving.
+        The first COLD_PASSES frames are discarded (cold caches). With `record`, the rest seed every
+        segment's, every a-priori slice's and the delivery path's estimates; on a real clock warm-up goes on
+        until each estimator has `estimator.min_online` samples or `max_seconds` (default
+        `options.warmup_seconds`) have passed. Seeds give way to online samples as frames are served.
         """
         max_seconds = self.options.warmup_seconds if max_seconds is None else max_seconds
-        needed = math.ceil(1.0 / (1.0 - self.options.estimator.quantile))
+        needed = self.options.estimator.min_online
         neutral = np.zeros(self.model.input.shape, np.float32)   # the mean colour, once normalised
-        estimators = self._estimators
-
-        def record(graph: str, seconds: float) -> None:
-            estimators[graph].seed([seconds])
-
+        policy = self.policy
+        plan = self._plan
+        slice_times: dict[int, list[float]] = {index: [] for index in self.interpreter.slices}
+        plan.warmup_samples = [[] for _ in self.interpreter.segments]
+        plan.warmup_reach = [[] for _ in self.interpreter.segments]
+        plan.warmup_steps = {i: [] for i in range(len(self.interpreter.steps))}
         started = time.perf_counter()
-        passes = 0
-        while True:   # the first pass is not recorded (cold caches)
-            run_program(self.program, self._runners, neutral, timer=record if passes else None, now=self.clock.now)
-            passes += 1
-            if passes > runs and (self._simulated_clock or time.perf_counter() - started >= max_seconds or
-                                  min(e.count for e in self._estimators.values()) >= needed):
-                return
+        self._warmup_delivery: list[float] = []
+        self._warming = plan.admit_all = True
+        try:
+            if self._threaded and not self._simulated_clock:
+                _THREAD_STATE.slack_set = set_timer_slack(TIMER_SLACK_NS) or True
+                policy.wakeup.seed(timer_lateness(HANDOFF_SAMPLES))
+                policy.delivery.seed(hand_back_latency(self._queue, HANDOFF_SAMPLES))
+            passes = 0
+            while True:
+                self.run(neutral, deadline_s=self.clock.now() + 3600.0, frame_id=-1, mode="anytime")
+                for index, segment in self.interpreter.slices.items():
+                    t0 = self.clock.now()
+                    with self._inference_lock:
+                        self.interpreter.run_all(neutral, steps=segment.steps)
+                    slice_times[index].append(self.clock.now() - t0)
+                passes += 1
+                if passes == COLD_PASSES:   # cold caches, lazy allocation: never recorded
+                    plan.warmup_samples = [[] for _ in self.interpreter.segments]
+                    plan.warmup_reach = [[] for _ in self.interpreter.segments]
+                    plan.warmup_steps = {i: [] for i in range(len(self.interpreter.steps))}
+                    slice_times = {index: [] for index in slice_times}
+                    self._warmup_delivery = []
+                enough = all(len(v) >= needed for v in slice_times.values())
+                if passes >= runs + COLD_PASSES and (self._simulated_clock or enough or
+                                                     time.perf_counter() - started >= max_seconds):
+                    break
+        finally:
+            self._warming = plan.admit_all = False
+        if record:   # else a profile from this host seeds the segments; warm-up only warmed the caches
+            for position, samples in enumerate(plan.warmup_samples):
+                policy.seed_segment(position, samples)
+                policy.reach_estimators[position].seed(plan.warmup_reach[position])
+            for index, times in slice_times.items():
+                policy.seed_slice(index, times)
+            policy.seed_steps(plan.warmup_steps)
+        policy.delivery.seed(self._warmup_delivery)   # the delivery path is this host's and mode's: always measured
 
     # ----------------------------------------------------------------- public API
     def run(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,
@@ -168,26 +221,65 @@ class Controller:
         A frame that cannot run (bad shape, NaN, past deadline) returns a `no_result`
         FrameResult whose `error` says why; the controller keeps serving.
         """
+        if self._frame_owner == threading.get_ident():
+            raise RuntimeError("run() was called from a callback while this thread is running a frame of the same "
+                               "controller; call it after the callback returns (or use submit())")
         job = self._admit_frame(frame, budget_s, deadline_s, frame_id, mode, confidence_target, user_data)
         if job.finalized:
             return job.result
         if not self._threaded:
-            self._execute(job)
-            return job.result
+            return self._execute(job)
+        job.hand_back = True
+        if not getattr(_THREAD_STATE, "slack_set", False):   # timed waits of this thread wake within microseconds
+            _THREAD_STATE.slack_set = set_timer_slack(TIMER_SLACK_NS) or True
+        self._ensure_worker()
+        self.policy.note_arrival(self._current is not None)
         self._queue.put(job)
-        self._watchdog.arm(job)
-        result = job.wait(max(0.0, job.deadline - self.clock.now()) + 5.0)
-        return result if result is not None else job.finalize(StopReason.DEADLINE, self.clock.now())
+        clock = self.clock
+        wait = job.fire_at - clock.now()
+        done = job.wait_done(wait)
+        now = clock.now()
+        if not done and wait > 0 and not self._simulated_clock:   # a real timed wait: how late did it return?
+            self.policy.wakeup.observe(now - job.fire_at)
+        if done and job.outcome is not None:
+            reason, error = job.outcome
+            result = job.finalize(reason, now, error=error)
+            if result is not None and not self._simulated_clock:   # the delivery path, with or without a result
+                self._observe_delivery(now - job.last_exit_s)
+        else:
+            result = job.finalize(StopReason.DEADLINE, now)
+        if result is None:          # interrupt() delivered it first
+            return job.result
+        self._publish_final(result, job)
+        return result
 
     def submit(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,
                frame_id: int | None = None, mode: str | None = None, confidence_target: float | None = None,
                user_data: Any = None) -> FrameTicket:
-        """Queue a frame and return at once; the result arrives through the callbacks (and the ticket)."""
+        """Queue a frame and return at once; the result arrives through the callbacks (and the ticket).
+
+        At most `options.max_pending` frames wait; a frame submitted beyond that is refused at once
+        (`no_result`, error "queue full"). Without `threaded=True` the frame runs before `submit()` returns.
+        """
+        if self._frame_owner == threading.get_ident():
+            raise RuntimeError("submit() was called from a callback while this thread is running a frame of the "
+                               "same controller; call it after the callback returns")
         job = self._admit_frame(frame, budget_s, deadline_s, frame_id, mode, confidence_target, user_data)
+        if not job.finalized and self._threaded and self._pending >= self.options.max_pending:
+            self._counts["rejected_frames"] += 1
+            error = (f"queue full: {self._pending} frames are waiting (ControllerOptions.max_pending="
+                     f"{self.options.max_pending}); submit slower or raise max_pending")
+            self._report_error(FrameError(f"frame {job.frame_id}: {error}"), "frame")
+            self._publish_final(job.finalize(StopReason.NO_RESULT, self.clock.now(), error=error), job)
         if not job.finalized:
             if not self._threaded:
                 self._execute(job)
             else:
+                self._ensure_worker()
+                self.policy.note_arrival(self._current is not None)
+                with self._pending_lock:
+                    self._pending += 1
+                job.counted = True
                 self._queue.put(job)
                 self._watchdog.arm(job)
         return FrameTicket(job)
@@ -198,7 +290,8 @@ class Controller:
 
         `budget_s` is a constant, or an iterable giving one budget per frame.
         """
-        budgets = itertools.repeat(budget_s) if budget_s is None or isinstance(budget_s, (int, float)) else iter(budget_s)
+        constant = budget_s is None or isinstance(budget_s, (int, float, np.number))
+        budgets = itertools.repeat(budget_s) if constant else iter(budget_s)
         for item in source:
             frame, budget = (item if isinstance(item, tuple) else (item, next(budgets, None)))
             yield self.run(frame, budget, **kwargs)
@@ -210,35 +303,25 @@ class Controller:
             return None
         result = job.finalize(StopReason.INTERRUPTED, self.clock.now())
         if result is not None:
-            self._publish_final(result)
+            self._publish_final(result, job)
         return result
 
     def latency_estimates(self) -> dict[str, float]:
-        """Current pWCET estimate (seconds) of every graph."""
-        return {graph: est.estimate() for graph, est in self._estimators.items()}
-
-    def typical_latency_estimates(self) -> dict[str, float]:
-        """Each graph's latency at `options.first_exit_quantile` (seconds; empty when it is None)."""
-        quantile = self.options.first_exit_quantile
-        if quantile is None:
-            return {}
-        return {graph: est.typical(quantile) for graph, est in self._estimators.items()}
-
-    def observe_latency(self, graph: str, seconds: float) -> None:
-        """Feed an externally measured latency sample into the deadline monitor."""
-        self._estimators[graph].observe(seconds)
+        """Current estimates (seconds): each segment's typical and tail latency, each a-priori slice's,
+        and the margin and watchdog guard in use (see DeadlinePolicy.estimates)."""
+        return self.policy.estimates()
 
     def stats(self) -> ControllerStats:
-        return ControllerStats(**self._counts)
+        return self.policy.stats()
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every queued frame is done and its callbacks have run."""
-        if not self._threaded:
-            return
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait(timeout)
-        self._delivery.flush(timeout)
+        if self._threaded:
+            done = threading.Event()
+            self._queue.put(done)
+            done.wait(timeout)
+        if self._delivery is not None:
+            self._delivery.flush(timeout)
 
     def close(self) -> None:
         if self._closed:
@@ -246,9 +329,18 @@ class Controller:
         self._closed = True
         if self._threaded:
             self._queue.put(None)
-            self._worker.join(timeout=5.0)
+            if threading.current_thread() is not self._worker:
+                self._worker.join(timeout=5.0)
             self._watchdog.close()
+        if self._delivery is not None:
             self._delivery.close()
+        if self._frame_owner == threading.get_ident():   # close() from a callback of a frame on this thread
+            self._close_runners_after_frame = True
+            return
+        with self._inference_lock:
+            self._close_runners()
+
+    def _close_runners(self) -> None:
         for runner in self._runners.values():
             runner.close()
 
@@ -264,36 +356,58 @@ class Controller:
             raise RuntimeError("controller is closed")
         now = self.clock.now()
         frame_id = next(self._frame_ids) if frame_id is None else int(frame_id)
-        self._counts["frames"] += 1
+        if not self._warming:
+            self._counts["frames"] += 1
         mode = mode or self.options.mode
         target = confidence_target if confidence_target is not None else self.options.confidence_target
         error = None
+        deadline = now
         if (budget_s is None) == (deadline_s is None):
             error = "give exactly one of budget_s (relative, seconds) or deadline_s (absolute, controller clock)"
-            deadline = now
+        elif budget_s is not None:
+            if not (isinstance(budget_s, (int, float, np.integer, np.floating)) and math.isfinite(budget_s) and
+                    budget_s >= 0):
+                error = f"budget_s must be a finite number of seconds >= 0, got {budget_s!r}"
+            else:
+                deadline = now + float(budget_s)
+        elif not (isinstance(deadline_s, (int, float, np.integer, np.floating)) and math.isfinite(deadline_s)):
+            error = f"deadline_s must be a finite time on the controller's clock, got {deadline_s!r}"
         else:
-            deadline = now + budget_s if deadline_s is None else deadline_s
-            if budget_s is not None and not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s >= 0):
-                error = f"budget_s must be a finite number of seconds >= 0, got {budget_s!r} (milliseconds? divide by 1000)"
-                deadline = now
-            elif deadline <= now:
-                error = f"deadline already passed ({(now - deadline) * 1e3:.3f} ms ago); nothing can run"
+            deadline = float(deadline_s)
+        if error is None and deadline <= now:
+            error = f"deadline already passed ({(now - deadline) * 1e3:.3f} ms ago); nothing can run"
         if mode not in ("anytime", "apriori"):
             error = f"mode must be 'anytime' or 'apriori', got {mode!r}"
+        if target is not None:
+            if isinstance(target, np.floating):
+                target = float(target)
+            if not valid_confidence(target):
+                error = f"confidence_target must be a number in (0, 1], got {target!r}"
         tensor = None
         if error is None:
             try:
                 tensor = self._preprocess(frame) if self.options.validate_frames else frame
             except FrameError as exc:
                 error = str(exc)
-        job = FrameJob(frame_id, tensor, now, deadline, deadline - self.options.watchdog_guard_s, mode, target,
-                       user_data)
+        job = FrameJob(frame_id, tensor, now, deadline, deadline - self.policy.guard(), mode, target, user_data)
         if error is not None:
             self._counts["rejected_frames"] += 1
             self._report_error(FrameError(f"frame {frame_id}: {error}"), "frame")
             result = job.finalize(StopReason.NO_RESULT, now, error=error)
-            self._publish_final(result)
+            self._publish_final(result, job)
         return job
+
+    def _ensure_worker(self) -> None:
+        if not self._worker.is_alive():   # it never dies by design; if it did, say so and start a new one
+            self._report_error(RuntimeError("the inference thread had stopped; restarted"), "controller")
+            self._worker = threading.Thread(target=self._inference_loop, name="edge-anytime-inference", daemon=True)
+            self._worker.start()
+
+    def _observe_delivery(self, seconds: float) -> None:
+        if self._warming:
+            self._warmup_delivery.append(seconds)
+        else:
+            self.policy.delivery.observe(seconds)
 
     def _inference_loop(self) -> None:
         while True:
@@ -303,45 +417,81 @@ class Controller:
             if isinstance(job, threading.Event):
                 job.set()
                 continue
-            if not job.finalized:
-                self._execute(job)
+            if isinstance(job, Ping):
+                job.answer()
+                continue
+            if job.counted:
+                with self._pending_lock:
+                    self._pending -= 1
+            try:
+                if not job.finalized:
+                    self._execute(job)
+            except BaseException as exc:  # noqa: BLE001 - the thread must outlive anything a frame raises
+                self._finish(job, StopReason.DEGRADED, exc, "inference thread")
 
-    def _execute(self, job: FrameJob) -> None:
+    def _execute(self, job: FrameJob) -> FrameResult | None:
         self._current = job
-        freeze = self._threaded and gc.isenabled()
+        freeze = gc.isenabled() and not self._simulated_clock
         if freeze:
             gc.disable()
         try:
             with self._inference_lock:
-                reason, error = self._plan.execute(job, self.clock, self._estimators, self._counts,
-                                                   self._publish_exit, not self._threaded)
+                self._frame_owner = threading.get_ident()
+                try:
+                    reason, error, where = self._plan.execute(job, job.deadline - self.policy.margin())
+                finally:
+                    self._frame_owner = 0
+                    if self._close_runners_after_frame:
+                        self._close_runners()
         finally:
             if freeze:
                 gc.enable()
             self._current = None
+        if job.best is None:
+            job.last_exit_s = self.clock.now()   # the delivery path of a frame without result starts here
+        return self._finish(job, reason, error, where)
+
+    def _finish(self, job: FrameJob, reason: StopReason, error: BaseException | None, where: str) -> FrameResult | None:
+        text = None
         if error is not None:
             self._counts["backend_errors"] += 1
-            self._report_error(error, "backend")
+            text = f"{where}: {type(error).__name__}: {error}" if where else f"{type(error).__name__}: {error}"
+            self._report_error(error, "backend" if where.startswith("step") else f"controller:{where or 'frame'}")
+        elif job.error is not None and reason is StopReason.FINAL:
+            reason = StopReason.DEGRADED   # an exit was invalid: the result is not the full plan's
+        if job.hand_back:                  # run() waits for this frame: it finalizes and measures the hand-back
+            job.outcome = (reason, text)
+            job.signal_done()
+            return None
         now = self.clock.now()
-        if not self._threaded and now > job.fire_at and reason is StopReason.DEADLINE and job.late_steps:
-            now = job.fire_at  # inline: the emulated watchdog hands the result over at its fire time
-        result = job.finalize(reason, now, error=None if error is None else f"{type(error).__name__}: {error}")
+        if self._plan.emulate_watchdog and job.late_steps and reason is StopReason.DEADLINE:
+            now = job.fire_at             # simulated clock: the emulated watchdog delivered at its fire time
+        result = job.finalize(reason, now, error=text)
         if result is not None:
-            self._publish_final(result)
+            if not self._simulated_clock:
+                self._observe_delivery(self.clock.now() - job.last_exit_s)
+            self._publish_final(result, job)
+        return job.result
 
     def _on_watchdog(self, job: FrameJob) -> None:
         result = job.finalize(StopReason.DEADLINE, self.clock.now())
         if result is not None:
-            self._publish_final(result)
+            self._publish_final(result, job)
 
     def _publish_exit(self, exit_result: ExitResult) -> None:
-        self._dispatch(("on_result", exit_result))
+        if not self._warming:
+            self._dispatch(("on_result", exit_result))
 
-    def _publish_final(self, result: FrameResult) -> None:
-        self._counts[result.status.value] += 1
+    def _publish_final(self, result: FrameResult, job: FrameJob) -> None:
+        if self._warming:
+            return
+        counts = self._counts
+        counts[result.status.value] += 1
+        if result.best is None and job.admitted and result.error is None:
+            counts["interrupted_without_result"] += 1   # a segment ran, but no exit was reached in time
         missed = result.best is None or result.delivered_s > result.deadline_s
         if missed and result.error is None:
-            self._counts["missed_deadlines"] += 1
+            counts["missed_deadlines"] += 1
         self._dispatch(("on_final", result))
         if missed and result.error is None:
             self._dispatch(("on_miss", result))

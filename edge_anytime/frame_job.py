@@ -18,7 +18,7 @@ from .results import ExitResult, FrameResult, StopReason
 class FrameJob:
     __slots__ = ("frame_id", "tensor", "start", "deadline", "fire_at", "budget", "mode", "confidence_target",
                  "user_data", "exits", "best", "best_rank", "steps_run", "steps_skipped", "late_steps", "error",
-                 "result", "_lock", "_done")
+                 "result", "stop_reason", "last_exit_s", "outcome", "hand_back", "counted", "admitted", "segment_start", "_lock", "_done")
 
     def __init__(self, frame_id: int, tensor: np.ndarray | None, start: float, deadline: float, fire_at: float,
                  mode: str, confidence_target: float | None, user_data: Any) -> None:
@@ -39,8 +39,16 @@ class FrameJob:
         self.late_steps = 0
         self.error: str | None = None
         self.result: FrameResult | None = None
+        self.stop_reason: StopReason | None = None   # set by a hook that ends the frame early (confidence)
+        self.segment_start = start
+        self.last_exit_s = start                     # when the latest exit became available
+        self.outcome: tuple | None = None            # (reason, error text) when the caller finalizes (run())
+        self.counted = False                         # counted in the controller's submit() queue
+        self.admitted = False                        # a segment of this frame was admitted
+        self.hand_back = False                       # True: the inference thread leaves finalize to run()
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._done = threading.Lock()                # held until the frame is done: a cheap one-shot gate
+        self._done.acquire()
 
     @property
     def finalized(self) -> bool:
@@ -71,11 +79,25 @@ class FrameJob:
                 steps_run=self.steps_run, steps_skipped=self.steps_skipped, late_steps=self.late_steps,
                 mode=self.mode, error=self.error, user_data=self.user_data)
             self.tensor = None  # drop the input early: a late step must not keep frames alive
-        self._done.set()
+        self.signal_done()
         return self.result
 
+    def signal_done(self) -> None:
+        """Open the gate for whoever waits on this frame (idempotent)."""
+        try:
+            self._done.release()
+        except RuntimeError:
+            pass   # already open
+
+    def wait_done(self, timeout: float) -> bool:
+        """Block until the frame is done or `timeout` seconds pass; True if done."""
+        if self._done.acquire(timeout=max(0.0, min(timeout, threading.TIMEOUT_MAX))):
+            self._done.release()   # keep the gate open for other waiters
+            return True
+        return False
+
     def wait(self, timeout: float | None = None) -> FrameResult | None:
-        self._done.wait(timeout)
+        self.wait_done(threading.TIMEOUT_MAX if timeout is None else timeout)
         return self.result
 
 

@@ -1,32 +1,43 @@
-"""Latency estimators for the deadline monitor: a probabilistic WCET (pWCET) per graph.
+"""Latency estimators of the deadline monitor: a typical latency and a tail latency per segment.
 
-Latency tails on embedded boards are heavy and misses come in bursts, so a
-Gaussian `mean + 3 sigma` under-estimates the 99.9th percentile badly (it is
-kept here only as a baseline for bench/bench_deadline.py). The default
-`QuantileEstimator` combines:
+The controller admits a frame's first segment on its *typical* latency (refusing
+it means no result at all) and every later segment on its *tail* latency (an
+overrun only loses the refinement, but keeps the interpreter busy into the next
+frame). Both come from one `QuantileEstimator` per segment (and per a-priori
+slice, and for the delivery path), measured as a whole: tails of consecutive
+small graphs rarely coincide, so summing per-graph tails overstates a segment's.
 
-* an empirical high quantile over a sliding window of recent samples (no
-  distribution assumed);
-* with fewer samples than 1/(1-q), the sample at the 99th-percentile rank
-  times `small_sample_factor` (the max of few samples under-estimates a high
-  quantile; one outlier among hundreds of warm-up runs is ignored);
-* a burst guard with fast attack and release per admission check: two
-  consecutive samples above the estimate raise it at once, so a burst of slow steps
-  (thermal throttling, a competing process) does not cause a burst of
-  misses; it decays by `burst_release` at every admission check, including
-  checks that refuse the graph, so a graph refused after a spike is admitted
-  again after a few frames instead of starving.
+* Samples come from two sources. *Seeds* (the bundle's profile when the host
+  matches, or warm-up passes) give estimates from the first frame; once
+  `min_online` samples were measured while serving, the seeds are dropped and
+  only the sliding window of online samples counts. A warm-up taken while the
+  machine was busy therefore stops mattering after a few dozen frames.
+* The sorted window is refreshed lazily (every `refresh_every` samples): no
+  per-frame sorting.
+* A burst guard: two consecutive samples above the tail raise it at once to
+  their maximum (thermal throttling, another process); it decays by
+  `burst_release` at each admission check, so nothing starves.
+* Probing: a refused segment gets no new samples, so stale slow samples (a busy
+  warm-up, a burst now over) could keep it refused forever. Each refusal scales
+  its estimate by `probe_decay` (never below its typical latency once measured);
+  a sample above the scaled estimate undoes one step. The estimate thus settles
+  where admitted segments rarely overrun it, and the first run after a refusal
+  measures the segment for real.
 
->>> est = QuantileEstimator(quantile=0.99, window=200)
->>> for v in [1.0e-3] * 150 + [1.4e-3] * 3:
+>>> est = QuantileEstimator(quantile=0.99, typical_quantile=0.5, min_online=4, refresh_every=1)
+>>> est.seed([5e-3] * 10)               # a warm-up on a busy machine
+>>> est.tail()
+0.005
+>>> for v in [1.0e-3, 1.1e-3, 0.9e-3, 1.0e-3]:
 ...     est.observe(v)
->>> est.estimate() >= 1.4e-3
-True
+>>> round(est.tail() * 1e3, 3), round(est.typical() * 1e3, 3)
+(1.1, 1.0)
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,179 +45,243 @@ import numpy as np
 
 @dataclass(frozen=True)
 class EstimatorOptions:
-    kind: str = "quantile"        # "quantile" (default) or "gaussian" (mean + k sigma; a baseline only)
-    quantile: float = 0.999
-    window: int = 2000
-    small_sample_factor: float = 1.25  # inflation while samples < 1/(1-quantile) (see _window_quantile)
-    burst_release: float = 0.95    # decay of the burst guard per admission check
-    sigmas: float = 3.0            # for kind="gaussian"
-    online: bool = True            # False: estimates come from warm-up/profile samples only (simulator sweeps)
+    """How latency samples become estimates (see the module docstring).
+
+    quantile: the tail used to admit a segment once the frame has a result (0.99: one
+        admitted segment in a hundred may overrun its estimate).
+    window: online samples kept per estimator.
+    min_online: online samples after which seeds (profile, warm-up) are dropped.
+    refresh_every: recompute the quantiles after this many new samples.
+    burst_release: decay of the burst guard per admission check.
+    probe_decay: per refusal, the factor applied to an estimate that only seeds back.
+    kind: 'quantile' (default) or 'gaussian' (mean + `sigmas` sigma; a baseline only).
+    online: False freezes the estimates at their seeds (the simulator's cached replay).
+    """
+
+    quantile: float = 0.99
+    window: int = 512
+    min_online: int = 32
+    refresh_every: int = 16
+    burst_release: float = 0.95
+    probe_decay: float = 0.8
+    kind: str = "quantile"
+    sigmas: float = 3.0
+    online: bool = True
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.quantile < 1.0:
             raise ValueError(f"quantile must be in [0.5, 1), got {self.quantile}")
         if self.window < 8:
             raise ValueError(f"window must be >= 8 samples, got {self.window}")
+        if not 1 <= self.min_online <= self.window:
+            raise ValueError(f"min_online must be in [1, window], got {self.min_online}")
+        if self.refresh_every < 1:
+            raise ValueError(f"refresh_every must be >= 1, got {self.refresh_every}")
+        if not 0 < self.burst_release <= 1 or not 0 < self.probe_decay <= 1:
+            raise ValueError("burst_release and probe_decay must be in (0, 1]")
+        if self.kind not in ("quantile", "gaussian"):
+            raise ValueError(f"unknown estimator kind {self.kind!r}; use 'quantile' or 'gaussian'")
 
 
 class QuantileEstimator:
-    """Sliding-window empirical quantile with small-sample inflation and a burst guard."""
+    """Typical and tail latency of one segment from seeds and a sliding window; see the module docstring."""
 
-    def __init__(self, quantile: float = 0.999, window: int = 2000, small_sample_factor: float = 1.25,
-                 burst_release: float = 0.95, online: bool = True) -> None:
+    def __init__(self, quantile: float = 0.99, typical_quantile: float = 0.5, window: int = 512,
+                 min_online: int = 32, refresh_every: int = 16, burst_release: float = 0.95,
+                 probe_decay: float = 0.8, online: bool = True) -> None:
         self.online = online
         self.quantile = quantile
-        self.small_sample_factor = small_sample_factor
+        self.typical_quantile = typical_quantile
+        self.min_online = min_online
+        self.refresh_every = refresh_every
         self.burst_release = burst_release
-        self._samples = np.zeros(window, dtype=np.float64)
-        self._count = 0
+        self.probe_decay = probe_decay
+        self._window = np.zeros(window, np.float64)
+        self._seeds = np.zeros(0, np.float64)
+        self._online = 0
+        self._pending = 0
+        self._typical = math.inf
+        self._tail = math.inf
+        self._sorted = np.zeros(0, np.float64)
+        self._sorted_list: list[float] = []    # the same values as a list: bisect is 10x faster per check
         self._burst = 0.0
-        self._quantile_value = math.inf   # last computed window quantile
-        self._dirty = True
-        self._stale = 0
-        self._refusals = 0
-        self._last_above = 0.0
-        self._typical_key: tuple = ()
-        self._typical_value = math.inf
-        self._needed = math.ceil(1.0 / (1.0 - quantile))
+        self._last_above = False
+        self._probe = 1.0
 
     @property
     def count(self) -> int:
-        return self._count
+        """Samples the estimates rest on (seeds while online samples are fewer than min_online)."""
+        n = min(self._online, self._window.size)
+        return n if self._online >= self.min_online else n + self._seeds.size
+
+    @property
+    def online_count(self) -> int:
+        return self._online
 
     def seed(self, samples) -> None:
-        """Record samples (warm-up, a stored profile) whether or not the estimator is online.
-        Seeding never arms the burst guard: one preempted warm-up run must not stick."""
-        for value in samples:
-            self._record(float(value))
+        """Add seed samples (profile, warm-up); they count until `min_online` online samples exist."""
+        values = np.asarray([float(v) for v in samples], np.float64)
+        values = values[np.isfinite(values) & (values >= 0)]
+        if values.size:
+            self._seeds = np.concatenate([self._seeds, values])[-self._window.size:]
+            self._refresh()
 
     def observe(self, seconds: float) -> None:
-        """Record a latency measured while serving frames (ignored when not online)."""
-        if self.online:
-            if seconds > self._quantile_value:
-                # fast attack on a burst: two slow samples in a row. An isolated spike is what the
-                # quantile already accounts for; arming on it would make the estimate follow noise.
-                if self._last_above > 0.0:
-                    self._burst = max(self._burst, seconds, self._last_above)
-                self._last_above = seconds
-            else:
-                self._last_above = 0.0
-            self._record(seconds)
-
-    def _record(self, seconds: float) -> None:
-        self._samples[self._count % self._samples.size] = seconds
-        self._count += 1
-        self._stale += 1
-        if seconds > self._quantile_value or self._stale >= 32 or self._count <= self._needed:
-            self._dirty = True                            # refresh lazily; at most every 32 samples when calm
-
-    def typical(self, quantile: float) -> float:
-        """A lower quantile of the window (e.g. 0.9): how long the graph usually takes. Used to admit the
-        first segment of a frame, when refusing it would mean no result at all."""
-        n = min(self._count, self._samples.size)
-        if n == 0:
-            return math.inf
-        if self._typical_key != (self._count, quantile):
-            rank = min(n - 1, max(0, int(math.ceil(quantile * n)) - 1))
-            self._typical_value = float(np.partition(self._samples[:n], rank)[rank])
-            self._typical_key = (self._count, quantile)
-        return self._typical_value
-
-    def refused(self) -> None:
-        """An admission check refused this graph. A refused graph gets no new samples, so outliers in its
-        window could keep it refused forever; every 16th refusal replaces the window's largest sample by
-        its median. The estimate thus probes downwards until the graph runs and is measured again (a step
-        that then overruns is dropped by the watchdog; the frame's result is still delivered on time)."""
-        if not self.online or self._count == 0:
+        """Record a latency measured while serving (ignored when frozen, or not a finite number >= 0)."""
+        if not self.online or not seconds >= 0 or seconds == math.inf:
             return
-        self._refusals += 1
-        if self._refusals % 16 == 0:
-            n = min(self._count, self._samples.size)
-            data = self._samples[:n]
-            data[int(np.argmax(data))] = float(np.median(data))
-            self._dirty = True
-            self._typical_key = ()
+        above = seconds > self._tail
+        if seconds > self._tail * self._probe and self._probe < 1.0:
+            self._probe = min(1.0, self._probe / self.probe_decay)   # probed too low: back off one step
+        if above and self._last_above:
+            self._burst = max(self._burst, seconds)
+        self._last_above = above
+        self._window[self._online % self._window.size] = seconds
+        self._online += 1
+        self._pending += 1
+        if self._pending >= self.refresh_every or self._online <= self.min_online:
+            self._refresh()
 
-    def _window_quantile(self) -> float:
-        n = min(self._count, self._samples.size)
-        data = self._samples[:n]
-        if n < self._needed:
-            # Too few samples for the quantile: take the sample at the 99th percentile rank (the max
-            # below 100 samples, so isolated outliers of larger warm-ups are ignored) and inflate it.
-            rank = n - 1 - n // 100
-            return float(np.partition(data, rank)[rank]) * self.small_sample_factor
-        rank = min(n - 1, int(math.ceil(self.quantile * n)) - 1)
-        return float(np.partition(data, rank)[rank])
+    def _refresh(self) -> None:
+        self._pending = 0
+        n = min(self._online, self._window.size)
+        if self._online >= self.min_online:
+            data = self._window[:n]
+            if self._seeds.size:       # measured on this host now: the seeds and any probing of them go
+                self._seeds = self._seeds[:0]
+                self._probe = 1.0
+        elif self._seeds.size:
+            data = np.concatenate([self._seeds, self._window[:n]])
+        else:
+            data = self._window[:n]
+        self._sorted = np.sort(data)
+        self._sorted_list = self._sorted.tolist()
+        if data.size == 0:
+            self._typical = self._tail = math.inf
+            return
+        self._typical = self._quantile(self.typical_quantile)
+        self._tail = self._quantile(self.quantile)
 
-    def estimate(self) -> float:
-        """The pWCET in seconds (inf when nothing was observed).
+    def _quantile(self, q: float) -> float:
+        m = self._sorted.size
+        return float(self._sorted[min(m - 1, max(0, math.ceil(q * m) - 1))])
 
-        Each call is one admission check and releases the burst guard by `burst_release`, so
-        a graph that is no longer admitted after a spike gets admitted again: nothing starves.
-        """
-        if self._count == 0:
-            return math.inf
-        if self._dirty:
-            self._quantile_value = self._window_quantile()
-            self._dirty = False
-            self._stale = 0
-        if self._burst > self._quantile_value:
-            burst = self._burst
+    def samples(self) -> np.ndarray:
+        """The sorted samples the estimates rest on (read-only view)."""
+        view = self._sorted.view()
+        view.flags.writeable = False
+        return view
+
+    def fit_probability(self, seconds: float) -> float:
+        """P(latency <= seconds) from the samples: an admission check. While a burst is on (see the module
+        docstring), 0 unless `seconds` covers the burst level; each check releases the burst guard."""
+        burst = self._burst
+        if burst > self._tail:
+            self._burst = burst * self.burst_release
+            if seconds < burst:
+                return 0.0
+        data = self._sorted_list
+        if not data:
+            return 0.0
+        if self._probe != 1.0:
+            seconds = seconds / self._probe
+        return bisect_right(data, seconds) / len(data)
+
+    def typical(self) -> float:
+        """Latency at `typical_quantile` (inf when nothing is known)."""
+        return self._typical * self._probe
+
+    def tail(self) -> float:
+        """Latency at `quantile`, raised by the burst guard (inf when nothing is known). An admission check:
+        it releases the burst guard by `burst_release`."""
+        burst = self._burst
+        if burst > self._tail:
             self._burst = burst * self.burst_release
             return burst
-        return self._quantile_value
+        return self._tail * self._probe
+
+    def demote_to_seeds(self) -> None:
+        """Treat the online samples measured so far as seeds (warm-up: online measurements take over later)."""
+        n = min(self._online, self._window.size)
+        self._seeds = np.concatenate([self._seeds, self._window[:n]])[-self._window.size:]
+        self.forget_online()
+
+    def forget_online(self) -> None:
+        """Drop the online samples (cold warm-up frames); seeds stay."""
+        self._online = 0
+        self._burst = 0.0
+        self._last_above = False
+        self._refresh()
+
+    def refused(self) -> None:
+        """Admission refused the segment: probe its estimate downwards (see the module docstring)."""
+        if not self.online or not math.isfinite(self._tail) or self._tail <= 0:
+            return
+        floor = self._typical / self._tail if self._online >= self.min_online else 0.05
+        self._probe = max(floor, self._probe * self.probe_decay)
 
 
 class GaussianEstimator:
-    """mean + k*sigma over a sliding window. A baseline: it misses heavy tails (see module doc)."""
+    """mean + k sigma over a window: a baseline for bench/bench_deadline.py; it misses heavy tails."""
 
-    def __init__(self, sigmas: float = 3.0, window: int = 2000, online: bool = True) -> None:
+    def __init__(self, sigmas: float = 3.0, typical_quantile: float = 0.5, window: int = 1024,
+                 online: bool = True) -> None:
+        from statistics import NormalDist
+
         self.online = online
         self.sigmas = sigmas
-        self._samples = np.zeros(window, dtype=np.float64)
+        self._z = NormalDist().inv_cdf(typical_quantile)
+        self._samples = np.zeros(window, np.float64)
         self._count = 0
 
     @property
     def count(self) -> int:
-        return self._count
+        return min(self._count, self._samples.size)
 
     def seed(self, samples) -> None:
-        """Record samples (warm-up, a stored profile) whether or not the estimator is online."""
         for value in samples:
-            self._record(float(value))
+            self._samples[self._count % self._samples.size] = float(value)
+            self._count += 1
 
     def observe(self, seconds: float) -> None:
-        """Record a latency measured while serving frames (ignored when not online)."""
-        if self.online:
-            self._record(seconds)
+        if self.online and math.isfinite(seconds) and seconds >= 0:
+            self.seed([seconds])
 
-    def _record(self, seconds: float) -> None:
-        self._samples[self._count % self._samples.size] = seconds
-        self._count += 1
+    def _moments(self) -> tuple[float, float]:
+        data = self._samples[:self.count]
+        return (math.inf, 0.0) if data.size == 0 else (float(data.mean()), float(data.std()))
+
+    def typical(self) -> float:
+        mean, std = self._moments()
+        return mean + self._z * std
+
+    def fit_probability(self, seconds: float) -> float:
+        from statistics import NormalDist
+
+        mean, std = self._moments()
+        if not math.isfinite(mean):
+            return 0.0
+        if std <= 0:
+            return 1.0 if seconds >= mean else 0.0
+        return NormalDist(mean, std).cdf(seconds)
+
+    def tail(self) -> float:
+        mean, std = self._moments()
+        return mean + self.sigmas * std
 
     def refused(self) -> None:
         pass
 
-    def typical(self, quantile: float) -> float:
-        """mean + z(quantile) * sigma (normal assumption, like the estimate itself)."""
-        if self._count == 0:
-            return math.inf
-        from statistics import NormalDist
+    def forget_online(self) -> None:
+        self._count = 0
 
-        data = self._samples[:min(self._count, self._samples.size)]
-        return float(data.mean() + NormalDist().inv_cdf(quantile) * data.std())
-
-    def estimate(self) -> float:
-        if self._count == 0:
-            return math.inf
-        data = self._samples[:min(self._count, self._samples.size)]
-        return float(data.mean() + self.sigmas * data.std())
+    def demote_to_seeds(self) -> None:
+        pass
 
 
-def make_estimator(options: EstimatorOptions):
-    if options.kind == "quantile":
-        return QuantileEstimator(options.quantile, options.window, options.small_sample_factor, options.burst_release,
-                                 options.online)
+def make_estimator(options: EstimatorOptions, typical_quantile: float = 0.5):
+    """The estimator `options` describe; `typical()` reports the latency at `typical_quantile`."""
     if options.kind == "gaussian":
-        return GaussianEstimator(options.sigmas, options.window, options.online)
-    raise ValueError(f"unknown estimator kind {options.kind!r}; use 'quantile' or 'gaussian'")
+        return GaussianEstimator(options.sigmas, typical_quantile, options.window, options.online)
+    return QuantileEstimator(options.quantile, typical_quantile, options.window, options.min_online,
+                             options.refresh_every, options.burst_release, options.probe_decay, options.online)

@@ -1,4 +1,4 @@
-"""manifest.json of a bundle (format v1): typed records and their JSON form.
+"""manifest.json of a bundle (format v2; v1 is migrated on load): typed records and their JSON form.
 
 The manifest is the one place where dicts meet the typed world: `parse_manifest`
 turns JSON into frozen records and rejects anything malformed with a message
@@ -14,16 +14,22 @@ True
 
 from __future__ import annotations
 
+import math
+
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from .errors import BundleError
 from .program import Exit, GraphSignature, Port, Program, Step
 
 FORMAT_NAME = "edge-anytime-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)          # v1 manifests are migrated on load (see _migrate_v1)
 PRECISIONS = ("fp32", "fp16", "int8")
+COLOR_ORDERS = ("RGB", "BGR")                          # channel order the network was trained on
+RESIZE_POLICIES = ("exact", "stretch", "center_crop")  # how a frame of another size reaches the input size
+INTERPOLATIONS = ("area", "bilinear", "nearest")
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,12 @@ class InputSpec:
     """The model input: the tensor name the program reads, and how to preprocess a frame.
 
     A raw frame is uint8 HWC (or float in [0, 255]); the model input is
-    `((frame / scale) - mean) / std`, transposed to `layout`.
+    `((frame / scale) - mean) / std`, transposed to `layout`. Format v2 adds how a
+    frame gets there (edge_anytime.preprocess applies it): `color_order` is the
+    channel order the network expects, `resize` what happens to a frame of another
+    size (`exact`: refuse it, `stretch`: resize to the input size, `center_crop`:
+    crop the largest centred region of the input's aspect ratio, then resize) and
+    `interpolation` the filter. The defaults are v1's behaviour.
     """
 
     tensor: str
@@ -41,6 +52,9 @@ class InputSpec:
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     scale: float = 255.0
+    color_order: str = "RGB"
+    resize: str = "exact"
+    interpolation: str = "area"
 
 
 @dataclass(frozen=True)
@@ -109,18 +123,39 @@ def _ports(items: Any, where: str) -> tuple[Port, ...]:
         raise BundleError(f"manifest: {where}: {exc}") from exc
 
 
+def _migrate_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A v1 manifest as v2: v1 had no preprocessing fields and meant RGB frames of exactly the input size."""
+    migrated = dict(data, version=FORMAT_VERSION)
+    model = data.get("model")
+    if isinstance(model, Mapping) and isinstance(model.get("input"), Mapping):
+        migrated["model"] = dict(model, input={**model["input"], "color_order": "RGB", "resize": "exact",
+                                               "interpolation": "area"})
+    return migrated
+
+
+def _choice(input_json: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    value = input_json.get(key, default)
+    if value not in choices:
+        raise BundleError(f"manifest: model.input.{key} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
 def parse_manifest(data: Mapping[str, Any]) -> Manifest:
-    """Turn manifest JSON into a Manifest, validating the schema and the dataflow."""
+    """Turn manifest JSON into a Manifest, validating the schema and the dataflow (v1 is migrated to v2)."""
     if not isinstance(data, Mapping):
         raise BundleError("manifest: the top level must be a JSON object")
     fmt = data.get("format")
     if fmt != FORMAT_NAME:
         raise BundleError(f"manifest: format is {fmt!r}, expected {FORMAT_NAME!r}; this is not an edge_anytime bundle")
     version = data.get("version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BundleError(
-            f"manifest: unsupported bundle version {version!r}; this runtime reads version {FORMAT_VERSION}. "
+            f"manifest: unsupported bundle version {version!r}; this runtime reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. "
             f"Re-export the bundle with this release's exporter (python -m training.export) or upgrade edge_anytime.")
+    if version == 1:
+        data = _migrate_v1(data)
+        version = FORMAT_VERSION
 
     model_json = _get(data, "model", "manifest")
     input_json = _get(model_json, "input", "model")
@@ -136,6 +171,9 @@ def parse_manifest(data: Mapping[str, Any]) -> Manifest:
         )
     except (TypeError, ValueError) as exc:
         raise BundleError(f"manifest: model.input: {exc}") from exc
+    input_spec = replace(input_spec, color_order=_choice(input_json, "color_order", COLOR_ORDERS, "RGB"),
+                         resize=_choice(input_json, "resize", RESIZE_POLICIES, "exact"),
+                         interpolation=_choice(input_json, "interpolation", INTERPOLATIONS, "area"))
     if input_spec.layout not in ("NCHW", "NHWC"):
         raise BundleError(f"manifest: model.input.layout must be NCHW or NHWC, got {input_spec.layout!r}")
     model = ModelInfo(
@@ -221,9 +259,52 @@ def parse_manifest(data: Mapping[str, Any]) -> Manifest:
         if logits.output(port).shape[-1] != len(model.labels):
             raise BundleError(f"manifest: exit {exit_.index} has {logits.output(port).shape[-1]} logits but the model "
                               f"has {len(model.labels)} labels (shape mismatch)")
+    _check_values(model, exits)
     extra = _get(data, "files", "manifest", dict) if "files" in data else {}
     return Manifest(model=model, program=program, files=files, extra_files=dict(extra),
                     reference=data.get("reference"), version=version, metadata=dict(data.get("metadata", {})))
+
+
+TEMPERATURE_RANGE = (1e-3, 1e3)   # calibration temperatures outside this are a broken export, not a model
+
+
+def _finite(values, what: str, positive: bool = False) -> None:
+    for v in values:
+        if not (isinstance(v, (int, float)) and math.isfinite(v)) or (positive and not v > 0):
+            rule = "finite numbers > 0" if positive else "finite numbers"
+            raise BundleError(f"manifest: {what} must be {rule}, got {list(values)}; re-export the bundle")
+
+
+def _check_values(model: ModelInfo, exits) -> None:
+    """Numbers that would make every frame wrong or a result unreadable are refused at load."""
+    spec = model.input
+    channels = spec.shape[1] if spec.layout == "NCHW" else spec.shape[-1]
+    _finite(spec.mean, "model.input.mean")
+    _finite(spec.std, "model.input.std", positive=True)
+    _finite((spec.scale,), "model.input.scale", positive=True)
+    for name, values in (("mean", spec.mean), ("std", spec.std)):
+        if len(values) not in (1, channels) or len(spec.mean) != len(spec.std):
+            raise BundleError(f"manifest: model.input.{name} has {len(values)} values; mean and std need one per "
+                              f"channel ({channels}) and the same length; re-export the bundle")
+    if not all(isinstance(label, str) for label in model.labels):
+        raise BundleError("manifest: model.labels must be strings")
+    if model.fine_to_coarse:
+        if len(model.fine_to_coarse) != len(model.labels):
+            raise BundleError(f"manifest: model.fine_to_coarse has {len(model.fine_to_coarse)} entries for "
+                              f"{len(model.labels)} labels; it needs one superclass index per label")
+        if not all(0 <= c < len(model.coarse_labels) for c in model.fine_to_coarse):
+            raise BundleError(f"manifest: model.fine_to_coarse must index model.coarse_labels "
+                              f"(0..{len(model.coarse_labels) - 1}); got {sorted(set(model.fine_to_coarse))}")
+    for exit_ in exits:
+        low, high = TEMPERATURE_RANGE
+        if not (math.isfinite(exit_.temperature) and low <= exit_.temperature <= high):
+            raise BundleError(f"manifest: exit {exit_.index} temperature {exit_.temperature!r} is outside "
+                              f"[{low:g}, {high:g}]; re-calibrate the exits (python -m training.export)")
+        accuracy = exit_.val_accuracy
+        if accuracy is not None and not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+                                         and math.isfinite(accuracy) and 0 <= accuracy <= 1):
+            raise BundleError(f"manifest: exit {exit_.index} val_accuracy must be a number in [0, 1] or null, got "
+                              f"{accuracy!r}")
 
 
 def manifest_to_json(manifest: Manifest) -> dict[str, Any]:
@@ -242,7 +323,8 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Any]:
             "coarse_labels": list(model.coarse_labels), "fine_to_coarse": list(model.fine_to_coarse),
             "input": {"tensor": model.input.tensor, "shape": list(model.input.shape), "dtype": model.input.dtype,
                       "layout": model.input.layout, "mean": list(model.input.mean), "std": list(model.input.std),
-                      "scale": model.input.scale},
+                      "scale": model.input.scale, "color_order": model.input.color_order,
+                      "resize": model.input.resize, "interpolation": model.input.interpolation},
         },
         "graphs": {
             name: {

@@ -2,7 +2,7 @@
 
 >>> opts = ControllerOptions(mode="apriori", margin_s=0.0005)
 >>> opts.estimator.quantile
-0.999
+0.99
 >>> ControllerOptions(mode="fast")
 Traceback (most recent call last):
 ...
@@ -11,12 +11,18 @@ ValueError: mode must be 'anytime' or 'apriori', got 'fast'
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
 from .latency import EstimatorOptions
 
 MODES = ("anytime", "apriori")
+
+
+def valid_confidence(value) -> bool:
+    """A confidence target: a real number in (0, 1] (bool and strings are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
 
 
 @dataclass(frozen=True)
@@ -26,58 +32,73 @@ class ControllerOptions:
     mode: 'anytime' (refine until the deadline, a confidence target or interrupt())
           or 'apriori' (budget known up front: run only the slice of the best exit that fits).
     confidence_target: stop refining once the calibrated confidence reaches it (anytime mode).
-    margin_s: safety margin added to a step's pWCET when admitting it.
-    first_exit_quantile: while a frame has no result yet, admit a segment when this lower quantile of
-          its steps' latencies (plus margin) fits, instead of the pWCET: refusing the first segment
-          means no result at all, while trying it risks nothing the watchdog does not cover.
-          None: the pWCET rule for every segment.
-    watchdog_guard_s: the watchdog hands over the best result this long before the deadline,
-          so delivery (thread wake-up, queueing) still lands by the deadline. Must be <= margin_s.
-    estimator: how pWCET is estimated from latency samples (see latency.py).
-    warmup_runs: plan passes at load to seed the latency estimates (unless a profile seeds them); on a
-          real clock warm-up continues until each graph has 1/(1-quantile) samples or
-          `warmup_seconds` have passed.
-    profile_target: seed latency estimates from the bundle's profile for this target (e.g. 'x86-64').
+    margin_s: time kept free after the last step for the result to reach the caller. None (default):
+          the measured delivery path on this host and mode (docs/runtime.md), 0 on a simulated clock.
+    min_fit_probability: never start a segment with a smaller chance, from its measured latency
+          distribution, of ending before the deadline (the admission rule weighs gain and loss above it;
+          docs/runtime.md "Admission").
+    watchdog_guard_s: the watchdog hands over the best result this long before the deadline. None
+          (default): the measured tail of its own wake-up lateness (0 on a simulated clock or inline).
+    plan_frames: in anytime mode, decide at each frame's start (its deadline is known) whether the a-priori
+          slice of one exit is worth more than the anytime plan, and run it instead: heads whose result
+          would be superseded are skipped (docs/runtime.md "Planning"). Off while a confidence target is
+          set. False: always the full anytime plan (every refinement reaches on_result).
+    estimator: how latency samples become typical and tail estimates (see latency.py).
+    warmup_runs: frames run at load through the serving path (the first few discarded as cold) to seed
+          the estimates; on a real clock warm-up continues until every estimator has `min_online`
+          samples or `warmup_seconds` have passed.
+    profile_target: which of the bundle's latency profiles seeds the estimates: 'auto' (default) the
+          profile recorded on a host like this one, if any; a target name (warns if its host differs);
+          None never.
     precision: 'fp32' | 'fp16' | 'int8', or a mapping {graph: precision, '*': default}.
     num_threads: interpreter threads per graph (1 is best on small boards, see docs/toolchain.md).
     top_k: how many classes each Prediction lists.
     coarse_below: with hierarchical labels, mark a prediction 'coarse' when the fine confidence is below this.
     validate_frames: check shape, dtype and finiteness of every frame (about 5 us).
-    threaded: None (default) = inference thread + watchdog on a real clock, inline on a simulated one.
-          False = run frames inline in the caller's thread with no watchdog thread: cheapest, but a
-          stuck step delays `run()` until it returns (its result is still dropped as late).
+    max_pending: `submit()` keeps at most this many frames queued; a frame submitted while the queue is
+          full is refused at once (`no_result`, error "queue full", `on_error`) rather than delaying every
+          frame behind it: the newest frame is the one dropped, so memory stays bounded.
+    threaded: False (default): steps run on the caller's thread (`run()` costs no thread hand-off; a step
+          that stalls makes `run()` return late, and the result says so). True: steps run on an inference
+          thread and `run()` waits with a timeout, so it hands back the best result by the deadline even
+          while a step is stuck, at the price of a hand-off and a timer wake-up per frame (measured in
+          docs/results.md: it loses budget on sub-millisecond models). None means False.
     """
 
     mode: str = "anytime"
     confidence_target: float | None = None
-    margin_s: float = 0.0003
-    first_exit_quantile: float | None = 0.9
-    watchdog_guard_s: float = 0.0002
+    margin_s: float | None = None
+    min_fit_probability: float = 0.05
+    plan_frames: bool = True
+    watchdog_guard_s: float | None = None
     estimator: EstimatorOptions = field(default_factory=EstimatorOptions)
-    warmup_runs: int = 100
+    warmup_runs: int = 50
     warmup_seconds: float = 1.0
-    profile_target: str | None = None
+    profile_target: str | None = "auto"
     precision: Union[str, Mapping[str, str]] = "fp32"
     num_threads: int = 1
     top_k: int = 5
     coarse_below: float | None = None
     validate_frames: bool = True
-    threaded: bool | None = None
+    threaded: bool | None = False
+    max_pending: int = 64
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be 'anytime' or 'apriori', got {self.mode!r}")
-        if self.margin_s < 0 or self.watchdog_guard_s < 0:
-            raise ValueError("margin_s and watchdog_guard_s must be >= 0")
-        if self.watchdog_guard_s > self.margin_s:
-            raise ValueError(f"watchdog_guard_s ({self.watchdog_guard_s}) must be <= margin_s ({self.margin_s}): "
-                             f"otherwise an admitted step could be cut off by the watchdog")
-        if self.confidence_target is not None and not 0 < self.confidence_target <= 1:
-            raise ValueError(f"confidence_target must be in (0, 1], got {self.confidence_target}")
-        if self.first_exit_quantile is not None and not 0.5 <= self.first_exit_quantile < 1:
-            raise ValueError(f"first_exit_quantile must be in [0.5, 1) or None, got {self.first_exit_quantile}")
+        for name in ("margin_s", "watchdog_guard_s"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be None (measured) or a finite number of seconds >= 0, got {value!r}")
+        if self.confidence_target is not None and not valid_confidence(self.confidence_target):
+            raise ValueError(f"confidence_target must be a number in (0, 1] (not a string), got "
+                             f"{self.confidence_target!r}")
+        if not (isinstance(self.min_fit_probability, (int, float)) and 0 < self.min_fit_probability <= 1):
+            raise ValueError(f"min_fit_probability must be in (0, 1], got {self.min_fit_probability!r}")
         if self.warmup_runs < 0:
             raise ValueError("warmup_runs must be >= 0")
+        if not (isinstance(self.max_pending, int) and self.max_pending >= 1):
+            raise ValueError(f"max_pending must be an integer >= 1, got {self.max_pending!r}")
 
 
 @dataclass(frozen=True)
@@ -94,8 +115,10 @@ class ControllerStats:
     rejected_frames: int = 0
     steps_admitted: int = 0
     steps_skipped: int = 0
-    steps_overrun: int = 0        # a step took longer than the pWCET it was admitted with
+    steps_overrun: int = 0        # an admitted segment ended after the time it had to end by (deadline - margin)
     late_steps: int = 0           # a step finished after the watchdog delivered; its output was dropped
     missed_deadlines: int = 0     # frames with no result by the deadline, or handed over after it
-    backend_errors: int = 0
+    interrupted_without_result: int = 0   # interrupt() or the watchdog stopped a frame before its first exit
+    backend_errors: int = 0       # frames degraded by an error in a step or a hook
+    invalid_exits: int = 0        # exits skipped because their logits were not finite or mis-shaped
     callback_errors: int = 0

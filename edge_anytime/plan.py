@@ -1,156 +1,200 @@
-"""The per-frame hot path: a Program compiled against loaded runners, executed under a deadline.
+"""The controller's per-frame plan: the interpreter's hooks that apply the deadline policy to one frame.
 
-`CompiledPlan.execute` implements the admission rule of the deadline monitor
-(docs/runtime.md): a segment (the steps up to the next exit) runs only if
-`now + sum(pWCET) + margin <= deadline`. Per-step work is a dict lookup per
-port, one runner call and one estimator update.
+`FramePlan.execute(job)` runs a frame through `ProgramInterpreter.execute`
+with itself as the hooks: `admit` asks the `DeadlinePolicy` whether the next
+segment fits before `deadline - margin`; `observe` stops the frame when a step
+ended after the frame was delivered (watchdog) or, inline, after its deadline;
+`publish` measures the segment, checks its logits (finite, right size), records
+the exit on the job and hands it to the callbacks. Every error a step or hook
+raises comes back from the interpreter and degrades only this frame.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import Callable
+
+import numpy as np
 
 from .confidence import calibrated_prediction
 from .frame_job import FrameJob
+from .interpreter import BoundSegment, ProgramInterpreter
 from .manifest import ModelInfo
 from .options import ControllerOptions
-from .program import Program
+from .policy import DeadlinePolicy
+from .program import exit_ranks  # noqa: F401  (re-exported: simulator.timing imports it from here)
 from .results import ExitResult, StopReason
 
 
-class _Step:
-    __slots__ = ("name", "graph", "run", "inputs", "outputs")
-
-    def __init__(self, step, runner) -> None:
-        self.name = step.name
-        self.graph = step.graph
-        self.run = runner.run
-        self.inputs = tuple(step.inputs.items())
-        self.outputs = tuple(step.outputs.items())
+class InvalidExit(ValueError):
+    """An exit's logits are not finite or not the model's class count; that exit is skipped."""
 
 
 class _Exit:
-    __slots__ = ("index", "tensor", "coarse_tensor", "temperature", "rank")
+    __slots__ = ("index", "tensor", "coarse_tensor", "temperature", "rank", "graph")
 
-    def __init__(self, exit_, rank: float) -> None:
+    def __init__(self, exit_, rank: float, graph: str) -> None:
         self.index = exit_.index
         self.tensor = exit_.tensor
         self.coarse_tensor = exit_.coarse_tensor
         self.temperature = exit_.temperature
         self.rank = rank
+        self.graph = graph
 
 
-def exit_ranks(program: Program) -> list[float]:
-    """How good each exit is expected to be: validation accuracy when every exit has one, else depth.
+class FramePlan:
+    """Hooks of the interpreter for one controller (one frame at a time); see the module docstring."""
 
-    The controller delivers the best-ranked exit reached, so an exit that is worse on the
-    validation set than an earlier one (EANN, Sec. 4 of adaloss-hu-2019.md) never replaces it.
-    """
-    accuracies = [e.val_accuracy for e in program.exits]
-    if all(a is not None for a in accuracies):
-        return [float(a) + 1e-9 * e.index for a, e in zip(accuracies, program.exits)]
-    return [float(e.index) for e in program.exits]
-
-
-class CompiledPlan:
-    def __init__(self, program: Program, runners: Mapping, model: ModelInfo, options: ControllerOptions) -> None:
-        missing = set(program.graphs) - set(runners)
-        if missing:
-            raise ValueError(f"no runner for graphs {sorted(missing)}")
-        self.program = program
+    def __init__(self, interpreter: ProgramInterpreter, model: ModelInfo, options: ControllerOptions,
+                 policy: DeadlinePolicy, clock, publish: Callable[[ExitResult], None],
+                 report: Callable[[BaseException, str], None], emulate_watchdog: bool) -> None:
+        program = interpreter.program
+        self.interpreter = interpreter
         self.model = model
         self.options = options
-        self.steps = [_Step(step, runners[step.graph]) for step in program.steps]
+        self.policy = policy
+        self.clock = clock
+        self._publish = publish
+        self._report = report
+        self.emulate_watchdog = emulate_watchdog   # simulated clock: a late step is dropped at the fire time
+        self.classes = len(model.labels)
         ranks = exit_ranks(program)
-        self.exits = [_Exit(e, r) for e, r in zip(program.exits, ranks)]
-        self.segments = [(seg.exit_index, tuple(self.steps[i] for i in seg.steps)) for seg in program.anytime_segments()]
-        self.apriori = {e.index: tuple(self.steps[i] for i in program.apriori_plan(e.index)) for e in program.exits}
-        self._apriori_order = sorted(range(len(self.exits)), key=lambda i: -ranks[i])
+        self.exits = [_Exit(e, r, program.steps[program.producer_of(e.tensor)].graph)
+                      for e, r in zip(program.exits, ranks)]
+        self.job: FrameJob | None = None
+        self.limit = 0.0
+        self.apriori = False
+        self.admit_all = False   # warm-up: run every segment, whatever the estimates say ...
+        self.warmup_samples: list[list[float]] = [[] for _ in interpreter.segments]   # ... and time them here
+        self.warmup_reach: list[list[float]] = [[] for _ in interpreter.segments]
+        self.warmup_steps: dict[int, list[float]] = {i: [] for i in range(len(interpreter.steps))}
+        self._slice = 0
+        self.started = 0.0
+        self._position = 0
+        self.counts = policy.counts
 
-    def choose_apriori_exit(self, now: float, deadline: float, estimators) -> int | None:
-        """The best-ranked exit whose backward slice fits before the deadline by pWCET; failing that,
-        by the typical latency (first_exit_quantile); None if nothing fits."""
-        margin = self.options.margin_s
-        for index in self._apriori_order:
-            cost = sum([estimators[s.graph].estimate() for s in self.apriori[index]])
-            if now + cost + margin <= deadline:
-                return index
-        quantile = self.options.first_exit_quantile
-        if quantile is not None:
-            for index in self._apriori_order:
-                cost = sum([estimators[s.graph].typical(quantile) for s in self.apriori[index]])
-                if now + cost + margin <= deadline:
-                    return index
-        return None
-
-    def execute(self, job: FrameJob, clock, estimators, counts: dict, publish: Callable[[ExitResult], None],
-                inline: bool) -> tuple[StopReason, BaseException | None]:
-        """Run `job` until done; returns why it stopped and the backend error, if any."""
-        margin = self.options.margin_s
-        deadline = job.deadline
-        if job.mode == "apriori":
-            chosen = self.choose_apriori_exit(clock.now(), deadline, estimators)
+    # ----------------------------------------------------------------- one frame
+    def execute(self, job: FrameJob, limit: float) -> tuple[StopReason, BaseException | None, str]:
+        """Run `job`, admitting segments only while they fit before `limit` (its deadline minus the margin).
+        Returns why it stopped, the error that stopped it (None if none) and where it happened."""
+        self.job, self.limit = job, limit
+        self.started = self.clock.now()
+        interpreter = self.interpreter
+        counts = self.counts
+        chosen = None
+        if job.mode == "anytime" and self.options.plan_frames and job.confidence_target is None and not self.admit_all:
+            chosen = self.policy.plan_frame(self.clock.now(), limit)
+        if job.mode == "apriori" or chosen is not None:
             if chosen is None:
-                skipped = len(self.apriori[self._apriori_order[-1]])
+                chosen = self.policy.choose_apriori(self.clock.now(), limit)
+            if chosen is None:
+                skipped = len(interpreter.slices[self.policy.apriori_order[-1]].steps)
                 job.steps_skipped += skipped
                 counts["steps_skipped"] += skipped
-                return StopReason.DEADLINE, None
-            segments = [(chosen, self.apriori[chosen])]
+                return StopReason.DEADLINE, None, ""
+            self.apriori = True
+            segments = (interpreter.slices[chosen],)
         else:
-            segments = self.segments
-        env = {self.program.input_tensor: job.tensor}
-        first_quantile = self.options.first_exit_quantile
-        for position, (exit_index, steps) in enumerate(segments):
-            pwcets = [estimators[step.graph].estimate() for step in steps]
-            if job.best is None and first_quantile is not None:
-                cost = sum([estimators[step.graph].typical(first_quantile) for step in steps])
+            self.apriori = False
+            segments = interpreter.segments
+        outcome = interpreter.execute(job.tensor, segments, self, self.clock.now)
+        remaining = sum(len(s.steps) for s in segments[outcome.segments_run:])
+        if outcome.stopped == "error":
+            return StopReason.DEGRADED, outcome.error, outcome.where
+        if outcome.stopped == "refused" and job.stop_reason is StopReason.FINAL:
+            job.steps_skipped += remaining      # no later exit beats the result in hand: the plan is done
+            counts["steps_skipped"] += remaining
+            return StopReason.FINAL, None, ""
+        if outcome.stopped == "refused" or (outcome.stopped == "hook" and job.stop_reason is None):
+            job.steps_skipped += remaining
+            counts["steps_skipped"] += remaining
+            return StopReason.DEADLINE, None, ""
+        if outcome.stopped == "hook":
+            job.steps_skipped += remaining
+            return job.stop_reason, None, ""
+        return StopReason.FINAL, None, ""
+
+    # ----------------------------------------------------------------- hooks
+    def admit(self, segment: BoundSegment, now: float) -> bool:
+        job = self.job
+        if job.finalized:
+            return False
+        policy = self.policy
+        if self.apriori or self.admit_all:
+            admitted = True   # a-priori: chosen by policy.choose_apriori just before
+        else:
+            best = job.best
+            value = 0.0 if best is None else policy.values[best.exit_index]
+            if best is not None and policy.reach_values[segment.position] <= value:
+                job.stop_reason = StopReason.FINAL   # no exit ahead is worth more than the one in hand (EANN)
+                return False
+            admitted = policy.admits(segment.position, now, self.limit, value)
+        if admitted:
+            job.admitted = True
+            job.segment_start = now
+            self._position = segment.position
+            self._slice = segment.exit_index
+            if not self.admit_all:
+                self.counts["steps_admitted"] += len(segment.steps)
+        return admitted
+
+    def observe(self, step, started: float, ended: float) -> bool:
+        job = self.job
+        job.steps_run += 1
+        if self.admit_all:
+            self.warmup_steps[step.index].append(ended - started)
+        else:
+            self.policy.observe_step(step.index, ended - started)
+        if job.finalized or (self.emulate_watchdog and ended > job.fire_at) or ended > job.deadline:
+            job.late_steps += 1
+            self.counts["late_steps"] += 1
+            if self.admit_all:
+                pass
+            elif self.apriori:   # the slice ran at least this long: a real sample
+                self.policy.slice_estimators[self._slice].observe(ended - job.segment_start)
+                self.counts["steps_overrun"] += 1
             else:
-                cost = sum(pwcets)
-            if clock.now() + cost + margin > deadline:
-                for step in steps:
-                    estimators[step.graph].refused()
-                skipped = sum(len(s) for _, s in segments[position:])
-                job.steps_skipped += skipped
-                counts["steps_skipped"] += skipped
-                return StopReason.DEADLINE, None
-            for step, admitted_with in zip(steps, pwcets):
-                if job.finalized:
-                    return StopReason.DEADLINE, None
-                estimator = estimators[step.graph]
-                counts["steps_admitted"] += 1
-                t0 = clock.now()
-                try:
-                    outputs = step.run({port: env[tensor] for port, tensor in step.inputs})
-                except Exception as exc:  # a backend fault degrades the frame, never the controller
-                    job.steps_run += 1
-                    return StopReason.DEGRADED, exc
-                t1 = clock.now()
-                latency = t1 - t0
-                estimator.observe(latency)
-                job.steps_run += 1
-                if latency > admitted_with:
-                    counts["steps_overrun"] += 1
-                if job.finalized or (inline and t1 > job.fire_at):
-                    job.late_steps += 1
-                    counts["late_steps"] += 1
-                    return StopReason.DEADLINE, None
-                for port, tensor in step.outputs:
-                    env[tensor] = outputs[port]
-            exit_ = self.exits[exit_index]
-            source = _PredictionSource(self, exit_, env[exit_.tensor],
-                                       env[exit_.coarse_tensor] if exit_.coarse_tensor else None)
-            exit_result = ExitResult(job.frame_id, exit_index, None, clock.now() - job.start, job.steps_run,
-                                     compute=source)
-            if not job.offer(exit_result, exit_.rank):
-                return StopReason.DEADLINE, None
-            publish(exit_result)
-            target = job.confidence_target
-            if target is not None and exit_result.prediction.confidence >= target:
-                remaining = sum(len(s) for _, s in segments[position + 1:])
-                job.steps_skipped += remaining
-                return StopReason.CONFIDENCE, None
-        return StopReason.FINAL, None
+                self.policy.segment_estimators[self._position].observe(ended - job.segment_start)
+                self.counts["steps_overrun"] += 1
+            return False
+        return True
+
+    def publish(self, segment: BoundSegment, env, started: float, ended: float) -> bool:
+        job = self.job
+        seconds = ended - started
+        if self.admit_all:
+            self.warmup_samples[segment.position].append(seconds)
+            self.warmup_reach[segment.position].append(ended - self.started)
+        elif self.apriori:
+            self.policy.slice_estimators[segment.exit_index].observe(seconds)
+        else:
+            self.policy.segment_estimators[segment.position].observe(seconds)
+            self.policy.reach_estimators[segment.position].observe(ended - self.started)
+            if ended > self.limit:
+                self.counts["steps_overrun"] += 1
+        exit_ = self.exits[segment.exit_index]
+        logits = env[exit_.tensor]
+        if logits.size != self.classes or not np.isfinite(logits).all():
+            problem = (f"has {logits.size} values for {self.classes} classes" if logits.size != self.classes
+                       else "has non-finite logits")
+            error = InvalidExit(f"exit {exit_.index} (graph {exit_.graph!r}) {problem}; the exit was skipped")
+            job.error = str(error)
+            if not self.admit_all:      # warm-up frames are not served: nothing to count or report
+                self.counts["invalid_exits"] += 1
+                self._report(error, "exit")
+            return True
+        coarse = env[exit_.coarse_tensor] if exit_.coarse_tensor else None
+        result = ExitResult(job.frame_id, exit_.index, None, ended - job.start, job.steps_run,
+                            compute=_PredictionSource(self, exit_, logits, coarse))
+        if not job.offer(result, exit_.rank):
+            return False
+        job.last_exit_s = ended
+        self._publish(result)
+        target = job.confidence_target
+        if target is not None and result.prediction.confidence >= target:
+            job.stop_reason = StopReason.CONFIDENCE
+            return False
+        return True
 
     def predict(self, exit_: _Exit, logits, coarse_logits):
         model = self.model
@@ -168,7 +212,7 @@ class _PredictionSource:
 
     __slots__ = ("plan", "exit", "logits", "coarse_logits")
 
-    def __init__(self, plan: CompiledPlan, exit_: _Exit, logits, coarse_logits) -> None:
+    def __init__(self, plan: FramePlan, exit_: _Exit, logits, coarse_logits) -> None:
         self.plan = plan
         self.exit = exit_
         self.logits = logits

@@ -29,7 +29,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, EdgeAnytimeError
-from .profile import LatencyProfile, load_profile
+from .profile import LatencyProfile, host_fingerprint, load_profile
 from .selftest import (Precision, add_runtime_arguments, close_runners, load_runners, reference_inputs,
                        resolve_precisions, run_program)
 
@@ -81,9 +81,9 @@ def profile_bundle(bundle, target: str, backend: str = "litert", threads: int = 
     if unused:
         raise BundleError(f"graphs {unused} are run by no step; they cannot be profiled")
 
-    def record(graph: str, seconds: float) -> None:
-        if len(samples[graph]) < options.samples:
-            samples[graph].append(seconds * 1e6)
+    def record(step, seconds: float) -> None:
+        if len(samples[step.graph]) < options.samples:
+            samples[step.graph].append(seconds * 1e6)
 
     runners = load_runners(bundle, precisions, backend, threads)
     try:
@@ -95,7 +95,7 @@ def profile_bundle(bundle, target: str, backend: str = "litert", threads: int = 
             passes += 1
     finally:
         close_runners(runners)
-    return LatencyProfile(target=target, backend=backend, threads=threads,
+    return LatencyProfile(target=target, backend=backend, threads=threads, fingerprint=host_fingerprint(),
                           graphs={g: {precisions[g]: tuple(s)} for g, s in samples.items()})
 
 

@@ -228,3 +228,24 @@ class Program:
             total += sum(self.graphs[self.steps[i].graph].flops for i in segment.steps)
             out.append(total)
         return tuple(out)
+
+
+def exit_ranks(program: Program) -> list[float]:
+    """How good each exit is expected to be: validation accuracy when every exit has one, else depth.
+
+    The controller delivers the best-ranked exit reached, so an exit that is worse on the
+    validation set than an earlier one (EANN, Sec. 4 of adaloss-hu-2019.md) never replaces it.
+    """
+    accuracies = [e.val_accuracy for e in program.exits]
+    if all(a is not None for a in accuracies):
+        return [float(a) + 1e-9 * e.index for a, e in zip(accuracies, program.exits)]
+    return [float(e.index) for e in program.exits]
+
+
+def exit_values(program: Program) -> list[float]:
+    """What a result at each exit is worth to the deadline policy: its validation accuracy when every exit
+    has one, else its depth scaled to (0, 1]."""
+    accuracies = [e.val_accuracy for e in program.exits]
+    if all(a is not None for a in accuracies):
+        return [float(a) for a in accuracies]
+    return [(e.index + 1) / len(program.exits) for e in program.exits]

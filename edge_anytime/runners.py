@@ -1,6 +1,7 @@
 """Loading every graph of a bundle with one backend, and running a stage program without a controller.
 
-Shared by the controller, the self-test, the profiler and the benchmarks.
+Shared by the controller, the self-test, the profiler and the benchmarks; every program runs through
+the one `ProgramInterpreter`.
 
 >>> runners = load_runners(bundle, {"segment0": "fp32", ...}, backend="litert")      # doctest: +SKIP
 >>> env = run_program(bundle.program, runners, tensor)                               # doctest: +SKIP
@@ -16,6 +17,7 @@ import numpy as np
 
 from .backends.base import GraphLoadSpec, create_backend
 from .bundle import Bundle
+from .interpreter import ProgramInterpreter
 from .program import Program
 
 
@@ -50,16 +52,7 @@ def run_program(program: Program, runners: Mapping, tensor: np.ndarray, timer=No
                 now=time.perf_counter) -> dict[str, np.ndarray]:
     """Every step of the anytime plan on one preprocessed input; returns the tensor environment.
 
-    `timer(graph, seconds)`, if given, receives each step's latency measured with `now` (profiling,
-    and the controller's warm-up, which passes its own clock so a simulated clock works too).
+    A shorthand for `ProgramInterpreter(program, runners).run_all(...)` (the one interpreter).
+    `timer(step, seconds)`, if given, receives each bound step and its latency measured with `now`.
     """
-    env = {program.input_tensor: tensor}
-    for step in program.steps:
-        inputs = {port: env[name] for port, name in step.inputs.items()}
-        start = now()
-        outputs = runners[step.graph].run(inputs)
-        if timer is not None:
-            timer(step.graph, now() - start)
-        for port, name in step.outputs.items():
-            env[name] = outputs[port]
-    return env
+    return ProgramInterpreter(program, runners).run_all(tensor, timer=timer, now=now)

@@ -18,6 +18,8 @@ from typing import Callable
 
 from .frame_job import FrameJob
 
+MAX_WAIT_S = 3600.0   # the watchdog re-checks at least hourly, whatever the deadline
+
 
 class Watchdog:
     def __init__(self, clock, on_fire: Callable[[FrameJob], None]) -> None:
@@ -49,7 +51,7 @@ class Watchdog:
                 fire_at, _, job = self._heap[0]
                 remaining = fire_at - clock.now()
                 if remaining > 0:
-                    self._cond.wait(remaining)
+                    self._cond.wait(min(remaining, MAX_WAIT_S))   # a huge budget must not overflow the wait
                     continue
                 heapq.heappop(self._heap)
                 self._cond.release()
@@ -63,7 +65,8 @@ class Watchdog:
         with self._cond:
             self._stopped = True
             self._cond.notify()
-        self._thread.join(timeout=2.0)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2.0)
 
 
 class DeliveryThread:
@@ -95,4 +98,5 @@ class DeliveryThread:
 
     def close(self) -> None:
         self._queue.put(self._STOP)
-        self._thread.join(timeout=5.0)
+        if threading.current_thread() is not self._thread:   # close() may come from a callback
+            self._thread.join(timeout=5.0)

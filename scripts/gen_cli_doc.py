@@ -16,11 +16,17 @@ COMMANDS = [
     ("training.experiments", "reproduce the papers' comparisons at CPU scale"),
     ("training.export", "export a checkpoint to a verified TFLite stage bundle"),
     ("training.export.zoo", "export a tiny model of every zoo architecture and print the parity table"),
-    ("simulator.replay", "replay a stream under budgets (simulated or real clock), sweeps, baselines"),
-    ("edge_anytime.profiling", "measure a bundle's per-graph latency profile on this machine"),
-    ("edge_anytime.selftest", "run a bundle's parity self-test on this machine"),
-    ("edge_anytime.deploy", "build a device package for a target; profile; copy and run over ssh"),
-    ("edge_anytime.serve", "the on-device service: source -> controller -> sinks"),
+    ("simulator.replay", "replay a stream under budgets (simulated or real clock), sweeps, baselines "
+                         "(`edge-anytime replay` in a checkout)"),
+    ("edge_anytime.profiling", "measure a bundle's per-graph latency profile on this machine (`edge-anytime profile`)"),
+    ("edge_anytime.selftest", "run a bundle's parity self-test on this machine (`edge-anytime selftest`)"),
+    ("edge_anytime.deploy", "build a device package for a target; profile; copy and run over ssh "
+                            "(`edge-anytime deploy`)"),
+    ("edge_anytime.cli", "`edge-anytime COMMAND`: the wheel's command (serve, deploy, selftest, profile, replay, "
+                         "inspect), each with the flags of its module below"),
+    ("edge_anytime.serve", "the on-device service: source -> controller -> sinks (`edge-anytime serve`)"),
+    ("edge_anytime.inspect_bundle", "show a bundle: input and preprocessing, graphs, exits, profiles "
+                                    "(`edge-anytime inspect`)"),
     ("edge_anytime.serial.server", "serve a bundle over a serial link"),
     ("edge_anytime.serial.peer", "send frames over a serial link and print results"),
 ]

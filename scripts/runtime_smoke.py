@@ -38,9 +38,16 @@ for name in HEAVY:
 bundle = sys.argv[1] if len(sys.argv) > 1 else "deploy/bundles/gtsrb-resann"
 if Path(bundle).is_dir():
     frame = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    from edge_anytime.preprocess import PreprocessOptions, Preprocessor
+
     with edge_anytime.Controller.from_bundle(bundle) as controller:
         result = controller.run(frame, budget_s=1.0)
+        camera = Preprocessor(controller.model.input, PreprocessOptions(frame_order="BGR", resize="stretch"))
+        rows, cols = np.arange(720) * 32 // 720, np.arange(1280) * 32 // 1280
+        bgr = np.ascontiguousarray(frame[rows][:, cols][..., ::-1])
+        big = controller.run(camera(bgr), budget_s=1.0)
     assert result.best is not None, result
+    assert big.label == result.label, (big, result)     # a 1280x720 BGR frame of the same image, numpy only
     print(f"runtime-only venv: import ok, {bundle}: status={result.status.value} exit={result.exit_index} "
           f"label={result.label_name!r}")
 else:

@@ -7,11 +7,15 @@
 * `static:K` - exit K as a stand-alone static model: it always runs its a-priori
   slice (no deadline monitor); no result if it does not finish by the deadline.
 * `best-static` - the best-ranked static model whose slice fits the scenario's
-  worst-case (smallest) budget by its pWCET (+ margin), chosen offline; no
+  worst-case (smallest) budget by its tail latency (+ margin), chosen offline; no
   policy if none fits (every frame is then a miss).
 * `threshold:T` - early exit by confidence with no deadline awareness: run the
   anytime plan until an exit's calibrated confidence reaches T (or the last
   exit), deliver that; a result after the deadline counts as a miss.
+* `router` (bench/bench_budgets.py) - the same with one threshold per exit,
+  calibrated on the validation split the way early-exit libraries do it
+  (`calibrate_thresholds`: the lowest threshold per exit that keeps the
+  accuracy of the frames leaving there within `drop` of the final exit's).
 """
 
 from __future__ import annotations
@@ -49,17 +53,19 @@ def static_exit(setup: ReplaySetup, preds: ExitPredictions, budgets_s, starts_s,
 
 
 def best_static_exit(setup: ReplaySetup, budgets_s) -> int | None:
-    """The best-ranked exit whose slice pWCET + margin fits the smallest budget, or None."""
+    """The best-ranked exit whose slice tail latency + margin fits the smallest budget, or None."""
     worst = float(np.min(budgets_s))
     for k in setup.plan.apriori_order:
-        if setup.cost(setup.plan.slices[k]) + setup.options.margin_s <= worst:
+        if setup.slice_tail[k] + setup.margin_s <= worst:
             return k
     return None
 
 
 def confidence_threshold(setup: ReplaySetup, preds: ExitPredictions, budgets_s, starts_s, draws: LatencyDraws,
-                         threshold: float, valid=None, bad_steps=None, dispatch_s: float = 0.0) -> Outcomes:
-    """Run until confident, ignoring the deadline (see the module docstring)."""
+                         threshold, valid=None, bad_steps=None, dispatch_s: float = 0.0) -> Outcomes:
+    """Run until confident, ignoring the deadline (see the module docstring). `threshold` is one number or
+    one per exit."""
+    per_exit = np.broadcast_to(np.asarray(threshold, np.float64), (len(setup.plan.segments),))
     n = len(budgets_s)
     start = np.asarray(starts_s, np.float64)
     deadline = start + np.asarray(budgets_s, np.float64)
@@ -79,7 +85,7 @@ def confidence_threshold(setup: ReplaySetup, preds: ExitPredictions, budgets_s, 
         running &= ~broke
         exit_[running] = k
         delivered[running] = start[running] + lat[running, end]
-        stop = running & (preds.confidence[:, k] >= threshold)
+        stop = running & (preds.confidence[:, k] >= per_exit[k])
         status[stop] = STATUS["confidence"]
         running &= ~stop
     status[exit_ < 0] = STATUS["no_result"]
@@ -104,3 +110,27 @@ def baseline_outcomes(setup: ReplaySetup, preds: ExitPredictions, budgets_s, sta
     out[f"threshold:{threshold:g}"] = confidence_threshold(setup, preds, budgets_s, starts_s, draws, threshold,
                                                            valid, bad_steps, dispatch_s)
     return out, best
+
+
+def calibrate_thresholds(confidence: np.ndarray, correct: np.ndarray, drop: float = 0.01) -> tuple[float, ...]:
+    """Per-exit confidence thresholds from validation frames, as early-exit libraries calibrate them.
+
+    `confidence` and `correct` are (frames, exits). For each exit but the last, the lowest threshold whose
+    exiting frames (confidence >= threshold, among those that reached the exit) are correct at least as
+    often as the final exit minus `drop`; the last exit takes every frame (threshold 0).
+    """
+    confidence = np.asarray(confidence, np.float64)
+    correct = np.asarray(correct, bool)
+    target = float(correct[:, -1].mean()) - drop
+    remaining = np.ones(len(confidence), bool)
+    thresholds = []
+    for k in range(confidence.shape[1] - 1):
+        chosen = 1.0 + 1e-9                      # nobody exits here unless a threshold qualifies
+        for t in np.unique(np.round(confidence[remaining, k], 4)):
+            leave = remaining & (confidence[:, k] >= t)
+            if leave.any() and correct[leave, k].mean() >= target:
+                chosen = float(t)
+                break
+        thresholds.append(chosen)
+        remaining &= confidence[:, k] < chosen
+    return tuple(thresholds) + (0.0,)

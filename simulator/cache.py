@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from edge_anytime.errors import FrameError
+from edge_anytime.interpreter import ProgramInterpreter
 from edge_anytime.manifest import Manifest, ModelInfo, manifest_to_json, parse_manifest
 from edge_anytime.preprocess import Preprocessor
 from edge_anytime.profile import LatencyProfile
@@ -164,36 +165,35 @@ def build_cache(program: Program, model: ModelInfo, runners: Mapping, stream: It
             step = steps[program.producer_of(exit_.coarse_tensor)]
             port = next(p for p, t in step.outputs.items() if t == exit_.coarse_tensor)
             coarse_classes = program.graphs[step.graph].output(port).shape[-1]
+    interpreter = ProgramInterpreter(program, runners)
     rows: dict[str, list] = {name: [] for name in _ARRAYS}
     for item in progress(stream, total=total, desc="caching predictions", enabled=show_progress):
         logits = np.full((len(exits), len(model.labels)), np.nan, np.float32)
         coarse = np.full((len(exits), coarse_classes), np.nan, np.float32)
         bad = np.zeros(len(steps), bool)
         latency = np.full(len(steps), np.nan, np.float32)
-        error = ""
+        failures: list[str] = []
+
+        def timed(step, seconds: float) -> None:
+            latency[step.index] = seconds
+
+        def failed(step, exc: BaseException) -> None:   # a failing step is recorded, the stream goes on
+            bad[step.index] = True
+            failures.append(f"step {step.name!r} failed: {type(exc).__name__}: {exc}")
+
         try:
-            env = {program.input_tensor: prepare(item.frame)}
+            tensor = prepare(item.frame)
             valid = True
         except FrameError as exc:
-            env, valid, error = {}, False, f"frame rejected: {exc}"
+            valid = False
             bad[:] = True
-        for s, step in enumerate(steps if valid else ()):
-            if any(t not in env for t in step.inputs.values()):
-                bad[s] = True
-                continue
-            t0 = time.perf_counter()
-            try:
-                outputs = runners[step.graph].run({port: env[t] for port, t in step.inputs.items()})
-            except Exception as exc:  # a failing frame is recorded, the stream goes on
-                bad[s] = True
-                error = error or f"step {step.name!r} failed: {type(exc).__name__}: {exc}"
-                continue
-            latency[s] = time.perf_counter() - t0
-            for port, tensor in step.outputs.items():
-                env[tensor] = outputs[port]
-                if tensor in out_port:
-                    k, kind = out_port[tensor]
-                    (logits if kind == "fine" else coarse)[k] = np.asarray(outputs[port], np.float32).reshape(-1)
+            failures.append(f"frame rejected: {exc}")
+        if valid:
+            env = interpreter.run_all(tensor, timer=timed, on_error=failed)
+            for tensor_name, (k, kind) in out_port.items():
+                if tensor_name in env:
+                    (logits if kind == "fine" else coarse)[k] = np.asarray(env[tensor_name], np.float32).reshape(-1)
+        error = failures[0] if failures else ""
         for name, value in (("logits", logits), ("coarse_logits", coarse), ("labels", item.label),
                             ("timestamps", item.timestamp_s), ("track_ids", item.track_id), ("valid", valid),
                             ("bad_steps", bad), ("step_latency_s", latency), ("errors", error)):

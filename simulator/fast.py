@@ -5,68 +5,157 @@
 >>> draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache))    # doctest: +SKIP
 >>> out = replay_fast(setup, preds, budgets_s, cache.timestamps, draws)           # doctest: +SKIP
 
-This is `CompiledPlan.execute` (edge_anytime/plan.py) on a simulated clock with
-frozen pWCET estimates (EstimatorOptions(online=False)), written over frame
-arrays: each segment (the steps up to the next exit) is admitted only if
-`now + sum(pWCET) + margin <= deadline` (while a frame has no result yet, the
-typical latency at `first_exit_quantile` replaces the pWCET); each step advances the frame's clock
-by its drawn latency; a step that fails ends the frame as `degraded`; a step
-that ends after `deadline - watchdog_guard` is dropped and the best result goes
-out at that time; exits are ranked as the controller ranks them; a confidence
-target stops refining. The arithmetic is the controller's, operation for
-operation, so outcomes match the live Controller replay exactly
-(tests/test_sim_replay.py checks it frame by frame).
+This is the controller's `DeadlinePolicy` + `FramePlan` (edge_anytime/policy.py,
+plan.py) on a simulated clock with frozen estimates (the controller's own,
+seeded from the same profile by the same code), written over frame arrays:
+segment p is admitted only if its chance of ending by `deadline - margin`
+(the fraction of its latency samples at most that far) reaches what the
+policy requires for the gain it offers over the frame's current best result
+(`DeadlinePolicy.required_probability`); each step advances the frame's clock by its drawn latency; a
+step that fails ends the frame as `degraded`; a step that ends after
+`deadline - guard` is dropped and the best result goes out at that time; exits
+are ranked as the controller ranks them; a confidence target stops refining.
+With frozen estimates the outcomes match the live Controller replay exactly;
+with the controller's estimators updating online they agree on nearly every
+frame (tests/test_sim_replay.py checks both, frame by frame).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edge_anytime.latency import EstimatorOptions
 from edge_anytime.options import ControllerOptions
+from edge_anytime.policy import DeadlinePolicy
 from edge_anytime.profile import LatencyProfile
 from edge_anytime.program import Program
 
 from .metrics import STATUS, Outcomes
-from .timing import LatencyDraws, PlanInfo, frozen_estimates
+from .timing import LatencyDraws, PlanInfo
 
 FROZEN = EstimatorOptions(online=False)
 
 
 @dataclass(frozen=True)
 class ReplaySetup:
-    """The controller configuration a replay emulates: plan, frozen pWCETs and options."""
+    """The controller configuration a replay emulates: plan, frozen latency samples and estimates (seconds),
+    exit values, margin and guard."""
 
     program: Program
     plan: PlanInfo
-    estimates: dict            # graph -> pWCET seconds (frozen)
-    options: ControllerOptions = field(default_factory=lambda: ControllerOptions(estimator=FROZEN))
-    typical: dict | None = None  # graph -> latency at options.first_exit_quantile (frozen); None: not used
+    segment_samples: tuple[np.ndarray, ...]    # sorted latency samples per anytime segment position
+    slice_samples: tuple[np.ndarray, ...]      # sorted latency samples per exit's a-priori slice
+    reach_samples: tuple[np.ndarray, ...]      # sorted latency from frame start to each anytime exit
+    slice_savings: tuple[float, ...]           # per segment position: time its exit's slice saves (policy)
+    values: tuple[float, ...]                  # what a result at each exit is worth (policy.values)
+    reach_values: tuple[float, ...]            # best value each segment leads to
+    margin_s: float = 0.0
+    guard_s: float = 0.0
+    busy: float = 0.0                          # fraction of frames arriving while the interpreter is busy
+    lose_current: bool = False                 # inline on a real clock: an overrun makes the result late
+    options: ControllerOptions = field(default_factory=lambda: ControllerOptions(estimator=FROZEN, warmup_runs=0))
 
     @classmethod
     def create(cls, program: Program, profile: LatencyProfile, precisions: dict,
                options: ControllerOptions | None = None) -> "ReplaySetup":
+        """Estimates exactly as a controller seeded from `profile` on a simulated clock computes them."""
         options = options or ControllerOptions(estimator=FROZEN, warmup_runs=0)
         if options.estimator.online:
-            raise ValueError("the cached replay emulates frozen estimates: use "
-                             "ControllerOptions(estimator=EstimatorOptions(online=False))")
-        typical = None
-        if options.first_exit_quantile is not None:
-            typical = frozen_estimates(program, profile, precisions, options.estimator, options.first_exit_quantile)
-        return cls(program, PlanInfo.from_program(program), frozen_estimates(program, profile, precisions,
-                                                                              options.estimator), options, typical)
+            options = replace(options, estimator=replace(options.estimator, online=False))
+        policy = DeadlinePolicy(program, options, simulated=True, threaded=False)
+        policy.seed_from_profile(program, profile, precisions)
+        return cls.from_policy(program, policy, options)
 
-    def cost(self, steps) -> float:
-        """sum(pWCET) of `steps`, summed in the controller's order."""
-        return sum([self.estimates[self.plan.step_graphs[s]] for s in steps])
+    @classmethod
+    def from_policy(cls, program: Program, policy: DeadlinePolicy, options: ControllerOptions | None = None,
+                    margin_s: float | None = None, guard_s: float | None = None) -> "ReplaySetup":
+        """A snapshot of a policy's current samples and estimates (e.g. a real controller's, for its twin)."""
+        slices = [policy.slice_estimators[e.index] for e in program.exits]
+        return cls(program, PlanInfo.from_program(program),
+                   tuple(np.array(e.samples()) for e in policy.segment_estimators),
+                   tuple(np.array(e.samples()) for e in slices),
+                   tuple(np.array(e.samples()) for e in policy.reach_estimators), tuple(policy.slice_savings()),
+                   tuple(policy.values), tuple(policy.reach_values),
+                   policy.margin() if margin_s is None else margin_s, policy.guard() if guard_s is None else guard_s,
+                   policy.busy, policy.lose_current, options or policy.options)
 
-    def first_cost(self, steps) -> float | None:
-        """What the controller charges a frame's first segment: the typical latency (None: pWCET)."""
-        if self.typical is None or self.options.first_exit_quantile is None:
-            return None
-        return sum([self.typical[self.plan.step_graphs[s]] for s in steps])
+    def admitted(self, position: int, remaining: np.ndarray, best: np.ndarray) -> np.ndarray:
+        """Which frames the policy lets start segment `position` with `remaining` seconds before their limit
+        and best exit `best` (-1: none): DeadlinePolicy.admits over arrays, operation for operation."""
+        samples = self.segment_samples[position]
+        if samples.size == 0:
+            return np.zeros(remaining.shape, bool)
+        p = np.searchsorted(samples, remaining, side="right") / samples.size
+        best_value = np.where(best >= 0, np.asarray(self.values)[np.maximum(best, 0)], 0.0)
+        gain = self.reach_values[position] - best_value
+        loss = self.busy * gain + (best_value if self.lose_current else 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need = np.maximum(self.options.min_fit_probability, loss / (gain + loss))
+        return (gain > 0) & (p >= need) & (p > 0)
+
+    def apriori_choice(self, remaining: np.ndarray) -> np.ndarray:
+        """DeadlinePolicy.choose_apriori over arrays: the exit per frame, -1 for none."""
+        chosen = np.full(remaining.shape, -1)
+        score = np.zeros(remaining.shape)
+        for k in self.plan.apriori_order:
+            samples = self.slice_samples[k]
+            if samples.size == 0:
+                continue
+            p = np.searchsorted(samples, remaining, side="right") / samples.size
+            better = (p >= self.options.min_fit_probability) & (p > 0) & (p * self.values[k] > score)
+            chosen[better] = k
+            score[better] = (p * self.values[k])[better]
+        return chosen
+
+    def plan_choice(self, remaining: np.ndarray) -> np.ndarray:
+        """DeadlinePolicy.plan_frame over arrays: the exit whose slice replaces the anytime plan, -1 for none."""
+        reach = [np.searchsorted(s, remaining, side="right") / s.size if s.size else np.zeros(remaining.shape)
+                 for s in self.reach_samples]
+        surely = reach[-1] >= 1.0          # the whole anytime plan surely fits (DeadlinePolicy.plan_frame)
+        anytime = np.zeros(remaining.shape)
+        best = 0.0
+        for k, p in enumerate(reach):
+            best = max(best, self.values[self.plan.segments[k][0]])
+            anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
+        chosen = np.full(remaining.shape, -1)
+        score = anytime
+        order = sorted(range(len(self.plan.segments)), key=lambda p: -self.values[self.plan.segments[p][0]])
+        for position in order:
+            k = self.plan.segments[position][0]
+            samples = self.reach_samples[position]
+            if self.slice_savings[position] <= 0 or samples.size == 0:
+                continue
+            p = np.searchsorted(samples, remaining + self.slice_savings[position], side="right") / samples.size
+            better = (p >= self.options.min_fit_probability) & (p * self.values[k] > score)
+            chosen[better] = k
+            score = np.where(better, p * self.values[k], score)
+        return np.where(surely, -1, chosen)
+
+    def _quantile(self, samples: np.ndarray, q: float) -> float:
+        if samples.size == 0:
+            return float("inf")
+        return float(samples[min(samples.size - 1, max(0, int(np.ceil(q * samples.size)) - 1))])
+
+    @property
+    def segment_typical(self) -> tuple[float, ...]:
+        return tuple(self._quantile(s, 0.5) for s in self.segment_samples)
+
+    @property
+    def segment_tail(self) -> tuple[float, ...]:
+        return tuple(self._quantile(s, self.options.estimator.quantile) for s in self.segment_samples)
+
+    @property
+    def slice_tail(self) -> tuple[float, ...]:
+        return tuple(self._quantile(s, self.options.estimator.quantile) for s in self.slice_samples)
+
+    def estimates_ms(self) -> dict:
+        """JSON-ready estimates in milliseconds."""
+        return {"segment_typical": [v * 1e3 for v in self.segment_typical],
+                "segment_tail": [v * 1e3 for v in self.segment_tail],
+                "slice_tail": [v * 1e3 for v in self.slice_tail], "margin": self.margin_s * 1e3,
+                "guard": self.guard_s * 1e3, "busy_arrivals": self.busy}
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,32 +219,22 @@ def replay_fast(setup: ReplaySetup, preds: ExitPredictions, budgets_s: np.ndarra
     deadline = start + budgets
     admitted = start + dispatch_s if dispatch_s else start.copy()
     accepted = valid & budget_ok & (deadline > admitted)
-    state = _State(start, admitted, deadline, deadline - opts.watchdog_guard_s, accepted)
-    margin = opts.margin_s
+    state = _State(start, admitted, deadline, deadline - setup.guard_s, accepted)
+    limit = deadline - setup.margin_s
+    chosen = np.full(n, -1)
+    if mode == "anytime" and opts.plan_frames and opts.confidence_target is None:
+        chosen = np.where(accepted, setup.plan_choice(limit - admitted), -1)
     if mode == "anytime":
         lat = draws.anytime()
-        state.run(setup, preds, bad, accepted.copy(),
-                  [(k, steps, lat[:, list(steps)]) for k, steps in setup.plan.segments])
+        state.run(setup, preds, bad, accepted & (chosen < 0), limit,
+                  [(position, k, steps, lat[:, list(steps)]) for position, (k, steps) in enumerate(setup.plan.segments)])
     else:
-        chosen = np.full(n, -1)
-        undecided = accepted.copy()
-        for k in setup.plan.apriori_order:
-            cost = setup.cost(setup.plan.slices[k])
-            fits = undecided & ((admitted + cost) + margin <= deadline)
-            chosen[fits] = k
-            undecided &= ~fits
-        for k in setup.plan.apriori_order:   # nothing fits by pWCET: the typical latency (first_exit_quantile)
-            cost = setup.first_cost(setup.plan.slices[k])
-            if cost is None:
-                break
-            fits = undecided & ((admitted + cost) + margin <= deadline)
-            chosen[fits] = k
-            undecided &= ~fits
-        state.stop(undecided, STATUS["deadline"])
-        for k in range(len(setup.plan.slices)):
-            group = chosen == k
-            if group.any():
-                state.run(setup, preds, bad, group, [(k, setup.plan.slices[k], draws.slice(k))])
+        chosen = np.where(accepted, setup.apriori_choice(limit - admitted), -1)
+        state.stop(accepted & (chosen < 0), STATUS["deadline"])
+    for k in range(len(setup.plan.slices)):
+        group = chosen == k
+        if group.any():
+            state.run(setup, preds, bad, group, limit, [(None, k, setup.plan.slices[k], draws.slice(k))])
     return state.finish(preds, accepted)
 
 
@@ -182,18 +261,18 @@ class _State:
         self.done |= mask
 
     def run(self, setup: ReplaySetup, preds: ExitPredictions, bad: np.ndarray, alive: np.ndarray,
-            segments) -> None:
-        margin = setup.options.margin_s
+            limit: np.ndarray, segments) -> None:
         target = setup.options.confidence_target
         now = self.now
-        for k, steps, lat in segments:
-            cost = setup.cost(steps)
-            first = setup.first_cost(steps)
-            if first is not None:
-                cost = np.where(self.best < 0, first, cost)
-            refused = alive & ((now + cost) + margin > self.deadline)
-            self.stop(refused, STATUS["deadline"])
-            alive = alive & ~refused
+        for position, k, steps, lat in segments:
+            if position is not None:   # anytime segment (an a-priori slice was admitted when chosen)
+                best_value = np.where(self.best >= 0, np.asarray(setup.values)[np.maximum(self.best, 0)], -np.inf)
+                done = alive & (setup.reach_values[position] <= best_value)   # nothing ahead beats the result
+                self.stop(done, STATUS["final"])
+                alive = alive & ~done
+                refused = alive & ~setup.admitted(position, limit - now, self.best)
+                self.stop(refused, STATUS["deadline"])
+                alive = alive & ~refused
             for j, s in enumerate(steps):
                 np.add(now, lat[:, j], out=now, where=alive)
                 failed = alive & bad[:, s]
@@ -201,9 +280,9 @@ class _State:
                     self.stop(failed, STATUS["degraded"])
                     self.errored |= failed
                     alive = alive & ~failed
-                over = alive & (now > self.fire)
-                if over.any():
-                    self.stop(over, STATUS["deadline"], at=self.fire)
+                over = alive & ((now > self.fire) | (now > self.deadline))
+                if over.any():   # a watchdog hands the best result over at its fire time; inline it comes late
+                    self.stop(over, STATUS["deadline"], at=None if setup.lose_current else self.fire)
                     self.late[over] += 1
                     alive = alive & ~over
             rank = setup.plan.ranks[k]

@@ -18,7 +18,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as exc:
-        raise ImportError("plots need matplotlib; install it with: pip install 'edge-anytime[sim]'") from exc
+        raise ImportError("plots need matplotlib; install it with: pip install matplotlib") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -87,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sim clock: delay from capture to the controller (transfer, queueing, thread hand-off); "
                           "deadlines stay relative to capture (default 0)")
     clk.add_argument("--mode", choices=("anytime", "apriori"), default="anytime")
-    clk.add_argument("--margin-ms", type=float, default=0.3, help="admission safety margin (default 0.3)")
-    clk.add_argument("--small-sample-factor", type=float, default=1.25,
-                     help="pWCET inflation of the largest sample while samples < 1/(1-quantile) (EstimatorOptions; 1.25)")
-    clk.add_argument("--guard-ms", type=float, default=0.2, help="watchdog guard before the deadline (default 0.2)")
+    clk.add_argument("--margin-ms", type=float,
+                     help="admission margin (default: measured delivery path; 0 on the simulated clock)")
+    clk.add_argument("--guard-ms", type=float,
+                     help="watchdog guard before the deadline (default: measured wake-up lateness; 0 on the sim clock)")
     clk.add_argument("--confidence-target", type=float, help="controller stops refining at this confidence")
     clk.add_argument("--coarse-below", type=float, help="report the coarse class below this fine confidence")
     clk.add_argument("--threshold", type=float, default=0.9, help="confidence of the threshold baseline (0.9)")
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "CAP_SYS_NICE), as on a device (edge_anytime.realtime); latency spikes from other processes vanish")
     clk.add_argument("--settle", type=int, default=1000,
                      help="real clock: frames served with a generous budget before the scenarios, so the controller's "
-                          "online pWCETs reach steady state (default 1000; 0 to skip)")
+                          "online estimates reach steady state (default 1000; 0 to skip)")
     clk.add_argument("--demo", action="store_true",
                      help="the project demo: real GTSRB test images through the bundle on real LiteRT (wall clock) "
                           "under a sweep of constant budgets spanning its exits, beside the simulator's prediction "
@@ -129,10 +129,14 @@ def budget_models(args) -> list:
     return models
 
 
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1e3
+
+
 def controller_options(args, online: bool) -> ControllerOptions:
-    return ControllerOptions(mode=args.mode, confidence_target=args.confidence_target, margin_s=args.margin_ms / 1e3,
-                             watchdog_guard_s=args.guard_ms / 1e3, coarse_below=args.coarse_below,
-                             estimator=replace(FROZEN, online=online, small_sample_factor=args.small_sample_factor),
+    return ControllerOptions(mode=args.mode, confidence_target=args.confidence_target,
+                             margin_s=_seconds(args.margin_ms), watchdog_guard_s=_seconds(args.guard_ms),
+                             coarse_below=args.coarse_below, estimator=replace(FROZEN, online=online),
                              warmup_runs=ControllerOptions.warmup_runs if online else 0,
                              precision=args.precision, num_threads=args.threads)
 
@@ -193,8 +197,15 @@ def run(args) -> dict:
     if real and args.frames is None:
         args.frames = 300
     cache, stream, bundle = _prepare(args)
-    if args.profile or not (real or args.measure_profile):
+    missing = not args.profile and args.target not in cache.profiles and (bundle is not None or args.bundle)
+    if (args.profile or not (real or args.measure_profile)) and not missing:
         profile, source = resolve_profile(cache.profiles, args.target, args.profile, cache.program)
+    elif missing and not (real or args.measure_profile):
+        print(f"note: the bundle has no latency profile for target {args.target!r} (it has "
+              f"{sorted(cache.profiles)}): measuring this host instead. To keep one, run: python -m "
+              f"edge_anytime.profiling --bundle {args.bundle} --target {args.target}", file=sys.stderr)
+        bundle = bundle or _load_bundle(args)
+        profile, source = _measure(bundle, cache.precisions, args.threads), "measured:this-host"
     else:
         bundle = bundle or _load_bundle(args)
         profile, source = _measure(bundle, cache.precisions, args.threads), "measured:this-host"
@@ -218,7 +229,7 @@ def run(args) -> dict:
           f"latency profile {source}")
     print(format_exits(exits))
     print()
-    # real clock: the simulated twins used other pWCET snapshots, so only the measured run is tabled
+    # real clock: the simulated twins used other estimate snapshots, so only the measured run is tabled
     real = engine == "wall-clock"
     print(format_real_table(scenarios, args.mode) if real else format_table(scenarios, args.mode, args.threshold))
     report = build_report(args, cache, setup, profile, source, exits, scenarios, engine, real_stats)
@@ -252,9 +263,8 @@ def build_report(args, cache, setup, profile, source, exits, scenarios, engine, 
                    "tracks": int(len(np.unique(cache.track_ids[cache.track_ids >= 0])))},
         "clock": args.clock, "engine": engine, "seed": args.seed, "target": args.target,
         "slowdown": args.slowdown, "latency_scale": args.latency_scale, "dispatch_ms": args.dispatch_ms,
-        "profile": {"source": source, "graphs": profile_summary(profile, cache.precisions, setup.estimates)},
-        "controller": {"mode": args.mode, "margin_ms": args.margin_ms, "watchdog_guard_ms": args.guard_ms,
-                       "small_sample_factor": args.small_sample_factor,
+        "profile": {"source": source, "graphs": profile_summary(profile, cache.precisions)},
+        "controller": {"mode": args.mode, "estimates_ms": setup.estimates_ms(),
                        "confidence_target": args.confidence_target, "coarse_below": args.coarse_below,
                        "estimator": "online (warm-up on this host)" if real else "frozen (profile)"},
         "baselines": {"threshold": args.threshold},
@@ -271,7 +281,7 @@ DEMO_SCALE = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0)
 def demo_budgets(exits: list[dict], margin_ms: float) -> list:
     """Constant budgets: the controller's margin plus multiples of the full plan's median latency (measured
     on this host when the cache was built), so the sweep spans no result -> first exit -> last exit on any
-    machine, and does not depend on a noisy pWCET snapshot."""
+    machine, and does not depend on a noisy estimate snapshot."""
     full = exits[-1]["latency_ms"]["p50"]
     return [parse_budget(f"constant:{float(f'{margin_ms + k * full:.3g}'):g}") for k in DEMO_SCALE]
 
@@ -281,9 +291,9 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config):
 
     Every scenario gets a fresh controller (warmed up, then settled, see `settle`), so a latency
     spike in one scenario cannot change the next. The twin replays the same frames and budgets on
-    the simulated clock with step latencies drawn from `profile` and that controller's own pWCETs,
-    so it predicts the real admissions. Returns (scenarios, the real controllers' counters and
-    pWCETs, the last twin's setup). `models` None: the demo's budgets (`demo_budgets`).
+    the simulated clock with step latencies drawn from `profile` and that controller's own estimates,
+    margin and guard, so it predicts the real admissions. Returns (scenarios, the real controllers'
+    counters and estimates, the last twin's setup). `models` None: the demo's budgets (`demo_budgets`).
     """
     from contextlib import nullcontext
     from dataclasses import asdict
@@ -304,12 +314,11 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config):
     scenarios, stats, pwcets = [], {}, []
     with BackgroundLoad(args.cpu_load) if args.cpu_load else nullcontext():
         if models is None:   # the demo's budgets come from the latencies measured when the cache was built
-            models = demo_budgets(exit_table(cache, setup, profile), options.margin_s * 1e3)
+            models = demo_budgets(exit_table(cache, setup, profile), setup.margin_s * 1e3)
         for i, model in enumerate(models):
             with Controller.from_bundle(bundle, options=options) as ctrl:
                 settle(ctrl, stream, args.settle)
-                setup = replace(setup, estimates=dict(ctrl.latency_estimates()),
-                                typical=ctrl.typical_latency_estimates() or None)
+                setup = ReplaySetup.from_policy(cache.program, ctrl.policy, setup.options)
                 budgets = model.sample(len(cache), config.seed, cache.timestamps)
                 outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold,
                                                    config.dispatch_s)
@@ -317,25 +326,23 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config):
                 outcomes[args.mode], _ = replay_real(bundle, stream, budgets, pace=args.pace, controller=ctrl,
                                                      show_progress=config.show_progress,
                                                      desc=f"real clock {i + 1}/{len(models)} {model.spec}")
-                after = ctrl.latency_estimates()
+                after = ReplaySetup.from_policy(cache.program, ctrl.policy, setup.options)
                 for name, value in asdict(ctrl.stats()).items():
                     stats[name] = stats.get(name, 0) + value
-            pwcets.append({"budget": model.spec, "before_ms": {g: v * 1e3 for g, v in setup.estimates.items()},
-                           "after_ms": {g: v * 1e3 for g, v in after.items()}})
+            pwcets.append({"budget": model.spec, "before_ms": setup.estimates_ms(), "after_ms": after.estimates_ms()})
             simulated = tuple(name for name in outcomes if name != args.mode)
             scenarios.append(Scenario(model, budgets, outcomes, policy_metrics(outcomes, cache), best, simulated))
-    grew = [p["budget"] for p in pwcets if sum(p["after_ms"].values()) > 1.5 * sum(p["before_ms"].values())]
+    grew = [p["budget"] for p in pwcets
+            if sum(p["after_ms"]["segment_tail"]) > 1.5 * sum(p["before_ms"]["segment_tail"])]
     if grew:
-        print(f"note: the real controller's pWCETs grew by > 50% during {', '.join(grew)} (latency spikes on this "
-              f"host); see real_controller.pwcet in the JSON report", file=sys.stderr)
-    return scenarios, {"stats": stats, "pwcet": pwcets}, setup
+        print(f"note: the real controller's tail estimates grew by > 50% during {', '.join(grew)} (latency spikes "
+              f"on this host); see real_controller.estimates in the JSON report", file=sys.stderr)
+    return scenarios, {"stats": stats, "estimates": pwcets}, setup
 
 
 def settle(ctrl, stream, frames: int, budget_s: float = 0.05) -> None:
-    """Serve `frames` frames (cycling the stream) with a generous budget. With fewer than 1/(1-q) samples
-    the controller's pWCET is 1.25x the largest one seen, so a single preemption during its 20-run
-    warm-up would pin it (and refused segments add no samples); ~1000 served frames let the online
-    estimator reach its steady-state quantile."""
+    """Serve `frames` frames (cycling the stream) with a generous budget, so the controller's estimates
+    rest on online samples of this stream rather than warm-up seeds."""
     served = 0
     while served < frames:
         for item in stream:

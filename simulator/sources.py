@@ -273,7 +273,7 @@ class SerialStream:
                 from edge_anytime.serial.link import open_link
             except ImportError as exc:
                 raise StreamError(f"serial streams need edge_anytime.serial and pyserial ({exc}); "
-                                  f"install with: pip install 'edge-anytime[serial]'") from exc
+                                  f"install with: pip install pyserial") from exc
             link = open_link(url)
         self.spec = f"serial:{url}"
         self.link = link

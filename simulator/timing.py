@@ -1,4 +1,4 @@
-"""Step latencies for the simulated clock: the plan's structure, the profile, frozen pWCETs, per-frame draws.
+"""Step latencies for the simulated clock: the plan's structure, the profile, per-frame draws.
 
 >>> plan = PlanInfo.from_program(program)                                   # doctest: +SKIP
 >>> draws = draw_latencies(plan, profile, {"stem": "fp32", ...}, n=1000, seed=0)   # doctest: +SKIP
@@ -19,7 +19,6 @@ from typing import Mapping
 import numpy as np
 
 from edge_anytime.errors import BundleError
-from edge_anytime.latency import EstimatorOptions, make_estimator
 from edge_anytime.plan import exit_ranks
 from edge_anytime.profile import LatencyProfile, load_profile
 from edge_anytime.program import Program
@@ -117,18 +116,6 @@ def draw_latencies(plan: PlanInfo, profile: LatencyProfile, precisions: Mapping[
     return LatencyDraws(plan, per_graph)
 
 
-def frozen_estimates(program: Program, profile: LatencyProfile, precisions: Mapping[str, str],
-                     options: EstimatorOptions, typical_quantile: float | None = None) -> dict[str, float]:
-    """The pWCET (seconds) of every graph exactly as a controller seeded from `profile` computes it;
-    with `typical_quantile`, its typical latency at that quantile instead (first-exit admission)."""
-    out = {}
-    for graph in program.graphs:
-        estimator = make_estimator(options)
-        estimator.seed(profile.samples_s(graph, precisions[graph]))
-        out[graph] = estimator.estimate() if typical_quantile is None else estimator.typical(typical_quantile)
-    return out
-
-
 def resolve_profile(profiles: Mapping[str, LatencyProfile], target: str, path: str | None = None,
                     program: Program | None = None) -> tuple[LatencyProfile, str]:
     """The profile to draw from and where it came from: `path` if given, else the bundle's for `target`."""
@@ -146,14 +133,15 @@ def scaled_profile(profile: LatencyProfile, factor: float) -> LatencyProfile:
     if not factor > 0:
         raise ValueError(f"the slowdown factor must be > 0, got {factor}")
     graphs = {g: {p: tuple(v * factor for v in s) for p, s in per.items()} for g, per in profile.graphs.items()}
-    return LatencyProfile(f"{profile.target}x{factor:g}", profile.backend, graphs, profile.threads, profile.host)
+    return LatencyProfile(f"{profile.target}x{factor:g}", profile.backend, graphs, profile.threads, profile.host,
+                          profile.fingerprint)
 
 
-def profile_summary(profile: LatencyProfile, precisions: Mapping[str, str], estimates: Mapping[str, float]) -> dict:
-    """JSON-ready medians, p99 and frozen pWCETs (ms) per graph."""
+def profile_summary(profile: LatencyProfile, precisions: Mapping[str, str]) -> dict:
+    """JSON-ready medians and p99 (ms) per graph."""
     out = {}
     for graph, precision in precisions.items():
         samples = np.asarray(profile.samples_s(graph, precision)) * 1e3
         out[graph] = {"precision": precision, "samples": int(samples.size), "median_ms": float(np.median(samples)),
-                      "p99_ms": float(np.percentile(samples, 99)), "pwcet_ms": float(estimates[graph] * 1e3)}
+                      "p99_ms": float(np.percentile(samples, 99))}
     return out

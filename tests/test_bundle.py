@@ -47,7 +47,7 @@ def test_valid_bundle_loads_and_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d.update(version=2), "unsupported bundle version 2"),
+    (lambda d: d.update(version=3), "unsupported bundle version 3"),
     (lambda d: d.update(format="something-else"), "not an edge_anytime bundle"),
     (lambda d: d.pop("steps"), "lacks required field 'steps'"),
     (lambda d: d["steps"][0]["inputs"].update(x="nowhere"), "unknown tensor"),

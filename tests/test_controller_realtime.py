@@ -15,7 +15,7 @@ import numpy as np
 from edge_anytime import Callbacks, Controller, ControllerOptions, StopReason
 from edge_anytime.backends.fake import FakeBackend
 from tests.conftest import tiny_model, tiny_program
-from tests.test_controller_sim import depth_outputs
+from tests.test_controller_sim import Phase, depth_outputs
 
 MS = 1e-3
 
@@ -41,15 +41,16 @@ def make(latency, options=None, faults=None):
     backend = FakeBackend(latency=latency, outputs=depth_outputs, faults=faults)
     recorder = ThreadRecorder()
     options = options or ControllerOptions(warmup_runs=2, warmup_seconds=0.0, margin_s=2 * MS,
-                                          watchdog_guard_s=1 * MS)
+                                          watchdog_guard_s=1 * MS, threaded=True)
     ctrl = Controller.from_program(tiny_program(3), tiny_model(), backend, options=options, callbacks=recorder)
     return ctrl, backend, recorder
 
 
 def test_watchdog_delivers_best_result_while_a_step_is_stuck(raw_frame):
     # the third body call of the frame hangs for 400 ms; the frame's budget is 120 ms
-    latency = {"stem": 2 * MS, "head": 1 * MS, "body": [2 * MS] * 6 + [2 * MS, 400 * MS]}
-    ctrl, backend, recorder = make(latency)
+    body = Phase(2 * MS, [2 * MS, 400 * MS, 2 * MS])
+    ctrl, backend, recorder = make({"stem": 2 * MS, "head": 1 * MS, "body": body})
+    body.on = True
     with ctrl:
         t0 = time.perf_counter()
         result = ctrl.run(raw_frame, 120 * MS)
@@ -75,8 +76,9 @@ def test_callbacks_run_on_the_delivery_thread(raw_frame):
 
 
 def test_interrupt_from_another_thread_delivers_immediately(raw_frame):
-    latency = {"stem": 5 * MS, "head": 1 * MS, "body": [5 * MS] * 6 + [300 * MS]}
-    ctrl, _, recorder = make(latency)
+    body = Phase(5 * MS, [300 * MS])
+    ctrl, _, recorder = make({"stem": 5 * MS, "head": 1 * MS, "body": body})
+    body.on = True
     with ctrl:
         timer = threading.Timer(0.05, ctrl.interrupt)
         timer.start()
@@ -113,10 +115,13 @@ def test_queued_frame_whose_deadline_passes_gets_no_result_on_time(raw_frame):
 
 
 def test_backend_fault_on_real_clock_is_reported_on_the_delivery_thread(raw_frame):
-    faults = {"head": lambda call: RuntimeError("bad delegate") if call == 10 else None}
+    calls = []
+    faults = {"head": lambda call: RuntimeError("bad delegate") if calls and len(calls.append(1) or calls) == 3
+              else None}
     ctrl, _, recorder = make({"stem": 1 * MS, "body": 1 * MS, "head": 1 * MS}, faults=faults)
+    calls.append(1)
     with ctrl:
-        first = ctrl.run(raw_frame, 1.0)       # head calls 0..8 were warm-up; call 9 ok (exit 0), call 10 raises
+        first = ctrl.run(raw_frame, 1.0)       # after warm-up: head call 1 ok (exit 0), call 2 raises
         assert first.status is StopReason.DEGRADED and first.exit_index == 0
         assert ctrl.run(raw_frame, 1.0).status is StopReason.FINAL
         ctrl.flush()

@@ -10,7 +10,7 @@ from edge_anytime.backends.fake import FakeBackend
 from tests.conftest import tiny_model, tiny_program
 
 MS = 1e-3
-EXACT = EstimatorOptions(small_sample_factor=1.0)  # scripted latencies are exact: no small-sample inflation
+EXACT = EstimatorOptions()  # scripted latencies are exact
 
 
 def depth_outputs(graph, inputs):
@@ -38,6 +38,20 @@ class Recorder(Callbacks):
 
     def on_error(self, error, context):
         self.errors.append((error, context))
+
+
+class Phase:
+    """A latency script: `warm` seconds during warm-up, then the values of `serving` in turn (last one repeats)."""
+
+    def __init__(self, warm, serving):
+        self.warm, self.serving, self.on, self.calls = warm, list(serving), False, 0
+
+    def __call__(self):
+        if not self.on:
+            return self.warm
+        value = self.serving[min(self.calls, len(self.serving) - 1)]
+        self.calls += 1
+        return value
 
 
 def make(latency=None, faults=None, options=None, num_exits=3, val_accuracy=None, outputs=depth_outputs):
@@ -85,9 +99,10 @@ def test_refinements_improve_and_elapsed_is_simulated_time(raw_frame):
 
 
 def test_overrunning_step_is_dropped_and_best_result_delivered_at_watchdog_time(raw_frame):
-    # warm-up: 3 passes x 2 body steps = 6 body calls of 1 ms; then 1 ms in segment 1 and 5 ms in segment 2,
-    # which overruns the deadline.
-    ctrl, clock, _, recorder = make(latency={"stem": 1 * MS, "body": [1 * MS] * 6 + [1 * MS, 5 * MS], "head": 0.2 * MS})
+    # warm-up sees 1 ms bodies; then 1 ms in segment 1 and 5 ms in segment 2, which overruns the deadline.
+    body = Phase(1 * MS, [1 * MS, 5 * MS, 1 * MS])
+    ctrl, clock, _, recorder = make(latency={"stem": 1 * MS, "body": body, "head": 0.2 * MS})
+    body.on = True
     result = ctrl.run(raw_frame, 4.0 * MS)
     assert result.status is StopReason.DEADLINE
     assert result.exit_index == 1             # segment 2's body overran: its output is dropped
@@ -100,9 +115,11 @@ def test_overrunning_step_is_dropped_and_best_result_delivered_at_watchdog_time(
 
 
 def test_backend_fault_degrades_frame_and_controller_keeps_serving(raw_frame):
-    boom = {"body": lambda call: RuntimeError("interpreter exploded") if call == 6 else None}
+    armed = []
+    boom = {"body": lambda call: RuntimeError("interpreter exploded") if armed and not armed.pop() else None}
     ctrl, _, _, recorder = make(faults=boom)
-    first = ctrl.run(raw_frame, 10 * MS)     # warm-up used body calls 0..5; call 6 (segment 1) raises
+    armed.append(False)
+    first = ctrl.run(raw_frame, 10 * MS)     # the first body call after warm-up (segment 1) raises
     assert first.status is StopReason.DEGRADED
     assert first.exit_index == 0 and "interpreter exploded" in first.error
     assert any(ctx == "backend" for _, ctx in recorder.errors)
@@ -199,10 +216,13 @@ def test_preprocessed_tensor_is_accepted(raw_frame):
 
 def test_online_latency_update_tightens_admission(raw_frame):
     # warm-up sees 1 ms bodies; then bodies take 2 ms: the monitor learns and admits fewer steps
-    ctrl, _, _, _ = make(latency={"stem": 1 * MS, "body": [1 * MS] * 6 + [2 * MS] * 50, "head": 0.2 * MS})
-    before = ctrl.latency_estimates()["body"]
+    body = Phase(1 * MS, [2 * MS])
+    ctrl, _, _, _ = make(latency={"stem": 1 * MS, "body": body, "head": 0.2 * MS})
+    body.on = True
+    before = ctrl.latency_estimates()["segment1.tail"]
+    assert before == pytest.approx(1.2 * MS)
     for _ in range(5):
         ctrl.run(raw_frame, 20 * MS)
-    assert ctrl.latency_estimates()["body"] >= 2 * MS > before
+    assert ctrl.latency_estimates()["segment1.tail"] == pytest.approx(2.2 * MS)
     result = ctrl.run(raw_frame, 4.0 * MS)   # 1.2 + 2.2 = 3.4 ms + margin fits two exits, not three
     assert result.exit_index == 1 and result.late_steps == 0

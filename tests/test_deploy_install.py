@@ -2,7 +2,7 @@
 
 ssh/scp are replaced by a runner that executes each remote command with bash in a fake home folder, so
 the real package is archived, unpacked, installed into a fresh venv by its own install.sh (pinned numpy +
-ai-edge-litert from the package index, the runtime wheel with --no-deps), profiled and self-tested by its
+ai-edge-litert + pyserial from the package index, the runtime wheel with its own dependencies), profiled and self-tested by its
 profile.sh, and the profile is fetched back; then the installed launcher serves a replayed npz stream.
 No network host is contacted.
 """
@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import edge_anytime.deploy.remote as remote_mod
@@ -75,6 +76,13 @@ def test_host_flow_installs_profiles_self_tests_and_serves(tmp_path, tiny_bundle
     records = [json.loads(line) for line in (installed / "served.jsonl").read_text().splitlines()]
     assert len(records) == 6 and all(r["status"] == "final" for r in records)
     assert "served 6 frames" in result.stderr
+    # the wheel's command is installed, and run.sh works out of the box with the x86-64 default, a serial
+    # source (pyserial comes with the package), pointed by the environment at a pseudo-terminal
+    inspect = subprocess.run([str(installed / "venv" / "bin" / "edge-anytime"), "inspect", "--bundle",
+                              str(installed / "bundle")], capture_output=True, text=True, env=env, timeout=60)
+    assert inspect.returncode == 0 and "format v2" in inspect.stdout, inspect.stderr
+    assert "pyserial" in names
+    serve_over_a_pty(installed, env)
     # a redeploy keeps the device's venv and its edited serve.env
     (installed / "serve.env").write_text("EA_SOURCE=npz:mine.npz\n")
     (installed / "venv" / "marker").write_text("kept")
@@ -83,6 +91,29 @@ def test_host_flow_installs_profiles_self_tests_and_serves(tmp_path, tiny_bundle
     assert status == 0
     assert (installed / "venv" / "marker").exists() and "mine.npz" in (installed / "serve.env").read_text()
     assert not (installed / "served.jsonl").exists()
+
+
+def serve_over_a_pty(installed: Path, env: dict) -> None:
+    from edge_anytime.serial.link import SerialLink
+    from edge_anytime.serial.peer import SerialPeer
+    from edge_anytime.serial.protocol import Result
+    from tests.test_deploy_serve import FdPort
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen([str(installed / "run.sh"), "--max-frames", "2"], cwd=installed,
+                            env=dict(env, EA_SOURCE=f"serial://{os.ttyname(slave)}?baud=115200"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with SerialPeer(SerialLink(FdPort(master))) as peer:
+            peer.hello(30.0)
+            answers = [peer.infer(np.zeros((8, 8, 3), np.uint8), 0.2, timeout=10.0) for _ in range(2)]
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(slave)
+    assert proc.returncode == 0, err
+    assert all(isinstance(a, Result) for a in answers) and "served 2 frames" in err
 
 
 def test_remote_failure_is_reported_and_nothing_is_written(tmp_path, tiny_bundle, runtime_wheel, monkeypatch,

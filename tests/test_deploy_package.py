@@ -33,13 +33,19 @@ def test_wheel_holds_only_the_runtime_including_the_new_subpackages(runtime_whee
     names = zipfile.ZipFile(runtime_wheel).namelist()
     assert runtime_wheel.name.startswith("edge_anytime-") and runtime_wheel.name.endswith("-py3-none-any.whl")
     for required in ("edge_anytime/deploy/__main__.py", "edge_anytime/deploy/targets.py", "edge_anytime/serve.py",
-                     "edge_anytime/selftest.py", "edge_anytime/profiling.py", "edge_anytime/serial/link.py"):
+                     "edge_anytime/selftest.py", "edge_anytime/profiling.py", "edge_anytime/serial/link.py",
+                     "edge_anytime/sources/video.py", "edge_anytime/cli.py", "edge_anytime/preprocess.py"):
         assert required in names
     assert {n.split("/")[0] for n in names} <= {"edge_anytime", runtime_wheel.name.split("-py3")[0] + ".dist-info"}
     metadata = zipfile.ZipFile(runtime_wheel).read(
         next(n for n in names if n.endswith("METADATA"))).decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist") and "extra ==" not in line]
-    assert all(("numpy" in r or "ai-edge-litert" in r) for r in requires), requires
+    assert requires == ['Requires-Dist: numpy>=1.23', 'Requires-Dist: ai-edge-litert>=1.2; python_version >= "3.9"',
+                        'Requires-Dist: tflite-runtime~=2.13.0; python_version < "3.9" and platform_system == "Linux"']
+    extras = {line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Provides-Extra")}
+    assert {"serial", "tflite", "video"} <= extras and "base" not in extras
+    entry_points = zipfile.ZipFile(runtime_wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
+    assert "edge-anytime = edge_anytime.cli:main" in entry_points.decode()
 
 
 @pytest.mark.parametrize("name", TARGETS)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
-from edge_anytime.deploy.targets import TargetError, known_targets, load_all, load_target
+from edge_anytime.deploy.targets import TargetError, known_targets, load_all, load_target, parse_target
 from tests.conftest import REPO
 
 EXPECTED = {"jetson", "jetson-orin-nano", "jetson-agx-orin", "jetson-nano", "raspberry-pi-5", "x86-64"}
@@ -41,7 +42,24 @@ def test_numpy_pins_fit_each_interpreter():
     assert nano.python.version == "3.8" and nano.python.wheel_flags == ()
     for name in ("jetson-orin-nano", "jetson-agx-orin"):
         assert "numpy==2.2.6" in load_target(name).python.packages   # last numpy for Python 3.10
-    assert load_target("x86-64").python.packages == ("numpy==2.4.6", "ai-edge-litert==2.3.0")
+    assert load_target("x86-64").python.packages == ("numpy==2.4.6", "ai-edge-litert==2.3.0", "pyserial==3.5")
+
+
+@pytest.mark.parametrize("name", ["jetson-orin-nano", "jetson-agx-orin", "jetson-nano", "raspberry-pi-5", "x86-64"])
+def test_a_serial_default_source_comes_with_pyserial(name):
+    target = load_target(name)
+    if target.service.source.startswith("serial:"):
+        assert any(p.startswith("pyserial==") for p in target.python.packages)
+        assert target.service.extras == ("serial",)
+
+
+def test_service_settings_are_validated():
+    nano = load_target("jetson-nano").service
+    assert (nano.fifo_priority, nano.lock_memory, nano.watchdog_s) == (50, True, 30)
+    with pytest.raises(TargetError, match="fifo_priority must be 1..99"):
+        parse_target(tomllib.loads(GOOD + "fifo_priority = 120\n"))
+    with pytest.raises(TargetError, match="lock_memory must be bool"):
+        parse_target(tomllib.loads(GOOD + "lock_memory = 1\n"))
 
 
 def test_unknown_target_lists_the_known_ones():
@@ -89,7 +107,12 @@ def test_platform_tags_follow_glibc():
     assert "manylinux_2_28_aarch64" not in tags
 
 
-DEVICE_MODULES = ["edge_anytime/serve.py", "edge_anytime/selftest.py", "edge_anytime/profiling.py"]
+DEVICE_MODULES = ["edge_anytime/serve.py", "edge_anytime/selftest.py", "edge_anytime/profiling.py",
+                  "edge_anytime/preprocess.py", "edge_anytime/resize.py", "edge_anytime/sinks.py",
+                  "edge_anytime/metrics.py", "edge_anytime/systemd.py", "edge_anytime/service_log.py",
+                  "edge_anytime/cli.py", "edge_anytime/inspect_bundle.py", "edge_anytime/sources/__init__.py",
+                  "edge_anytime/sources/files.py", "edge_anytime/sources/frames.py", "edge_anytime/sources/uri.py",
+                  "edge_anytime/sources/video.py"]
 
 
 def test_device_side_modules_import_without_tomllib_or_heavy_packages():

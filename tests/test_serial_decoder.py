@@ -105,11 +105,11 @@ def test_corrupted_frames_are_dropped_and_the_rest_delivered(seed):
     assert s.garbage_bytes == sum(len(frames[v]) for v in victims)
 
 
-def test_truncated_frame_is_cut_short_by_the_next_valid_header():
+def test_truncated_frame_is_cut_short_by_the_next_valid_header_when_asked():
     messages = sample_messages(6)
     frames = stream(messages)
     cut = frames[2][:len(frames[2]) // 2]               # the sender reset halfway through frame 2
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(interrupt_on_header=True)
     got = []
     for chunk in frames[:2] + [cut] + frames[3:]:
         got += decoder.feed(chunk)
@@ -165,11 +165,15 @@ def test_other_protocol_versions_are_counted_and_skipped():
 
 def test_sequence_policy():
     decoder = FrameDecoder()
-    got = decoder.feed(b"".join(encode(Ping(i), seq) for i, seq in enumerate([10, 11, 11, 14, 12, 13])))
-    assert [m.token for m in got] == [0, 1, 3, 4, 5]                  # the duplicate (token 2) is dropped
+    wires = [encode(Ping(i), seq) for i, seq in enumerate([10, 11, 11, 14, 12, 13])]
+    got = decoder.feed(b"".join(wires[:2] + [wires[1]] + wires[3:]))  # message 1 repeated byte for byte
+    assert [m.token for m in got] == [0, 1, 3, 4, 5]                  # the duplicate is dropped
     s = decoder.stats
     assert (s.duplicates, s.lost, s.out_of_order) == (1, 2, 1)       # 12, 13 missing; 14 -> 12 backwards
     assert [m.seq for m in got] == [10, 11, 14, 12, 13]
+    reused = FrameDecoder()                                           # another message under a reused seq
+    assert [m.token for m in reused.feed(b"".join(wires[:3]))] == [0, 1, 2]
+    assert (reused.stats.duplicates, reused.stats.reused_seq) == (0, 1)
     restart = decoder.feed(encode(Ping(8), 0, FLAG_SEQ_RESET) + encode(Ping(9), 1))
     assert [m.token for m in restart] == [8, 9]
     assert decoder.stats.out_of_order == 1                            # a flagged restart is not an error
@@ -196,3 +200,25 @@ def test_one_byte_chunks_of_a_large_frame_stay_fast():
     for i in range(len(wire)):
         got += decoder.feed(wire[i:i + 1])
     assert got == [frame]
+
+
+def test_a_payload_holding_a_valid_header_is_never_scanned_while_it_arrives():
+    inner = encode(Ping(0xBADC0DE), seq=7)                     # a complete valid message hidden in the pixels
+    pixels = (inner * 8)[:3 * 8 * 8]
+    frame = Frame(5, pixels, (8, 8, 3), budget_us=1000)
+    wire = encode(frame, seq=1)
+    for split in (20, 30, len(wire) // 2, len(wire) - 5):     # whatever the chunking
+        decoder = FrameDecoder()
+        got = decoder.feed(wire[:split]) + decoder.feed(wire[split:])
+        assert got == [frame] and decoder.stats.truncated == 0, split
+
+
+def test_a_truncated_frame_is_found_once_its_length_arrived_or_the_line_idles():
+    messages = sample_messages(4)
+    frames = stream(messages)
+    cut = frames[1][:len(frames[1]) // 2]
+    decoder = FrameDecoder()
+    got = decoder.feed(frames[0] + cut + b"".join(frames[2:]))
+    got += decoder.flush()
+    assert got == [messages[0]] + messages[2:]
+    assert decoder.stats.truncated + decoder.stats.bad_crc == 1

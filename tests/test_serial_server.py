@@ -14,7 +14,6 @@ import pytest
 
 from edge_anytime import Controller, ControllerOptions, SimulatedClock, StopReason
 from edge_anytime.backends.fake import FakeBackend
-from edge_anytime.latency import EstimatorOptions
 from edge_anytime.manifest import InputSpec, ModelInfo
 from edge_anytime.serial import (Error, ErrorCode, Hello, Info, Ping, Pong, Result, SerialLink, SerialPeer,
                                  SerialServer, ServerOptions, open_link)
@@ -38,8 +37,7 @@ def make_controller(simulated: bool) -> Controller:
     clock = SimulatedClock() if simulated else None
     latency = {"stem": 1 * MS, "body": 1 * MS, "head": 0.2 * MS}
     backend = FakeBackend(latency=latency, outputs=outputs, clock=clock)
-    options = ControllerOptions(warmup_runs=2, margin_s=1 * MS, watchdog_guard_s=0.5 * MS,
-                                estimator=EstimatorOptions(small_sample_factor=1.0))
+    options = ControllerOptions(warmup_runs=2, margin_s=1 * MS, watchdog_guard_s=0.5 * MS)
     return Controller.from_program(tiny_program(3), tiny_model(), backend, clock=clock, options=options)
 
 
@@ -239,3 +237,22 @@ def test_server_command_line_serves_until_the_line_dies(pty_pair, monkeypatch, c
     assert not thread.is_alive() and status == [1]
     err = capsys.readouterr().err
     assert "serving tiny (8x8x3 uint8 frames)" in err and "serial link failed" in err
+
+
+def test_a_malformed_frame_is_answered_with_its_frame_id():
+    import struct
+
+    from edge_anytime.serial.messages import MsgType
+    from edge_anytime.serial.protocol import HEADER, MAGIC, VERSION, crc32
+
+    with make_controller(simulated=True) as ctrl, open_link("loop://") as link:
+        server = SerialServer(ctrl, link, ServerOptions(announce=False))
+        peer = SerialPeer(link)
+        payload = struct.pack("<I", 4242) + b"\x07\x00"              # a FRAME payload cut after its id
+        head = HEADER.pack(MAGIC, VERSION, int(MsgType.FRAME), 0, 0, 9, len(payload))
+        head += struct.pack("<I", crc32(head))
+        link.port.write(head + payload + struct.pack("<I", crc32(payload, crc32(head))))   # both CRCs valid
+        serve_one(server)
+        (error,) = peer.pump(1.0)
+        assert isinstance(error, Error) and error.code is ErrorCode.BAD_MESSAGE
+        assert error.frame_id == 4242 and error.ref_seq == 9

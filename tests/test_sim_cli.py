@@ -41,7 +41,7 @@ def test_json_report_schema_and_plot(saved_cache, tmp_path, capsys):
     assert report["profile"]["source"] == "bundle:x86-64"
     assert set(report["profile"]["graphs"]) == {"stem", "body", "head"}
     assert [e["index"] for e in report["exits"]] == [0, 1, 2]
-    assert {"accuracy", "latency_ms", "min_budget_ms", "segment_pwcet_ms", "val_accuracy"} <= set(report["exits"][0])
+    assert {"accuracy", "latency_ms", "min_budget_ms", "segment_estimate_ms", "val_accuracy"} <= set(report["exits"][0])
     assert [s["budget"] for s in report["scenarios"]] == ["uniform:1:6", "large:1:6?jitter=0.1"]
     for scenario in report["scenarios"]:
         assert set(scenario["policies"]) == {"anytime", "apriori", "static:0", "static:1", "static:2", "best-static",

@@ -79,22 +79,20 @@ def test_ranked_exits_match_live_replay():
 
 def test_expected_accuracy_equals_closed_form_for_fixed_latencies():
     """Fixed step latencies L: exit k is reached iff budget >= T_k = (time spent before segment k)
-    + pWCET(segment k) + margin (segment 0: its typical latency), so E[acc] = sum_k P(T_k <= b < T_k+1) * acc_k."""
+    + tail(segment k) + margin (segment 0: its typical latency), so E[acc] = sum_k P(T_k <= b < T_k+1) * acc_k."""
     latency = {"stem": 1.0, "body": 0.8, "head": 0.2}
     profile = synthetic_profile(latency, spread=0.0)
     cache = synthetic_cache(frames=6000, accuracies=(0.4, 0.7, 0.95), profiles=[profile])
-    options = ControllerOptions(estimator=FROZEN, warmup_runs=0)
+    options = ControllerOptions(estimator=FROZEN, warmup_runs=0, plan_frames=False)   # segment admission only
     setup = ReplaySetup.create(cache.program, profile, cache.precisions, options)
     model = parse_budget("uniform:1:7")
     scenario = run_sweep(cache, setup, profile, [model], SweepConfig(show_progress=False))[0]
     preds = exit_predictions(cache)
     acc = [(preds.label[:, k] == cache.labels).mean() for k in range(3)]
-    pwcet = {g: 1.25 * ms for g, ms in latency.items()}   # max of few samples x small-sample factor
     spent, thresholds = 0.0, []
     for k, graphs in enumerate((("stem", "head"), ("body", "head"), ("body", "head"))):
-        # the first segment is admitted on the typical latency (first_exit_quantile): no inflation
-        cost = sum(latency[g] if k == 0 else pwcet[g] for g in graphs)
-        thresholds.append(spent + cost + options.margin_s / MS)
+        # no spread: typical = tail = the segment's latency; the margin is 0 on the simulated clock
+        thresholds.append(spent + sum(latency[g] for g in graphs))
         spent += sum(latency[g] for g in graphs)
     cdf = [model.cdf_ms(t) for t in thresholds] + [1.0]
     closed = sum((cdf[k + 1] - cdf[k]) * acc[k] for k in range(3))
@@ -147,8 +145,9 @@ def test_baselines_follow_their_definitions():
     outs, best = baseline_outcomes(setup, preds, budgets, cache.timestamps, draws, threshold=0.99)
     # static exit 1 needs stem + body + head = 2.2 ms <= 2.5 ms; exit 2 needs 3.2 ms
     assert outs["static:1"].on_time.all() and not outs["static:2"].on_time.any()
-    # best static for the worst case uses pWCET (1.25 x) + margin: exit 0 (1.5 + 0.3 ms) fits, exit 1 does not
-    assert best == 0 and outs["best-static"] is outs["static:0"]
+    # best static for the worst case uses the slice's tail latency + margin (0 on the simulated clock)
+    assert setup.margin_s == 0 and setup.slice_tail[1] <= 2.5 * MS < setup.slice_tail[2]
+    assert best == 1 and outs["best-static"] is outs["static:1"]
     # threshold 0.99 is rarely reached before the last exit -> delivered at 3.6 ms, after the 2.5 ms deadline
     thr = compute_metrics(outs["threshold:0.99"], cache.labels, 3)
     assert thr.miss_rate > 0.5 and thr.missed == int((~outs["threshold:0.99"].on_time).sum())

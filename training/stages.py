@@ -21,6 +21,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from edge_anytime.interpreter import ProgramInterpreter
 from edge_anytime.program import GraphSignature, Port, Program, Step
 
 
@@ -36,19 +37,32 @@ class StagedModel:
             raise ValueError(f"stage program has graphs without modules: {sorted(missing)}")
 
 
-def run_staged_env(staged: StagedModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Execute every step of the program with torch; returns the whole tensor environment."""
-    program = staged.program
-    env: dict[str, torch.Tensor] = {program.input_tensor: x}
-    for step in program.steps:
-        graph = program.graphs[step.graph]
-        module = staged.graph_modules[step.graph]
-        result = module(*[env[step.inputs[p.name]] for p in graph.inputs])
+class ModuleRunner:
+    """A graph module as a runner of the one program interpreter (edge_anytime.interpreter): named torch
+    tensors in, named torch tensors out, any batch size."""
+
+    def __init__(self, signature, module: nn.Module) -> None:
+        self.graph = signature.name
+        self._inputs = tuple(p.name for p in signature.inputs)
+        self._outputs = tuple(p.name for p in signature.outputs)
+        self._module = module
+
+    def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        result = self._module(*[inputs[name] for name in self._inputs])
         if not isinstance(result, (tuple, list)):
             result = (result,)
-        for port, value in zip(graph.outputs, result):
-            env[step.outputs[port.name]] = value
-    return env
+        return dict(zip(self._outputs, result))
+
+    def close(self) -> None:
+        pass
+
+
+def run_staged_env(staged: StagedModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Execute every step of the program with torch through the one program interpreter; returns the whole
+    tensor environment."""
+    program = staged.program
+    runners = {name: ModuleRunner(program.graphs[name], module) for name, module in staged.graph_modules.items()}
+    return ProgramInterpreter(program, runners).run_all(x)
 
 
 def run_staged(staged: StagedModel, x: torch.Tensor, exits: tuple[int, ...] | None = None) -> list[torch.Tensor]:

@@ -34,8 +34,8 @@ def _precision(text: str):
     return "recommended" if text == "recommended" else parse_precision(text)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m edge_anytime.deploy", description=__doc__.split("\n")[0],
+def parse_args(argv: list[str] | None, prog: str = "python -m edge_anytime.deploy") -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--target", required=True, help="target profile name (deploy/targets/NAME.toml)")
     p.add_argument("--bundle", required=True, help="bundle folder (manifest.json + graphs)")
@@ -155,8 +155,8 @@ def deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m edge_anytime.deploy") -> int:
+    args = parse_args(argv, prog)
     try:
         return deploy(args)
     except (EdgeAnytimeError, OSError) as exc:

@@ -74,6 +74,20 @@ class ServiceSpec:
     sink: str = "stdout"
     budget_ms: float | None = None
     pre_start: tuple[str, ...] = ()     # privileged ExecStartPre commands (power mode, clocks)
+    fifo_priority: int | None = None     # SCHED_FIFO priority of serve (the unit grants LimitRTPRIO for it)
+    lock_memory: bool = False            # mlockall in serve (the unit sets LimitMEMLOCK=infinity)
+    watchdog_s: int = 30                 # systemd WatchdogSec (0: no watchdog)
+    metrics_port: int | None = None      # Prometheus text on 127.0.0.1:PORT
+
+    @property
+    def extras(self) -> tuple[str, ...]:
+        """The wheel extras the default source needs: serial for serial links, video for cameras and clips."""
+        kind = self.source.split(":", 1)[0]
+        if kind == "serial":
+            return ("serial",)
+        if kind in ("v4l2", "file", "rtsp", "http", "https") or self.source.startswith("/dev/video"):
+            return ("video",)            # csi:// takes the system's OpenCV with GStreamer (JetPack), not the wheel
+        return ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,9 @@ class Target:
                             "cpus": list(self.runtime.cpus)},
                 "precision": dict(self.precision), "use_recommended": self.use_recommended,
                 "service": {"source": self.service.source, "sink": self.service.sink,
-                            "budget_ms": self.service.budget_ms, "pre_start": list(self.service.pre_start)},
+                            "budget_ms": self.service.budget_ms, "pre_start": list(self.service.pre_start),
+                            "fifo_priority": self.service.fifo_priority, "lock_memory": self.service.lock_memory,
+                            "watchdog_s": self.service.watchdog_s, "metrics_port": self.service.metrics_port},
                 "notes": self.notes}
 
 
@@ -122,7 +138,8 @@ _TOP = {"name": (str, True), "description": (str, True), "arch": (str, True), "o
 _PYTHON = {"version": (str, True), "packages": (list, True), "wheel_flags": (list, False)}
 _RUNTIME = {"backend": (str, True), "threads": (int, False), "cpus": (list, False)}
 _SERVICE = {"source": (str, False), "sink": (str, False), "budget_ms": ((int, float), False),
-            "pre_start": (list, False)}
+            "pre_start": (list, False), "fifo_priority": (int, False), "lock_memory": (bool, False),
+            "watchdog_s": (int, False), "metrics_port": (int, False)}
 _ALIAS = {"alias": (str, True), "description": (str, False)}
 
 
@@ -136,7 +153,7 @@ def _check(table: Mapping[str, Any], schema: Mapping[str, tuple], where: str) ->
                 raise TargetError(f"{where}: missing required key {key!r}")
             continue
         value = table[key]
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
             raise TargetError(f"{where}: {key} must be {names}, got {type(value).__name__} {value!r}")
 
@@ -186,7 +203,14 @@ def parse_target(data: Mapping[str, Any], where: str = "target") -> Target:
     _check(svc, _SERVICE, f"{where} [service]")
     service = ServiceSpec(source=svc.get("source", ""), sink=svc.get("sink", "stdout"),
                           budget_ms=None if svc.get("budget_ms") is None else float(svc["budget_ms"]),
-                          pre_start=_strings(svc.get("pre_start", []), f"{where} [service].pre_start"))
+                          pre_start=_strings(svc.get("pre_start", []), f"{where} [service].pre_start"),
+                          fifo_priority=svc.get("fifo_priority"), lock_memory=svc.get("lock_memory", False),
+                          watchdog_s=svc.get("watchdog_s", 30), metrics_port=svc.get("metrics_port"))
+    if service.fifo_priority is not None and not 1 <= service.fifo_priority <= 99:
+        raise TargetError(f"{where} [service]: fifo_priority must be 1..99 (50 leaves room for kernel threads), "
+                          f"got {service.fifo_priority}")
+    if service.watchdog_s < 0 or (service.metrics_port is not None and not 0 < service.metrics_port < 65536):
+        raise TargetError(f"{where} [service]: watchdog_s must be >= 0 and metrics_port 1..65535")
     return Target(name=data["name"], description=data["description"], arch=data["arch"], os=data.get("os", ""),
                   glibc=data["glibc"],
                   python=PythonSpec(py["version"], packages,

@@ -3,7 +3,7 @@
 The wire format (docs/serial-protocol.md) is a framed binary protocol with a
 sequence number and CRC-32s; the decoder counts and skips garbage, corrupted
 and truncated frames and resynchronises. pyserial is needed only to open a
-link (`pip install 'edge-anytime[serial]'`); the protocol itself is pure Python.
+link (`pip install pyserial`); the protocol itself is pure Python.
 
 >>> from edge_anytime.serial import FrameDecoder, Ping, encode
 >>> FrameDecoder().feed(encode(Ping(token=7)))

@@ -42,10 +42,10 @@ class LinkOptions:
     rtscts: bool = False
     xonxoff: bool = False
     timeout_s: float = 0.02            # pyserial read timeout: how often a waiting read() wakes up
-    write_timeout_s: float | None = None
+    write_timeout_s: float | None = 1.0     # a peer that never reads cannot hang the link (the write fails)
     frame_timeout_s: float = 0.25      # a partial frame idle this long is dropped as truncated
     max_payload: int = DEFAULT_MAX_PAYLOAD
-    interrupt_on_header: bool = True   # see FrameDecoder
+    interrupt_on_header: bool = False  # see FrameDecoder: payloads are never scanned for headers
 
 
 def _bool(text: str) -> bool:

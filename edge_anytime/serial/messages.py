@@ -338,6 +338,7 @@ class Malformed:
     msg_type: int
     reason: str
     seq: int = field(default=0, compare=False)
+    frame_id: int | None = None     # a FRAME's id when its payload holds one (the answer carries it)
 
 
 Message = Union[Hello, Info, Ping, Pong, Frame, Result, Refinement, Error, Malformed]
@@ -352,4 +353,5 @@ def decode_payload(msg_type: int, payload: bytes, seq: int = 0) -> Message:
     try:
         return cls.unpack(payload, seq)
     except (ProtocolError, struct.error, ValueError) as exc:
-        return Malformed(msg_type, f"{MsgType(msg_type).name}: {exc}", seq=seq)
+        frame_id = struct.unpack_from("<I", payload)[0] if msg_type == MsgType.FRAME and len(payload) >= 4 else None
+        return Malformed(msg_type, f"{MsgType(msg_type).name}: {exc}", seq=seq, frame_id=frame_id)

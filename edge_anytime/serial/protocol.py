@@ -74,7 +74,8 @@ class LinkStats:
     oversize: int = 0            # header fine but length above max_payload
     bad_version: int = 0         # header fine but another protocol version
     malformed: int = 0           # both CRCs fine, payload undecodable or type unknown (delivered as Malformed)
-    duplicates: int = 0          # same seq as the previous frame: dropped
+    duplicates: int = 0          # same seq and same bytes as the previous frame: dropped
+    reused_seq: int = 0          # same seq as the previous frame but another message: delivered
     lost: int = 0                # messages missing according to sequence gaps
     out_of_order: int = 0        # seq went backwards (sender restarted without FLAG_SEQ_RESET): delivered
     messages_sent: int = 0
@@ -91,25 +92,32 @@ class FrameDecoder:
     """Streaming decoder: `feed(bytes) -> [messages]`, any chunking, resynchronises after garbage.
 
     On any rejected frame it skips one byte and scans for the next magic, so a
-    valid frame that started inside the rejected one is still found. A frame
-    that is still incomplete when a valid header appears inside it is counted
-    as truncated (set `interrupt_on_header=False` to wait for its full length
-    instead). Call `flush()` when the line has been idle: a pending partial
-    frame is then counted as truncated and the bytes after its magic rescanned.
+    valid frame that started inside the rejected one is still found. Once a
+    header's CRC is valid, the frame's payload is never scanned for headers
+    while it arrives (pixels may contain any bytes, a valid header included):
+    the decoder waits for the declared length. A frame cut short by a sender
+    reset is then found when its frame CRC fails, or when the line has been
+    idle and `flush()` is called (counted as truncated; the bytes after its
+    magic are rescanned). `interrupt_on_header=True` restores the older,
+    faster but hijackable rule of cutting a pending frame at the first valid
+    header inside it.
 
-    Sequence policy: a seq equal to the previous one is a duplicate (counted,
-    dropped); a forward jump counts the skipped messages as lost; a backward
-    jump counts out_of_order and is delivered (the sender restarted); a frame
-    flagged FLAG_SEQ_RESET starts a new sequence silently.
+    Sequence policy: a seq equal to the previous one with the same frame bytes
+    is a duplicate (counted, dropped); the same seq with another message is
+    delivered and counted as reused_seq; a forward jump counts the skipped
+    messages as lost; a backward jump counts out_of_order and is delivered (the
+    sender restarted); a frame flagged FLAG_SEQ_RESET starts a new sequence
+    silently.
     """
 
-    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, interrupt_on_header: bool = True) -> None:
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, interrupt_on_header: bool = False) -> None:
         self.max_payload = int(max_payload)
         self.interrupt_on_header = interrupt_on_header
         self._buf = bytearray()
         self._scan_from = 0          # where the search for an interrupting header resumes
         self._skipped = False        # bytes were skipped since the last valid frame
         self._last_seq: int | None = None
+        self._last_crc: int | None = None
         self._counts = {f.name: 0 for f in fields(LinkStats)}
 
     @property
@@ -195,7 +203,7 @@ class FrameDecoder:
             if self._skipped:
                 counts["resyncs"] += 1
                 self._skipped = False
-            if self._accept_seq(seq, flags):
+            if self._accept_seq(seq, flags, want):
                 message = decode_payload(msg_type, frame[HEADER_SIZE:-CRC_SIZE], seq)
                 counts["messages"] += 1
                 counts["malformed"] += isinstance(message, Malformed)
@@ -223,14 +231,18 @@ class FrameDecoder:
                 return True
             at += 1
 
-    def _accept_seq(self, seq: int, flags: int) -> bool:
+    def _accept_seq(self, seq: int, flags: int, crc: int) -> bool:
         last, self._last_seq = self._last_seq, seq
+        last_crc, self._last_crc = self._last_crc, crc
         if last is None or flags & FLAG_SEQ_RESET:
             return True
         gap = (seq - last) & 0xFFFF
         if gap == 0:
-            self._counts["duplicates"] += 1
-            return False
+            if crc == last_crc:                  # the very same frame again: the sender repeated itself
+                self._counts["duplicates"] += 1
+                return False
+            self._counts["reused_seq"] += 1      # another message under the same seq: never lose it
+            return True
         if gap < 0x8000:
             self._counts["lost"] += gap - 1
         else:

@@ -235,7 +235,7 @@ class SerialServer:
             self._send(Pong(message.token, max(0, round(self.controller.clock.now() * 1e6))))
         elif isinstance(message, Malformed):
             code = ErrorCode.BAD_MESSAGE if message.msg_type in MESSAGE_TYPES else ErrorCode.UNSUPPORTED
-            self._reject(code, message.reason, None, message.seq)
+            self._reject(code, message.reason, message.frame_id, message.seq)   # a FRAME's answer carries its id
         else:
             self._count("ignored")
 

@@ -1,0 +1,362 @@
+"""Budget benchmark: the anytime controller against every other policy on the same frames and budgets.
+
+    .venv/bin/python bench/bench_budgets.py [--bundle deploy/bundles/gtsrb-resann] [--frames 12630]
+        [--real-frames 2000] [--seeds 3] [--no-real] [--json bench/results/budgets.json]
+
+Frames: the GTSRB test set (all 12,630 by default) through the bundle. Policies, side by side:
+
+* `anytime`     - the controller with its defaults (steps on the caller's thread);
+* `threaded`    - the controller with `threaded=True` (real clock only: `run()` returns by the deadline
+                  even while a step is stuck, at the price of a thread hand-off per frame);
+* `apriori`     - the controller in a-priori mode;
+* `static:k`    - exit k as a stand-alone model, deadline-unaware;
+* `best-static` - the best static exit whose slice fits the smallest budget of the scenario;
+* `threshold`   - stop at the first exit with calibrated confidence >= 0.9, deadline-unaware;
+* `router`      - per-exit thresholds calibrated on the validation split for a 1-point accuracy drop
+                  (simulator.baselines.calibrate_thresholds), deadline-unaware, as peer early-exit
+                  libraries calibrate them.
+
+Budgets: constant, 0.3x-1.5x the full model's median latency; speed-driven traces (bench/budget_traces.py,
+4 shapes x `--seeds` seeds) between 0.8x and 12x the first exit's median latency. Both in units measured
+on the clock in use, so they carry across hardware.
+
+Clocks: simulated (the vectorised replay, step latencies drawn from the bundle profile matching this
+host, else the x86-64 profile) and real (LiteRT on this host; deadline-unaware policies are timed once
+per frame, interleaved, and judged against every budget, since their work does not depend on it).
+
+Columns: on time and correct (the headline), result by deadline, accuracy of delivered results, compute
+used (FLOPs run / full plan). Then, per exit k, the smallest constant budget giving 99% of frames a
+result at exit k or deeper, divided by exit k's p99 reach latency (simulated clock; real clock inline
+(default) and threaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.budget_traces import SHAPES, speed_trace  # noqa: E402
+from edge_anytime import Bundle, Controller, ControllerOptions  # noqa: E402
+from edge_anytime.confidence import softmax  # noqa: E402
+from edge_anytime.interpreter import ProgramInterpreter  # noqa: E402
+from edge_anytime.preprocess import Preprocessor  # noqa: E402
+from edge_anytime.profile import matching_profile  # noqa: E402
+from edge_anytime.runners import close_runners, load_runners  # noqa: E402
+from simulator.baselines import baseline_outcomes, calibrate_thresholds, confidence_threshold  # noqa: E402
+from simulator.cache import cached_predictions  # noqa: E402
+from simulator.fast import ReplaySetup, exit_predictions, replay_fast  # noqa: E402
+from simulator.metrics import Outcomes  # noqa: E402
+from simulator.sources import open_stream  # noqa: E402
+from simulator.sweep import result_budget  # noqa: E402
+from simulator.timing import draw_latencies  # noqa: E402
+
+THRESHOLD = 0.9
+CONSTANT_FRACTIONS = tuple(round(0.3 + 0.1 * i, 1) for i in range(13))
+TIE = 0.003   # ties within 0.3 points
+BLOCK = 50    # real clock: controllers take turns every BLOCK frames (their threads never compete)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One policy in one scenario."""
+
+    on_time_correct: float
+    result_by_deadline: float
+    delivered_accuracy: float | None
+    compute: float
+
+
+def row(on_time: np.ndarray, correct: np.ndarray, compute: np.ndarray) -> Row:
+    delivered = int(on_time.sum())
+    return Row(float((on_time & correct).mean()), float(on_time.mean()),
+               float((on_time & correct).sum() / delivered) if delivered else None, float(np.mean(compute)))
+
+
+def scenarios(timestamps: np.ndarray, full_s: float, first_s: float, seeds: int, n: int) -> dict:
+    out = {f"constant {f:.1f}x full": np.full(n, f * full_s) for f in CONSTANT_FRACTIONS}
+    for shape in SHAPES:
+        for seed in range(seeds):
+            out[f"speed {shape} #{seed}"] = speed_trace(shape, seed, timestamps[:n], first_s)
+    return out
+
+
+# ----------------------------------------------------------------------------- simulated clock
+def outcome_compute(out: Outcomes, cum_flops: np.ndarray, slice_flops: np.ndarray | None = None) -> np.ndarray:
+    """FLOPs fraction run per frame: up to the delivered exit, plus the next segment when a step was dropped."""
+    last = len(cum_flops) - 1
+    reached = np.where(out.late_steps > 0, np.minimum(out.exit + 1, last), out.exit)
+    if slice_flops is not None:
+        return np.where(out.exit >= 0, slice_flops[np.maximum(out.exit, 0)], 0.0) / cum_flops[-1]
+    return np.where(reached >= 0, cum_flops[np.maximum(reached, 0)], 0.0) / cum_flops[-1]
+
+
+def simulated(cache, val_cache, profile, seeds: int) -> dict:
+    program = cache.program
+    setup = ReplaySetup.create(program, profile, cache.precisions)
+    preds = exit_predictions(cache)
+    draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), seed=0)
+    truth = cache.labels
+    reach = draws.cumulative()[:, [steps[-1] for _, steps in setup.plan.segments]]
+    full_s, first_s = float(np.median(reach[:, -1])), float(np.median(reach[:, 0]))
+    val_preds = exit_predictions(val_cache)
+    router = calibrate_thresholds(np.nan_to_num(val_preds.confidence), val_preds.label == val_cache.labels[:, None])
+    cum = np.asarray(program.cumulative_flops(), np.float64)
+    slice_flops = np.array([sum(program.graphs[program.steps[i].graph].flops for i in setup.plan.slices[k])
+                            for k in range(len(program.exits))], np.float64)
+    table = {}
+    for name, budgets in scenarios(cache.timestamps, full_s, first_s, seeds, len(cache)).items():
+        starts = cache.timestamps
+        outs, best = baseline_outcomes(setup, preds, budgets, starts, draws, THRESHOLD)
+        outs["threshold"] = outs.pop(f"threshold:{THRESHOLD:g}")
+        outs["router"] = confidence_threshold(setup, preds, budgets, starts, draws, router)
+        outs["anytime"] = replay_fast(setup, preds, budgets, starts, draws, mode="anytime")
+        outs["apriori"] = replay_fast(setup, preds, budgets, starts, draws, mode="apriori")
+        rows = {}
+        for policy, out in outs.items():
+            static = policy.startswith("static") or policy == "best-static" or policy == "apriori"
+            rows[policy] = row(out.on_time, out.label == truth, outcome_compute(out, cum, slice_flops if static else None))
+        table[name] = rows
+    ratios = []
+    for k in range(len(program.exits)):
+        budget = result_budget(setup, preds, draws, cache.timestamps, k)
+        p99 = float(np.percentile(reach[:, k], 99))
+        ratios.append({"exit": k, "budget_ms": budget * 1e3, "p99_reach_ms": p99 * 1e3, "ratio": budget / p99})
+    return {"full_median_ms": full_s * 1e3, "first_exit_median_ms": first_s * 1e3, "router_thresholds": router,
+            "scenarios": table, "result_budget": ratios}
+
+
+# ----------------------------------------------------------------------------- real clock
+class Unaware:
+    """Deadline-unaware policies on the real clock: the bundle's graphs through the one interpreter."""
+
+    def __init__(self, bundle: Bundle, runners) -> None:
+        self.program = bundle.program
+        self.interpreter = ProgramInterpreter(bundle.program, runners)
+        self.preprocess = Preprocessor(bundle.model.input)
+        self.temperatures = [e.temperature for e in bundle.program.exits]
+
+    def static(self, frame, k: int) -> tuple[int, int]:
+        tensor = self.preprocess(frame)
+        env = self.interpreter.run_all(tensor, steps=self.interpreter.slices[k].steps)
+        steps = len(self.interpreter.slices[k].steps)
+        return int(np.argmax(env[self.program.exits[k].tensor])), steps
+
+    def reach(self, frame) -> list[float]:
+        """Seconds from the call to each exit's logits along the bare anytime chain (no controller)."""
+        t0 = time.perf_counter()
+        env = {self.program.input_tensor: self.preprocess(frame)}
+        out = []
+        for segment in self.interpreter.segments:
+            for step in segment.steps:
+                outputs = step.run({port: env[name] for port, name in step.inputs})
+                for port, name in step.outputs:
+                    env[name] = outputs[port]
+            out.append(time.perf_counter() - t0)
+        return out
+
+    def early_exit(self, frame, thresholds) -> tuple[int, int, int]:
+        """Run segments until an exit is confident enough; (label, exit, steps run)."""
+        env = {self.program.input_tensor: self.preprocess(frame)}
+        steps = 0
+        for segment in self.interpreter.segments:
+            for step in segment.steps:
+                outputs = step.run({port: env[name] for port, name in step.inputs})
+                for port, name in step.outputs:
+                    env[name] = outputs[port]
+            steps += len(segment.steps)
+            k = segment.exit_index
+            probs = softmax(env[self.program.exits[k].tensor], self.temperatures[k])
+            if probs.max() >= thresholds[k] or k == len(self.program.exits) - 1:
+                return int(probs.argmax()), k, steps
+        raise AssertionError("unreachable")
+
+
+def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: int, timestamps) -> dict:
+    """Every policy on the real clock, frame by frame in rotating order within each scenario, so a change in
+    the machine's load hits all of them alike."""
+    program = bundle.program
+    n = len(frames)
+    runners = load_runners(bundle, bundle.resolve_precisions("fp32"))
+    unaware = Unaware(bundle, runners)
+    exits = len(program.exits)
+    step_flops = np.array([program.graphs[s.graph].flops for s in program.steps], np.float64)
+    total = step_flops.sum()
+    slice_flops = [sum(step_flops[list(program.apriori_plan(k))]) / total for k in range(exits)]
+    thresholds = {"threshold": (THRESHOLD,) * exits, "router": router}
+    reach = np.array([unaware.reach(frames[i % n]) for i in range(max(n, 500))])
+    full_s, first_s = float(np.median(reach[:, -1])), float(np.median(reach[:, 0]))
+    options = ControllerOptions()
+    controllers = {"anytime": Controller.from_bundle(bundle, options=options),
+                   "threaded": Controller.from_bundle(bundle, options=dataclasses.replace(options, threaded=True)),
+                   "apriori": Controller.from_bundle(bundle, options=dataclasses.replace(options, mode="apriori"))}
+    policies = list(controllers) + [f"static:{k}" for k in range(exits)] + list(thresholds)
+    table = {}
+    try:
+        for ctrl in controllers.values():    # settle: online estimates of this host and stream
+            for i in range(min(n, 500)):
+                ctrl.run(frames[i], 10 * full_s)
+        for name, budgets in scenarios(np.asarray(timestamps), full_s, first_s, seeds, n).items():
+            on_time = {p: np.zeros(n, bool) for p in policies}
+            label = {p: np.full(n, -1) for p in policies}
+            compute = {p: np.zeros(n) for p in policies}
+            for i in range(n):
+                budget = float(budgets[i])
+                shift = i % len(policies)
+                for p in policies[shift:] + policies[:shift]:
+                    if p in controllers:
+                        r = controllers[p].run(frames[i], budget)
+                        on_time[p][i], label[p][i] = r.met_deadline, -1 if r.label is None else r.label
+                        compute[p][i] = (slice_flops[r.exit_index] if r.exit_index is not None else 0.0) \
+                            if p == "apriori" else step_flops[:r.steps_run].sum() / total
+                        continue
+                    t0 = time.perf_counter()
+                    if p.startswith("static"):
+                        k = int(p.split(":")[1])
+                        label[p][i], _ = unaware.static(frames[i], k)
+                        compute[p][i] = slice_flops[k]
+                    else:
+                        label[p][i], _, steps = unaware.early_exit(frames[i], thresholds[p])
+                        compute[p][i] = step_flops[:steps].sum() / total
+                    on_time[p][i] = time.perf_counter() - t0 <= budget
+            rows = {p: row(on_time[p], label[p] == truth, compute[p]) for p in policies}
+            worst = float(budgets.min())
+            best = next((k for k in sorted(range(exits), key=lambda k: -program.exits[k].val_accuracy)
+                         if np.percentile(reach[:, k] if k < exits else reach[:, -1], 99) <= worst), None)
+            if best is not None:
+                rows["best-static"] = rows[f"static:{best}"]
+            table[name] = rows
+        ratios = []
+        for k in range(exits):
+            entry = {"exit": k}
+            for c in ("anytime", "threaded"):
+                entry[c] = real_result_budget(controllers[c], unaware, frames, k)
+            ratios.append(entry)
+    finally:
+        for ctrl in controllers.values():
+            ctrl.close()
+        close_runners(runners)
+    return {"full_median_ms": full_s * 1e3, "first_exit_median_ms": first_s * 1e3, "scenarios": table,
+            "result_budget": ratios}
+
+
+def real_result_budget(ctrl: Controller, unaware: Unaware, frames: np.ndarray, k: int, count: int = 400) -> dict:
+    """Smallest budget p99 * f (f = 1.0, 1.05, ...) giving >= 99% of `count` frames a result at exit k or one worth
+    as much (validation accuracy), where p99 is exit k's reach latency through the bare chain, timed frame by
+    frame alongside the controller."""
+    values = ctrl.policy.values
+    worth = [v >= values[k] for v in values]
+    bare = np.array([unaware.reach(frames[i % len(frames)])[k] for i in range(count)])
+    for f in np.arange(1.0, 4.0001, 0.05):
+        p99 = float(np.percentile(bare, 99))
+        good, fresh = 0, []
+        for i in range(count):
+            r = ctrl.run(frames[i % len(frames)], p99 * float(f))
+            good += r.met_deadline and r.exit_index is not None and worth[r.exit_index]
+            fresh.append(unaware.reach(frames[i % len(frames)])[k])
+        bare = np.concatenate([bare, fresh])
+        if good >= 0.99 * count:
+            return {"budget_ms": p99 * float(f) * 1e3, "p99_reach_ms": p99 * 1e3, "ratio": float(f)}
+    return {"budget_ms": None, "p99_reach_ms": float(np.percentile(bare, 99)) * 1e3, "ratio": None}
+
+
+# ----------------------------------------------------------------------------- report
+def print_table(title: str, table: dict) -> dict:
+    policies = list(next(iter(table.values())))
+    order = ["anytime"] + [p for p in ("threaded", "apriori") if p in policies] + \
+            [p for p in policies if p not in ("anytime", "threaded", "apriori")]
+    print(f"\n{title}: on time and correct (%)")
+    print(f"{'scenario':<26}" + "".join(f"{p:>12}" for p in order) + "   anytime vs best other")
+    wins = ties = losses = 0
+    for name, rows in table.items():
+        others = [rows[p].on_time_correct for p in rows if p not in ("anytime", "threaded")]
+        margin = rows["anytime"].on_time_correct - max(others)
+        verdict = "win" if margin > TIE else ("tie" if margin >= -TIE else "LOSS")
+        wins, ties, losses = wins + (verdict == "win"), ties + (verdict == "tie"), losses + (verdict == "LOSS")
+        print(f"{name:<26}" + "".join(f"{rows[p].on_time_correct * 100:12.1f}" if p in rows else f"{'-':>12}"
+                                      for p in order) + f"   {verdict} ({margin * 100:+.1f})")
+    print(f"{title}: anytime wins {wins}, ties {ties} (within {TIE * 100:.1f} points), loses {losses} "
+          f"of {len(table)} scenarios")
+    print(f"{'scenario':<26}" + "".join(f"{p + ' res/acc/cmp':>28}" for p in ("anytime", "threshold", "router")))
+    for name, rows in table.items():
+        cells = []
+        for p in ("anytime", "threshold", "router"):
+            r = rows[p]
+            acc = "-" if r.delivered_accuracy is None else f"{r.delivered_accuracy * 100:.1f}"
+            cells.append(f"{r.result_by_deadline * 100:10.1f} {acc:>8} {r.compute:8.2f}")
+        print(f"{name:<26}" + "".join(cells))
+    return {"wins": wins, "ties": ties, "losses": losses}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", default="deploy/bundles/gtsrb-resann")
+    parser.add_argument("--frames", type=int, default=None, help="test frames on the simulated clock (default all)")
+    parser.add_argument("--real-frames", type=int, default=2000, help="test frames on the real clock (default 2000)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per trace shape (default 3)")
+    parser.add_argument("--target", default="x86-64", help="profile for the simulated clock if none matches this host")
+    parser.add_argument("--no-real", action="store_true", help="simulated clock only")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    bundle = Bundle.load(args.bundle)
+    stream = open_stream("gtsrb-test", frames=args.frames)
+    cache = cached_predictions(bundle, stream, frames=args.frames, show_progress=False)
+    val_cache = cached_predictions(bundle, "gtsrb-val", show_progress=False)
+    profile = matching_profile(bundle.profiles.values(), "litert", 1) or bundle.profiles[args.target]
+    print(f"bundle {args.bundle}: {len(cache)} test frames; simulated clock draws from profile {profile.target!r} "
+          f"(host {profile.host}); load average {os.getloadavg()}")
+    report = {"bundle": args.bundle, "frames": len(cache), "profile": profile.target,
+              "load_average_start": os.getloadavg()}
+    sim = simulated(cache, val_cache, profile, args.seeds)
+    print(f"simulated clock: full model median {sim['full_median_ms']:.3f} ms, first exit {sim['first_exit_median_ms']:.3f} "
+          f"ms; router thresholds {tuple(round(t, 4) for t in sim['router_thresholds'])}")
+    sim["summary"] = print_table("simulated clock", sim["scenarios"])
+    print("simulated clock, 99%-result budget / p99 reach latency per exit: " +
+          ", ".join(f"exit {r['exit']}: {r['budget_ms']:.3f} / {r['p99_reach_ms']:.3f} ms = {r['ratio']:.2f}"
+                    for r in sim["result_budget"]))
+    report["simulated"] = _jsonable(sim)
+    if not args.no_real:
+        n = min(args.real_frames, len(stream))
+        frames = np.stack([stream.frames[i] for i in range(n)])
+        rl = real(bundle, frames, cache.labels[:n], sim["router_thresholds"], args.seeds, cache.timestamps[:n])
+        print(f"\nreal clock ({n} frames, LiteRT, 1 thread): full model median {rl['full_median_ms']:.3f} ms, "
+              f"first exit {rl['first_exit_median_ms']:.3f} ms")
+        rl["summary"] = print_table("real clock", rl["scenarios"])
+        for r in rl["result_budget"]:
+            print(f"real clock exit {r['exit']}: 99%-result budget / p99 reach (bare chain, timed alongside): "
+                  f"default (inline) {r['anytime']['ratio']} (p99 {r['anytime']['p99_reach_ms']:.3f} ms), "
+                  f"threaded {r['threaded']['ratio']} (p99 {r['threaded']['p99_reach_ms']:.3f} ms)")
+        report["real"] = _jsonable(rl)
+    report["load_average_end"] = os.getloadavg()
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"\nload average at the end {report['load_average_end']}; {report['seconds']} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _jsonable(value):
+    if isinstance(value, Row):
+        return dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+if __name__ == "__main__":
+    main()

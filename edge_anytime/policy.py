@@ -1,0 +1,277 @@
+"""The deadline policy: latency estimates, margins measured on this host, admission, and counters.
+
+One `DeadlinePolicy` belongs to one controller. It owns an estimator per anytime
+segment, per a-priori slice, for the delivery path and for the watchdog's
+wake-up, and the controller's counters.
+
+Admission weighs what a segment can win against what an overrun costs
+(docs/runtime.md, "Admission"). With `p` the probability, from the segment's
+own measured latency distribution, that it ends before `deadline - margin`:
+
+* gain: the expected accuracy (validation accuracy of the exits; their depth
+  without it) of the best exit the segment leads to, minus that of the frame's
+  current best result;
+* loss if it overruns: with a watchdog (threaded, or a simulated clock) the
+  current result is still handed over on time, so an overrun only keeps the
+  interpreter busy into the next frame: `busy * gain`, where `busy` is the
+  measured fraction of frames that arrive while the interpreter still works;
+  inline on a real clock the frame's result itself would be late: `best + busy * gain`;
+* the segment runs if `p >= max(min_fit_probability, loss / (gain + loss))`.
+
+So a frame's first segment runs whenever it can finish (refusing it means no
+result), a refinement worth 40 points runs on an even chance, and one worth 7
+points does not risk a result worth 88 (inline). In a-priori mode the exit with
+the highest `p * accuracy` is chosen.
+
+`margin` is the measured delivery path, the time from the last step's end to
+the result being in the caller's hands, sampled at warm-up and on every
+frame: with `threaded=True` the 95th percentile of the thread hand-back; inline
+the 90th percentile of result assembly (its rare outliers are preemptions that
+no margin absorbs); 0 on a simulated clock. The
+watchdog fires `guard` before the deadline, where `guard` is the tail of its own
+measured wake-up lateness. Explicit `margin_s` / `watchdog_guard_s` options
+override both.
+
+>>> from edge_anytime.program import Exit, GraphSignature, Port, Program, Step
+>>> x, y = Port("x", (1, 2)), Port("y", (1, 2))
+>>> program = Program("image", {"g": GraphSignature("g", (x,), (y,))},
+...                   (Step("s0", "g", {"x": "image"}, {"y": "l0"}), Step("s1", "g", {"x": "l0"}, {"y": "l1"})),
+...                   (Exit(0, "l0", val_accuracy=0.5), Exit(1, "l1", val_accuracy=0.9)))
+>>> policy = DeadlinePolicy(program, ControllerOptions(), simulated=True, threaded=False)
+>>> policy.seed_segment(0, [1e-3] * 20); policy.seed_segment(1, [2e-3] * 20)
+>>> policy.admits(0, now=0.0, limit=1.5e-3, best_value=0.0), policy.admits(1, now=1e-3, limit=2.5e-3, best_value=0.5)
+(True, False)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping
+
+import numpy as np
+
+from .latency import make_estimator
+from .options import ControllerOptions, ControllerStats
+from .profile import LatencyProfile
+from .program import Program, exit_values
+
+# The margin covers the usual delivery path; the rare preemption of a loaded host (milliseconds) is no
+# margin's job: reserving for it would refuse every sub-millisecond budget. Misses it causes are reported.
+DELIVERY_QUANTILE = 0.95
+INLINE_DELIVERY_QUANTILE = 0.9   # inline, result assembly: its 90th percentile
+BUSY_RATE = 1.0 / 64        # how fast the busy-arrival fraction follows the frame rate
+STEP_RATE = 1.0 / 64        # how fast a step's mean latency follows new samples
+SAVINGS_EVERY = 256         # step observations between recomputations of the slice savings
+SEED_DRAWS = 1000           # samples drawn per segment when a profile's per-graph samples seed it
+
+
+class DeadlinePolicy:
+    """Estimates, margins, admission and counters of one controller; see the module docstring."""
+
+    def __init__(self, program: Program, options: ControllerOptions, *, simulated: bool, threaded: bool) -> None:
+        self.options = options
+        self.simulated = simulated
+        self.threaded = threaded
+        self.segments = program.anytime_segments()
+        self.segment_estimators = [make_estimator(options.estimator) for _ in self.segments]
+        self.reach_estimators = [make_estimator(options.estimator) for _ in self.segments]   # frame start -> exit
+        # Per step: mean latency (EMA), and for each exit the anytime steps its a-priori slice skips (heads of
+        # earlier exits): a slice takes about the exit's reach latency minus those steps.
+        self.step_mean = [0.0] * len(program.steps)
+        self._online_steps = options.estimator.online
+        self._savings: list[float] | None = None     # cached slice_savings(), recomputed every SAVINGS_EVERY steps
+        self._step_updates = 0
+        self._skipped = []
+        for seg in self.segments:
+            keep = set(program.apriori_plan(seg.exit_index))
+            self._skipped.append(tuple(i for i in range(seg.steps[-1] + 1) if i not in keep))
+        self.slice_estimators = {e.index: make_estimator(options.estimator) for e in program.exits}
+        delivery_options = dataclasses.replace(options.estimator, quantile=DELIVERY_QUANTILE, kind="quantile")
+        self.delivery = make_estimator(delivery_options, INLINE_DELIVERY_QUANTILE)
+        self.wakeup = make_estimator(delivery_options, 0.5)
+        self.values = exit_values(program)
+        self.reach_values = [max(self.values[e] for e in range(seg.exit_index, len(self.values)))
+                             for seg in self.segments]
+        self.apriori_order = sorted(range(len(program.exits)), key=lambda i: -self.values[i])
+        self.plan_order = sorted(range(len(self.segments)), key=lambda p: -self.values[self.segments[p].exit_index])
+        self.lose_current = not simulated and not threaded   # inline on a real clock: an overrun is a late result
+        self.busy = 0.0            # EMA: fraction of frames that arrive while the interpreter is still busy
+        self.counts = {name: 0 for name in ControllerStats.__dataclass_fields__}
+
+    # ----------------------------------------------------------------- margins
+    def margin(self) -> float:
+        """Time reserved after the last step for the result to reach the caller (seconds)."""
+        if self.options.margin_s is not None:
+            return self.options.margin_s
+        if self.simulated:
+            return 0.0
+        # Threaded, the hand-back is a thread wake-up whose tail matters; inline, delivery is a few microseconds
+        # of result assembly whose rare outliers are preemptions no margin absorbs: its p90 is reserved.
+        delivery = self.delivery.tail() if self.threaded else self.delivery.typical()
+        return max(delivery if math.isfinite(delivery) else 0.0, self.guard())
+
+    def guard(self) -> float:
+        """How long before the deadline the watchdog hands the best result over (seconds)."""
+        if self.options.watchdog_guard_s is not None:
+            return self.options.watchdog_guard_s
+        if self.simulated or not self.threaded:
+            return 0.0
+        wakeup = self.wakeup.tail()
+        return wakeup if math.isfinite(wakeup) else 0.0
+
+    # ----------------------------------------------------------------- admission
+    def required_probability(self, position: int, best_value: float) -> float:
+        """The chance of finishing in time that segment `position` needs (inf: nothing to gain)."""
+        gain = self.reach_values[position] - best_value
+        if gain <= 0:
+            return math.inf
+        loss = self.busy * gain + (best_value if self.lose_current else 0.0)
+        return max(self.options.min_fit_probability, loss / (gain + loss))
+
+    def admits(self, position: int, now: float, limit: float, best_value: float) -> bool:
+        """May anytime segment `position` start at `now`, given the frame must be done by `limit` and its best
+        result so far is worth `best_value` (0: none)? See the module docstring."""
+        need = self.required_probability(position, best_value)
+        estimator = self.segment_estimators[position]
+        p = estimator.fit_probability(limit - now)
+        if p >= need and p > 0:
+            return True
+        estimator.refused()
+        return False
+
+    def choose_apriori(self, now: float, limit: float) -> int | None:
+        """The exit with the highest chance-weighted accuracy p * value whose slice has p >= min_fit_probability;
+        None if none does."""
+        chosen, chosen_score = None, 0.0
+        remaining = limit - now
+        for index in self.apriori_order:
+            p = self.slice_estimators[index].fit_probability(remaining)
+            if p >= self.options.min_fit_probability and p > 0 and p * self.values[index] > chosen_score:
+                chosen, chosen_score = index, p * self.values[index]
+        if chosen is None:
+            for estimator in self.slice_estimators.values():
+                estimator.refused()
+        return chosen
+
+    def plan_frame(self, now: float, limit: float) -> int | None:
+        """Planning at a frame's start, when the deadline is known: the exit whose a-priori slice to run
+        instead of the anytime plan, or None to run the anytime plan.
+
+        The anytime plan's expected value is sum_k value_k * P(exit k is the last reached) from each exit's
+        measured reach latency (its admission adapts within the frame, and an earlier exit stays a fallback,
+        so a slice must really be worth more to replace it). The a-priori slice of exit k is worth P(slice k fits) * value_k (its own samples once it has
+        run, else the exit's reach minus the steps the slice skips) and skips the heads whose results would be
+        superseded. The slice is chosen only when it is worth more.
+        """
+        remaining = limit - now
+        if self.reach_estimators[-1].fit_probability(remaining) >= 1.0:
+            return None        # the whole anytime plan surely fits: no slice is worth more
+        reach = [est.fit_probability(remaining) for est in self.reach_estimators]
+        anytime, best = 0.0, 0.0
+        for k, p in enumerate(reach):   # the last exit reached in time is kept (admission stops before overruns)
+            best = max(best, self.values[self.segments[k].exit_index])
+            anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
+        chosen, score = None, anytime
+        saved = self.slice_savings()
+        for position in self.plan_order:
+            index = self.segments[position].exit_index
+            if saved[position] <= 0:
+                continue       # the slice is the anytime prefix itself: nothing to win
+            measured = self.slice_estimators[index]
+            if measured.online_count >= self.options.estimator.min_online:   # this slice has run: its own samples
+                p = measured.fit_probability(remaining)
+            else:                       # else the exit's reach without the steps the slice skips
+                p = self.reach_estimators[position].fit_probability(remaining + saved[position])
+            if p >= self.options.min_fit_probability and p * self.values[index] > score:
+                chosen, score = index, p * self.values[index]
+        return chosen
+
+    def slice_savings(self) -> list[float]:
+        """Per anytime segment position: the mean time its exit's a-priori slice saves over the anytime prefix."""
+        if self._savings is None:
+            mean = self.step_mean
+            self._savings = [sum(mean[i] for i in skipped) for skipped in self._skipped]
+        return self._savings
+
+    def observe_step(self, index: int, seconds: float) -> None:
+        """A step's latency while serving: updates its mean (the slice savings, refreshed every few frames)."""
+        if self._online_steps:
+            self.step_mean[index] += (seconds - self.step_mean[index]) * STEP_RATE
+            self._step_updates += 1
+            if self._step_updates >= SAVINGS_EVERY:
+                self._step_updates = 0
+                self._savings = None
+
+    def seed_steps(self, samples: Mapping[int, list]) -> None:
+        """Step index -> latency samples (warm-up, profile): the mean of each seeds its estimate."""
+        for index, values in samples.items():
+            if len(values):
+                self.step_mean[index] = float(np.mean(values))
+        self._savings = None
+
+    def note_arrival(self, busy: bool) -> None:
+        """A frame arrived; `busy`: the interpreter was still running an earlier frame's step."""
+        self.busy += ((1.0 if busy else 0.0) - self.busy) * BUSY_RATE
+
+    # ----------------------------------------------------------------- measurements
+    def seed_segment(self, position: int, samples) -> None:
+        self.segment_estimators[position].seed(samples)
+
+    def seed_slice(self, exit_index: int, samples) -> None:
+        self.slice_estimators[exit_index].seed(samples)
+
+    def seed_from_profile(self, program: Program, profile: LatencyProfile, precisions: Mapping[str, str]) -> None:
+        """Seed every segment, exit reach and slice with sums of the profile's per-graph samples
+        (see `plan_samples`)."""
+        reach = 0.0
+        for position, samples in enumerate(plan_samples(program, profile, precisions)):
+            self.seed_segment(position, samples)
+            reach = reach + samples
+            self.reach_estimators[position].seed(reach)
+        self.seed_steps({i: profile.samples_s(step.graph, precisions.get(step.graph, "fp32"))
+                         for i, step in enumerate(program.steps)})
+        for exit_index, samples in slice_samples(program, profile, precisions).items():
+            self.seed_slice(exit_index, samples)
+
+    def estimates(self) -> dict[str, float]:
+        """Current estimates in seconds, by name (segment<k>.typical/.tail, slice<k>.tail, delivery, guard)."""
+        out = {}
+        for position, est in enumerate(self.segment_estimators):
+            out[f"segment{position}.typical"] = est.typical()
+            out[f"segment{position}.tail"] = est.tail()
+        for index, est in self.slice_estimators.items():
+            out[f"slice{index}.typical"] = est.typical()
+            out[f"slice{index}.tail"] = est.tail()
+        out["margin"] = self.margin()
+        out["guard"] = self.guard()
+        out["busy_arrivals"] = self.busy
+        return out
+
+    def stats(self) -> ControllerStats:
+        return ControllerStats(**self.counts)
+
+
+def _draw_sums(program: Program, profile: LatencyProfile, precisions: Mapping[str, str], steps, seed: int):
+    rng = np.random.default_rng([seed, len(steps)])
+    total = np.zeros(SEED_DRAWS)
+    for index in steps:
+        graph = program.steps[index].graph
+        samples = np.asarray(profile.samples_s(graph, precisions.get(graph, "fp32")), np.float64)
+        total += samples[rng.integers(0, samples.size, SEED_DRAWS)]
+    return total
+
+
+def plan_samples(program: Program, profile: LatencyProfile, precisions: Mapping[str, str],
+                 seed: int = 0) -> list[np.ndarray]:
+    """Latency samples of each anytime segment: sums of independent draws from its steps' profile samples
+    (the distribution of the segment as the simulator draws it), SEED_DRAWS per segment, deterministic."""
+    return [_draw_sums(program, profile, precisions, seg.steps, seed + position)
+            for position, seg in enumerate(program.anytime_segments())]
+
+
+def slice_samples(program: Program, profile: LatencyProfile, precisions: Mapping[str, str],
+                  seed: int = 0) -> dict[int, np.ndarray]:
+    """Like `plan_samples`, for each exit's a-priori slice."""
+    return {e.index: _draw_sums(program, profile, precisions, program.apriori_plan(e.index), seed + 100 + e.index)
+            for e in program.exits}

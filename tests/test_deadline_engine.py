@@ -1,0 +1,203 @@
+"""The deadline engine: one interpreter, planning, truthful accounting in every mode, online vs frozen replay,
+profiles that know their host."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from edge_anytime import Callbacks, Controller, ControllerOptions, EstimatorOptions, StopReason
+from edge_anytime.backends.base import GraphLoadSpec
+from edge_anytime.backends.fake import FakeBackend
+from edge_anytime.interpreter import Execution, ProgramInterpreter
+from edge_anytime.profile import LatencyProfile, host_fingerprint, host_mismatch, load_profile, matching_profile
+from simulator.budgets import parse_budget
+from simulator.fast import ReplaySetup, exit_predictions, replay_fast
+from simulator.live import replay_live_sim
+from simulator.synthetic import synthetic_cache, synthetic_profile
+from simulator.timing import draw_latencies
+from tests.conftest import tiny_model, tiny_program
+from tests.test_controller_sim import Phase, depth_outputs, make
+
+MS = 1e-3
+
+
+class Recorder(Callbacks):
+    def __init__(self, on_result_delay: float = 0.0):
+        self.delay, self.threads, self.finals, self.misses = on_result_delay, set(), [], []
+
+    def on_result(self, result):
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+
+    def on_final(self, result):
+        self.finals.append(result)
+
+    def on_miss(self, result):
+        self.misses.append(result)
+
+
+def real_clock(latency, options=None, callbacks=None):
+    backend = FakeBackend(latency=latency, outputs=depth_outputs)
+    options = options or ControllerOptions(warmup_runs=3, warmup_seconds=0.0)
+    return Controller.from_program(tiny_program(3), tiny_model(), backend, options=options, callbacks=callbacks)
+
+
+# ----------------------------------------------------------------------------- the interpreter
+def test_run_all_reports_a_failing_step_and_skips_what_needs_its_output():
+    program = tiny_program(3)
+    backend = FakeBackend(faults={"body": lambda call: RuntimeError("boom") if call == 0 else None})
+    runners = {g: backend.load_graph(GraphLoadSpec(sig)) for g, sig in program.graphs.items()}
+    failed = []
+    env = ProgramInterpreter(program, runners).run_all(np.zeros((1, 3, 8, 8), np.float32),
+                                                        on_error=lambda step, exc: failed.append(step.name))
+    assert failed == ["body1", "head1", "body2", "head2"]       # body1 raised; the rest lost their input
+    assert "logits0" in env and "logits1" not in env
+
+
+class RaisingHooks:
+    def __init__(self, where):
+        self.where = where
+
+    def admit(self, segment, now):
+        if self.where == "admit" and segment.position == 1:
+            raise ValueError("admission bug")
+        return True
+
+    def observe(self, step, started, ended):
+        return True
+
+    def publish(self, segment, env, started, ended):
+        if self.where == "publish":
+            raise ZeroDivisionError("publication bug")
+        return True
+
+
+@pytest.mark.parametrize("where, expected", [("admit", "admit"), ("publish", "publish")])
+def test_execute_contains_every_error_of_a_step_or_hook_in_one_place(where, expected):
+    program = tiny_program(3)
+    backend = FakeBackend()
+    interpreter = ProgramInterpreter(program, {g: backend.load_graph(GraphLoadSpec(s)) for g, s in program.graphs.items()})
+    out = interpreter.execute(np.zeros((1, 3, 8, 8), np.float32), interpreter.segments, RaisingHooks(where),
+                              time.perf_counter)
+    assert isinstance(out, Execution) and out.stopped == "error" and out.where == expected
+
+
+# ----------------------------------------------------------------------------- planning
+def test_frame_planning_skips_a_head_whose_result_would_be_superseded(raw_frame):
+    # exit 1's anytime prefix is stem + head + body + head = 2.4 ms; its slice (no head 0) 2.2 ms.
+    options = ControllerOptions(warmup_runs=2, margin_s=0.0, watchdog_guard_s=0.0)
+    ctrl, _, backend, recorder = make(options=options, val_accuracy=(0.3, 0.9, 0.95))
+    result = ctrl.run(raw_frame, 2.3 * MS)
+    assert result.exit_index == 1 and result.met_deadline
+    assert [r.exit_index for r in recorder.results] == [1]            # head 0 never ran
+    unplanned, _, _, _ = make(options=dataclasses.replace(options, plan_frames=False), val_accuracy=(0.3, 0.9, 0.95))
+    assert unplanned.run(raw_frame, 2.3 * MS).exit_index == 0         # without planning: exit 0 only
+
+
+# ----------------------------------------------------------------------------- truthful accounting
+def test_inline_run_that_returns_late_is_reported_as_late(raw_frame):
+    body = Phase(1 * MS, [1 * MS, 60 * MS, 1 * MS])                   # the second body call of the frame stalls
+    recorder = Recorder()
+    ctrl = real_clock({"stem": 1 * MS, "head": 0.2 * MS, "body": body}, callbacks=recorder)
+    body.on = True
+    with ctrl:
+        t0 = time.perf_counter()
+        result = ctrl.run(raw_frame, 20 * MS)
+        returned = time.perf_counter() - t0
+        ctrl.flush()
+    assert returned > 0.05                                          # inline: the stalled step is waited for
+    assert not result.met_deadline and result.lateness_s > 0.03
+    assert result.delivered_s >= result.start_s + 0.05
+    assert ctrl.stats().missed_deadlines == 1 and recorder.misses == [result]
+
+
+def test_threaded_run_returns_by_the_deadline_while_a_step_is_stuck(raw_frame):
+    body = Phase(1 * MS, [1 * MS, 300 * MS, 1 * MS])
+    options = ControllerOptions(warmup_runs=3, warmup_seconds=0.0, threaded=True)
+    ctrl = real_clock({"stem": 1 * MS, "head": 0.2 * MS, "body": body}, options)
+    body.on = True
+    with ctrl:
+        t0 = time.perf_counter()
+        result = ctrl.run(raw_frame, 40 * MS)
+        assert time.perf_counter() - t0 < 0.2
+        assert result.exit_index == 1 and result.status is StopReason.DEADLINE
+        assert result.delivered_s <= result.deadline_s + 5 * MS
+
+
+def test_callbacks_run_on_the_delivery_thread_inline_too_and_never_delay_frames(raw_frame):
+    recorder = Recorder(on_result_delay=3 * MS)                     # a slow user callback
+    ctrl = real_clock({"stem": 0.5 * MS, "head": 0.1 * MS, "body": 0.5 * MS}, callbacks=recorder)
+    with ctrl:
+        results = [ctrl.run(raw_frame, 10 * MS) for _ in range(10)]
+        ctrl.flush(timeout=2.0)
+    assert recorder.threads == {"edge-anytime-delivery"}
+    assert all(r.exit_index == 2 for r in results)                  # 3 ms x 3 callbacks per frame did not stop them
+
+
+def test_frames_interrupted_before_their_first_exit_are_counted(raw_frame):
+    stem = Phase(1 * MS, [300 * MS, 1 * MS])
+    options = ControllerOptions(warmup_runs=3, warmup_seconds=0.0, threaded=True)
+    ctrl = real_clock({"stem": stem, "head": 0.2 * MS, "body": 1 * MS}, options)
+    stem.on = True
+    with ctrl:
+        result = ctrl.run(raw_frame, 30 * MS)
+        assert result.status is StopReason.NO_RESULT and result.error is None
+        assert ctrl.stats().interrupted_without_result == 1 and ctrl.stats().missed_deadlines == 1
+
+
+def test_numpy_scalar_budgets_and_non_finite_deadlines(raw_frame):
+    ctrl, clock, _, _ = make()
+    assert ctrl.run(raw_frame, np.float32(0.01)).status is StopReason.FINAL
+    assert ctrl.run(raw_frame, np.float64(0.01)).status is StopReason.FINAL
+    for deadline in (float("nan"), float("inf")):
+        bad = ctrl.run(raw_frame, deadline_s=deadline)
+        assert bad.status is StopReason.NO_RESULT and "deadline_s" in bad.error
+
+
+# ----------------------------------------------------------------------------- simulator vs interpreter
+def test_fast_replay_agrees_with_the_live_controller_whose_estimates_update_online():
+    profile = synthetic_profile(spread=0.4, seed=3)
+    cache = synthetic_cache(frames=800, profiles=[profile])
+    frozen = ReplaySetup.create(cache.program, profile, cache.precisions)
+    online = dataclasses.replace(frozen, options=dataclasses.replace(frozen.options, estimator=EstimatorOptions()))
+    draws = draw_latencies(frozen.plan, profile, cache.precisions, len(cache), seed=1)
+    budgets = parse_budget("uniform:1:8").sample(len(cache), seed=5)
+    fast = replay_fast(frozen, exit_predictions(cache), budgets, cache.timestamps, draws)
+    live, _ = replay_live_sim(cache, online, profile, budgets, draws)
+    agree = float(np.mean(fast.exit == live.exit))
+    assert agree >= 0.97, agree
+    assert abs(float(np.mean(fast.on_time)) - float(np.mean(live.on_time))) < 0.02
+
+
+# ----------------------------------------------------------------------------- profiles and hosts
+def test_profiles_record_their_host_and_only_a_matching_one_is_used(tmp_path):
+    here = LatencyProfile("x86-64", "litert", {"g": {"fp32": (100.0,)}}, fingerprint=host_fingerprint())
+    other = dataclasses.replace(here, target="orin", fingerprint={**host_fingerprint(), "cpu": "ARMv8 Cortex-A78AE"})
+    old = dataclasses.replace(here, target="old", fingerprint={})
+    assert host_mismatch(here, "litert", 1) == ""
+    assert "cpu" in host_mismatch(other, "litert", 1) and "fingerprint" in host_mismatch(old, "litert", 1)
+    assert "threads" in host_mismatch(here, "litert", 2)
+    assert matching_profile([other, old, here], "litert", 1) is here
+    assert matching_profile([other, old], "litert", 1) is None
+    assert load_profile(here.save(tmp_path)).fingerprint == here.fingerprint
+
+
+def test_a_profile_from_another_host_warns_when_named(tmp_path):
+    from edge_anytime import Bundle
+    import shutil
+
+    shutil.copytree("deploy/bundles/gtsrb-resann", tmp_path / "b")
+    bundle = Bundle.load(tmp_path / "b")
+    target = next(iter(bundle.profiles))
+    if not host_mismatch(bundle.profiles[target], "litert", 1):
+        pytest.skip("the shipped profile was measured on this very host")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Controller.from_bundle(bundle, options=ControllerOptions(profile_target=target, warmup_runs=3)).close()
+    assert any("another host" in str(w.message) for w in caught)
