@@ -29,7 +29,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, EdgeAnytimeError
-from .profile import LatencyProfile, host_fingerprint, load_profile
+from .profile import MATCH_KEYS, LatencyProfile, host_fingerprint, load_profile
 from .selftest import (Precision, add_runtime_arguments, close_runners, load_runners, reference_inputs,
                        resolve_precisions, run_program)
 
@@ -99,6 +99,22 @@ def profile_bundle(bundle, target: str, backend: str = "litert", threads: int = 
                           graphs={g: {precisions[g]: tuple(s)} for g, s in samples.items()})
 
 
+def store_profile(profile: LatencyProfile, bundle_root) -> Path:
+    """Write `profile` into the bundle; every profiling path (this module, `deploy --profile`, the package's
+    profile.sh) stores the same way: precisions measured earlier for the same target on the same host (same
+    fingerprint, backend and threads) are kept, anything from another host is replaced."""
+    existing = Path(bundle_root) / "profiles" / f"{profile.target}.json"
+    if existing.is_file():
+        try:
+            older = load_profile(existing)
+        except BundleError:
+            older = None        # a damaged old profile is replaced, not merged
+        if older is not None and older.fingerprint and profile.fingerprint and all(
+                older.fingerprint.get(k) == profile.fingerprint.get(k) for k in MATCH_KEYS):
+            profile = profile.merged_into(older)
+    return profile.save(bundle_root)
+
+
 def summary(profile: LatencyProfile) -> str:
     """One line per graph: precision, samples, median, p99, max (microseconds)."""
     lines = [f"profile {profile.target!r} (backend {profile.backend}, {profile.threads} thread(s), host {profile.host}):"]
@@ -134,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(pin_cpus(args.cpus))
         profile = profile_bundle(args.bundle, args.target, args.backend, args.threads, args.precision,
                                  ProfileOptions(args.warmup, args.samples))
-        existing = Path(args.bundle) / "profiles" / f"{args.target}.json"
-        if existing.is_file():  # keep the precisions measured earlier on this target
-            profile = profile.merged_into(load_profile(existing))
-        path = profile.save(args.bundle)
+        path = store_profile(profile, args.bundle)
     except (EdgeAnytimeError, OSError, ValueError) as exc:
         print(f"profiling ERROR: {exc}", file=sys.stderr)
         return 2

@@ -203,3 +203,16 @@ def test_a_profile_from_another_host_warns_when_named(tmp_path):
         warnings.simplefilter("always")
         Controller.from_bundle(bundle, options=ControllerOptions(profile_target=target, warmup_runs=3)).close()
     assert any("another host" in str(w.message) for w in caught)
+
+
+def test_every_profiling_path_stores_alike_merging_only_the_same_hosts_precisions(tmp_path):
+    from edge_anytime.profiling import store_profile
+
+    here = LatencyProfile("t", "litert", {"g": {"fp32": (100.0,)}}, fingerprint=host_fingerprint())
+    store_profile(here, tmp_path)
+    int8 = LatencyProfile("t", "litert", {"g": {"int8": (50.0,)}}, fingerprint=host_fingerprint())
+    merged = load_profile(store_profile(int8, tmp_path))
+    assert set(merged.graphs["g"]) == {"fp32", "int8"}                # same host: earlier precisions kept
+    other = LatencyProfile("t", "litert", {"g": {"fp16": (80.0,)}}, fingerprint={**host_fingerprint(), "cpu": "x"})
+    replaced = load_profile(store_profile(other, tmp_path))
+    assert set(replaced.graphs["g"]) == {"fp16"}                      # another host: replaced, never mixed

@@ -71,7 +71,7 @@ def _check_profile_here(target: Target) -> None:
 
 
 def _profile_here(bundle_dir: Path, target: Target, precisions: dict, warmup: int, samples: int) -> None:
-    from ..profiling import ProfileOptions, pin_cpus, profile_bundle, summary
+    from ..profiling import ProfileOptions, pin_cpus, profile_bundle, store_profile, summary
     from ..selftest import run_selftest
 
     before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
@@ -82,7 +82,7 @@ def _profile_here(bundle_dir: Path, target: Target, precisions: dict, warmup: in
     finally:
         if before is not None and target.runtime.cpus:
             os.sched_setaffinity(0, before)
-    profile.save(bundle_dir)
+    store_profile(profile, bundle_dir)
     print(summary(profile))
     report = run_selftest(bundle_dir, target.runtime.backend, target.runtime.threads, precisions)
     print(report)
