@@ -200,19 +200,6 @@ class QuantileEstimator:
             return burst
         return self._tail * self._probe
 
-    def demote_to_seeds(self) -> None:
-        """Treat the online samples measured so far as seeds (warm-up: online measurements take over later)."""
-        n = min(self._online, self._window.size)
-        self._seeds = np.concatenate([self._seeds, self._window[:n]])[-self._window.size:]
-        self.forget_online()
-
-    def forget_online(self) -> None:
-        """Drop the online samples (cold warm-up frames); seeds stay."""
-        self._online = 0
-        self._burst = 0.0
-        self._last_above = False
-        self._refresh()
-
     def refused(self) -> None:
         """Admission refused the segment: probe its estimate downwards (see the module docstring)."""
         if not self.online or not math.isfinite(self._tail) or self._tail <= 0:
@@ -272,11 +259,6 @@ class GaussianEstimator:
     def refused(self) -> None:
         pass
 
-    def forget_online(self) -> None:
-        self._count = 0
-
-    def demote_to_seeds(self) -> None:
-        pass
 
 
 def make_estimator(options: EstimatorOptions, typical_quantile: float = 0.5):
