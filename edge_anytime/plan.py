@@ -22,7 +22,6 @@ from .interpreter import BoundSegment, ProgramInterpreter
 from .manifest import ModelInfo
 from .options import ControllerOptions
 from .policy import DeadlinePolicy
-from .program import exit_ranks  # noqa: F401  (re-exported: simulator.timing imports it from here)
 from .results import ExitResult, StopReason
 
 
@@ -58,9 +57,8 @@ class FramePlan:
         self._report = report
         self.emulate_watchdog = emulate_watchdog   # simulated clock: a late step is dropped at the fire time
         self.classes = len(model.labels)
-        ranks = exit_ranks(program)
-        self.exits = [_Exit(e, r, program.steps[program.producer_of(e.tensor)].graph)
-                      for e, r in zip(program.exits, ranks)]
+        self.exits = [_Exit(e, value, program.steps[program.producer_of(e.tensor)].graph)
+                      for e, value in zip(program.exits, policy.values)]
         self.job: FrameJob | None = None
         self.limit = 0.0
         self.apriori = False

@@ -230,21 +230,11 @@ class Program:
         return tuple(out)
 
 
-def exit_ranks(program: Program) -> list[float]:
-    """How good each exit is expected to be: validation accuracy when every exit has one, else depth.
-
-    The controller delivers the best-ranked exit reached, so an exit that is worse on the
-    validation set than an earlier one (EANN, Sec. 4 of adaloss-hu-2019.md) never replaces it.
-    """
-    accuracies = [e.val_accuracy for e in program.exits]
-    if all(a is not None for a in accuracies):
-        return [float(a) + 1e-9 * e.index for a, e in zip(accuracies, program.exits)]
-    return [float(e.index) for e in program.exits]
-
-
 def exit_values(program: Program) -> list[float]:
-    """What a result at each exit is worth to the deadline policy: its validation accuracy when every exit
-    has one, else its depth scaled to (0, 1]."""
+    """What a result at each exit is worth: its validation accuracy when every exit has one, else its depth
+    scaled to (0, 1]. The controller delivers the best-valued exit reached, so an exit that is worse on the
+    validation set than an earlier one (EANN, Sec. 4 of adaloss-hu-2019.md) never replaces it; the deadline
+    policy weighs gains in these units."""
     accuracies = [e.val_accuracy for e in program.exits]
     if all(a is not None for a in accuracies):
         return [float(a) for a in accuracies]

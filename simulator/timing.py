@@ -19,9 +19,8 @@ from typing import Mapping
 import numpy as np
 
 from edge_anytime.errors import BundleError
-from edge_anytime.plan import exit_ranks
 from edge_anytime.profile import LatencyProfile, load_profile
-from edge_anytime.program import Program
+from edge_anytime.program import Program, exit_values
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class PlanInfo:
     step_graphs: tuple[str, ...]
     segments: tuple[tuple[int, tuple[int, ...]], ...]   # (exit index, step indices) in plan order
     slices: tuple[tuple[int, ...], ...]                 # a-priori plan of each exit
-    ranks: tuple[float, ...]                            # how the controller ranks exits (plan.exit_ranks)
+    ranks: tuple[float, ...]                            # what each exit is worth (program.exit_values)
     apriori_order: tuple[int, ...]                      # exits by decreasing rank
     calls: Mapping[str, int]                            # calls of each graph in the anytime plan
     anytime_call: tuple[int, ...]                       # step -> which call of its graph it is (anytime)
@@ -42,7 +41,7 @@ class PlanInfo:
         graphs = tuple(step.graph for step in program.steps)
         segments = tuple((s.exit_index, s.steps) for s in program.anytime_segments())
         slices = tuple(program.apriori_plan(e.index) for e in program.exits)
-        ranks = tuple(exit_ranks(program))
+        ranks = tuple(exit_values(program))
 
         def call_numbers(steps):
             seen: dict[str, int] = {}
