@@ -170,15 +170,13 @@ class Controller:
         policy = self.policy
         plan = self._plan
         slice_times: dict[int, list[float]] = {index: [] for index in self.interpreter.slices}
-        plan.warmup_samples = [[] for _ in self.interpreter.segments]
-        plan.warmup_reach = [[] for _ in self.interpreter.segments]
-        plan.warmup_steps = {i: [] for i in range(len(self.interpreter.steps))}
+        plan.reset_warmup()
         started = time.perf_counter()
         self._warmup_delivery: list[float] = []
         self._warming = plan.admit_all = True
         try:
             if self._threaded and not self._simulated_clock:
-                _THREAD_STATE.slack_set = set_timer_slack(TIMER_SLACK_NS) or True
+                _tight_timer_slack()
                 policy.wakeup.seed(timer_lateness(HANDOFF_SAMPLES))
                 policy.delivery.seed(hand_back_latency(self._queue, HANDOFF_SAMPLES))
             passes = 0
@@ -191,9 +189,7 @@ class Controller:
                     slice_times[index].append(self.clock.now() - t0)
                 passes += 1
                 if passes == COLD_PASSES:   # cold caches, lazy allocation: never recorded
-                    plan.warmup_samples = [[] for _ in self.interpreter.segments]
-                    plan.warmup_reach = [[] for _ in self.interpreter.segments]
-                    plan.warmup_steps = {i: [] for i in range(len(self.interpreter.steps))}
+                    plan.reset_warmup()
                     slice_times = {index: [] for index in slice_times}
                     self._warmup_delivery = []
                 enough = all(len(v) >= needed for v in slice_times.values())
@@ -230,8 +226,7 @@ class Controller:
         if not self._threaded:
             return self._execute(job)
         job.hand_back = True
-        if not getattr(_THREAD_STATE, "slack_set", False):   # timed waits of this thread wake within microseconds
-            _THREAD_STATE.slack_set = set_timer_slack(TIMER_SLACK_NS) or True
+        _tight_timer_slack()
         self._ensure_worker()
         self.policy.note_arrival(self._current is not None)
         self._queue.put(job)
@@ -528,6 +523,13 @@ class Controller:
 
     def _report_error(self, error: BaseException, context: str) -> None:
         self._dispatch(("on_error", (error, context)))
+
+
+def _tight_timer_slack() -> None:
+    """Once per thread: timed waits of this thread wake within microseconds, not the default 50 us."""
+    if not getattr(_THREAD_STATE, "slack_set", False):
+        set_timer_slack(TIMER_SLACK_NS)
+        _THREAD_STATE.slack_set = True
 
 
 def load_controller(path: str | os.PathLike, **kwargs) -> Controller:

@@ -62,14 +62,17 @@ class FramePlan:
         self.job: FrameJob | None = None
         self.limit = 0.0
         self.apriori = False
-        self.admit_all = False   # warm-up: run every segment, whatever the estimates say ...
-        self.warmup_samples: list[list[float]] = [[] for _ in interpreter.segments]   # ... and time them here
-        self.warmup_reach: list[list[float]] = [[] for _ in interpreter.segments]
-        self.warmup_steps: dict[int, list[float]] = {i: [] for i in range(len(interpreter.steps))}
-        self._slice = 0
+        self.admit_all = False   # warm-up: run every segment, whatever the estimates say, and time it here
+        self.reset_warmup()
+        self._segment: BoundSegment | None = None   # the segment running now
         self.started = 0.0
-        self._position = 0
         self.counts = policy.counts
+
+    def reset_warmup(self) -> None:
+        """Forget what warm-up frames measured (the cold passes)."""
+        self.warmup_samples: list[list[float]] = [[] for _ in self.interpreter.segments]
+        self.warmup_reach: list[list[float]] = [[] for _ in self.interpreter.segments]
+        self.warmup_steps: dict[int, list[float]] = {i: [] for i in range(len(self.interpreter.steps))}
 
     # ----------------------------------------------------------------- one frame
     def execute(self, job: FrameJob, limit: float) -> tuple[StopReason, BaseException | None, str]:
@@ -96,21 +99,15 @@ class FramePlan:
             self.apriori = False
             segments = interpreter.segments
         outcome = interpreter.execute(job.tensor, segments, self, self.clock.now)
-        remaining = sum(len(s.steps) for s in segments[outcome.segments_run:])
         if outcome.stopped == "error":
             return StopReason.DEGRADED, outcome.error, outcome.where
-        if outcome.stopped == "refused" and job.stop_reason is StopReason.FINAL:
-            job.steps_skipped += remaining      # no later exit beats the result in hand: the plan is done
-            counts["steps_skipped"] += remaining
+        if outcome.stopped == "done":
             return StopReason.FINAL, None, ""
-        if outcome.stopped == "refused" or (outcome.stopped == "hook" and job.stop_reason is None):
-            job.steps_skipped += remaining
-            counts["steps_skipped"] += remaining
-            return StopReason.DEADLINE, None, ""
-        if outcome.stopped == "hook":
-            job.steps_skipped += remaining
-            return job.stop_reason, None, ""
-        return StopReason.FINAL, None, ""
+        # refused, or a hook stopped it: a late step (deadline), confidence, or no exit ahead worth more (final)
+        remaining = sum(len(s.steps) for s in segments[outcome.segments_run:])
+        job.steps_skipped += remaining
+        counts["steps_skipped"] += remaining
+        return job.stop_reason or StopReason.DEADLINE, None, ""
 
     # ----------------------------------------------------------------- hooks
     def admit(self, segment: BoundSegment, now: float) -> bool:
@@ -130,8 +127,7 @@ class FramePlan:
         if admitted:
             job.admitted = True
             job.segment_start = now
-            self._position = segment.position
-            self._slice = segment.exit_index
+            self._segment = segment
             if not self.admit_all:
                 self.counts["steps_admitted"] += len(segment.steps)
         return admitted
@@ -146,16 +142,20 @@ class FramePlan:
         if job.finalized or (self.emulate_watchdog and ended > job.fire_at) or ended > job.deadline:
             job.late_steps += 1
             self.counts["late_steps"] += 1
-            if self.admit_all:
-                pass
-            elif self.apriori:   # the slice ran at least this long: a real sample
-                self.policy.slice_estimators[self._slice].observe(ended - job.segment_start)
-                self.counts["steps_overrun"] += 1
-            else:
-                self.policy.segment_estimators[self._position].observe(ended - job.segment_start)
+            if not self.admit_all:   # the segment ran at least this long: a real sample, and an overrun
+                self._measured(self._segment, ended - job.segment_start, ended)
                 self.counts["steps_overrun"] += 1
             return False
         return True
+
+    def _measured(self, segment: BoundSegment, seconds: float, ended: float) -> None:
+        """Feed a served segment's (or a-priori slice's) latency to its estimators."""
+        policy = self.policy
+        if self.apriori:
+            policy.slice_estimators[segment.exit_index].observe(seconds)
+        else:
+            policy.segment_estimators[segment.position].observe(seconds)
+            policy.reach_estimators[segment.position].observe(ended - self.started)
 
     def publish(self, segment: BoundSegment, env, started: float, ended: float) -> bool:
         job = self.job
@@ -163,12 +163,9 @@ class FramePlan:
         if self.admit_all:
             self.warmup_samples[segment.position].append(seconds)
             self.warmup_reach[segment.position].append(ended - self.started)
-        elif self.apriori:
-            self.policy.slice_estimators[segment.exit_index].observe(seconds)
         else:
-            self.policy.segment_estimators[segment.position].observe(seconds)
-            self.policy.reach_estimators[segment.position].observe(ended - self.started)
-            if ended > self.limit:
+            self._measured(segment, seconds, ended)
+            if ended > self.limit and not self.apriori:
                 self.counts["steps_overrun"] += 1
         exit_ = self.exits[segment.exit_index]
         logits = env[exit_.tensor]
