@@ -154,25 +154,10 @@ class Bundle:
             data = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
-        except RecursionError:
-            raise BundleError(f"{manifest_path} nests JSON too deeply to be a manifest; re-export the bundle") from None
         manifest = parse_manifest(data)
-        checks: list[tuple[str, str]] = []
-        for graph, per_precision in manifest.files.items():
-            for precision, graph_file in per_precision.items():
-                checks.append((graph_file.path, graph_file.sha256))
-        checks.extend(manifest.extra_files.items())
         if manifest.reference and manifest.reference not in manifest.extra_files:
             raise BundleError(f"manifest: reference file {manifest.reference!r} must be listed with its sha256 in 'files'")
-        for relative, expected in checks:
-            file_path = _safe_join(root, relative, "manifest")
-            if not file_path.is_file():
-                raise BundleError(f"missing file: {relative} (listed in {MANIFEST_NAME} of {root})")
-            if verify_hashes:
-                actual = sha256_file(file_path)
-                if actual != expected:
-                    raise BundleError(f"hash mismatch: {relative} has sha256 {actual[:16]}..., the manifest says "
-                                      f"{expected[:16]}...; the file was modified or corrupted. Re-export or re-copy the bundle.")
+        _check_files(root, manifest, verify_hashes)
         profiles = {}
         profile_dir = root / PROFILE_DIR
         if profile_dir.is_dir():
@@ -185,17 +170,22 @@ class Bundle:
     def verify(self) -> None:
         """Check again that every listed file is inside the bundle and has its recorded sha256 (files can change
         on disk after `load`; `Controller.from_bundle` calls this before loading graphs)."""
-        checks = [(f.path, f.sha256) for per in self.manifest.files.values() for f in per.values()]
-        checks.extend(self.manifest.extra_files.items())
-        for relative, expected in checks:
-            file_path = _safe_join(self.root, relative, "manifest")
-            if not file_path.is_file():
-                raise BundleError(f"missing file: {relative} (listed in {MANIFEST_NAME} of {self.root})")
+        _check_files(self.root, self.manifest, hashes=True)
+
+
+def _check_files(root: Path, manifest: Manifest, hashes: bool) -> None:
+    """Every file the manifest lists exists inside the bundle and, with `hashes`, has its recorded sha256."""
+    listed = [(f.path, f.sha256) for per in manifest.files.values() for f in per.values()]
+    for relative, expected in listed + list(manifest.extra_files.items()):
+        file_path = _safe_join(root, relative, "manifest")
+        if not file_path.is_file():
+            raise BundleError(f"missing file: {relative} (listed in {MANIFEST_NAME} of {root})")
+        if hashes:
             actual = sha256_file(file_path)
             if actual != expected:
                 raise BundleError(f"hash mismatch: {relative} has sha256 {actual[:16]}..., the manifest says "
-                                  f"{expected[:16]}...; the file was modified or corrupted. Re-export or re-copy the "
-                                  f"bundle.")
+                                  f"{expected[:16]}...; the file was modified or corrupted. Re-export or re-copy "
+                                  f"the bundle.")
 
 
 def write_manifest(root: str | os.PathLike, manifest: Manifest) -> Path:
