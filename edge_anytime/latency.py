@@ -83,6 +83,12 @@ class EstimatorOptions:
             raise ValueError(f"unknown estimator kind {self.kind!r}; use 'quantile' or 'gaussian'")
 
 
+def sorted_quantile(data: np.ndarray, q: float) -> float:
+    """The empirical q-quantile of sorted `data` (the sample at rank ceil(q * n)); inf when empty."""
+    m = data.size
+    return float(data[min(m - 1, max(0, math.ceil(q * m) - 1))]) if m else math.inf
+
+
 class QuantileEstimator:
     """Typical and tail latency of one segment from seeds and a sliding window; see the module docstring."""
 
@@ -159,12 +165,8 @@ class QuantileEstimator:
         if data.size == 0:
             self._typical = self._tail = math.inf
             return
-        self._typical = self._quantile(self.typical_quantile)
-        self._tail = self._quantile(self.quantile)
-
-    def _quantile(self, q: float) -> float:
-        m = self._sorted.size
-        return float(self._sorted[min(m - 1, max(0, math.ceil(q * m) - 1))])
+        self._typical = sorted_quantile(self._sorted, self.typical_quantile)
+        self._tail = sorted_quantile(self._sorted, self.quantile)
 
     def samples(self) -> np.ndarray:
         """The sorted samples the estimates rest on (read-only view)."""

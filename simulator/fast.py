@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edge_anytime.latency import EstimatorOptions
+from edge_anytime.latency import EstimatorOptions, sorted_quantile
 from edge_anytime.options import ControllerOptions
 from edge_anytime.policy import DeadlinePolicy
 from edge_anytime.profile import LatencyProfile
@@ -133,22 +133,17 @@ class ReplaySetup:
             score = np.where(better, p * self.values[k], score)
         return np.where(surely, -1, chosen)
 
-    def _quantile(self, samples: np.ndarray, q: float) -> float:
-        if samples.size == 0:
-            return float("inf")
-        return float(samples[min(samples.size - 1, max(0, int(np.ceil(q * samples.size)) - 1))])
-
     @property
     def segment_typical(self) -> tuple[float, ...]:
-        return tuple(self._quantile(s, 0.5) for s in self.segment_samples)
+        return tuple(sorted_quantile(s, 0.5) for s in self.segment_samples)
 
     @property
     def segment_tail(self) -> tuple[float, ...]:
-        return tuple(self._quantile(s, self.options.estimator.quantile) for s in self.segment_samples)
+        return tuple(sorted_quantile(s, self.options.estimator.quantile) for s in self.segment_samples)
 
     @property
     def slice_tail(self) -> tuple[float, ...]:
-        return tuple(self._quantile(s, self.options.estimator.quantile) for s in self.slice_samples)
+        return tuple(sorted_quantile(s, self.options.estimator.quantile) for s in self.slice_samples)
 
     def estimates_ms(self) -> dict:
         """JSON-ready estimates in milliseconds."""
