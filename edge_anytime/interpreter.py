@@ -101,9 +101,11 @@ class ProgramInterpreter:
 
     def run_all(self, tensor: Any, *, timer: Callable[[BoundStep, float], None] | None = None,
                 on_error: Callable[[BoundStep, BaseException], None] | None = None,
-                steps: Sequence[BoundStep] | None = None, now: Callable[[], float] = time.perf_counter) -> dict:
-        """Run `steps` (default: the whole anytime plan) on one input; returns the tensor environment."""
-        env = {self.program.input_tensor: tensor}
+                steps: Sequence[BoundStep] | None = None, now: Callable[[], float] = time.perf_counter,
+                env: dict | None = None) -> dict:
+        """Run `steps` (default: the whole anytime plan) on one input; returns the tensor environment.
+        Pass the `env` an earlier call returned (and `tensor=None`) to go on with the same frame."""
+        env = {self.program.input_tensor: tensor} if env is None else env
         for step in self.steps if steps is None else steps:
             if on_error is None:
                 inputs = {port: env[name] for port, name in step.inputs}
