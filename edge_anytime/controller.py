@@ -447,9 +447,15 @@ class Controller:
             self._current = None
         if job.best is None:
             job.last_exit_s = self.clock.now()   # the delivery path of a frame without result starts here
-        return self._finish(job, reason, error, where)
+        try:
+            return self._finish(job, reason, error, where)
+        finally:
+            if job.hand_back:
+                time.sleep(0)   # let the waiting run() take the interpreter lock (GIL) now, not after the records
+            self._plan.record_samples()          # after the result is out: off the delivery path
 
     def _finish(self, job: FrameJob, reason: StopReason, error: BaseException | None, where: str) -> FrameResult | None:
+        now = self.clock.now()
         text = None
         if error is not None:
             self._counts["backend_errors"] += 1
@@ -461,7 +467,6 @@ class Controller:
             job.outcome = (reason, text)
             job.signal_done()
             return None
-        now = self.clock.now()
         if self._plan.emulate_watchdog and job.late_steps and reason is StopReason.DEADLINE:
             now = job.fire_at             # simulated clock: the emulated watchdog delivered at its fire time
         result = job.finalize(reason, now, error=text)

@@ -73,7 +73,7 @@ class FrameJob:
                 reason = StopReason.NO_RESULT
             if error is not None:
                 self.error = error
-            self.result = FrameResult(
+            self.result = FrameResult.assemble(
                 frame_id=self.frame_id, status=reason, best=self.best, exits=tuple(self.exits),
                 budget_s=self.budget, start_s=self.start, deadline_s=self.deadline, delivered_s=delivered_s,
                 steps_run=self.steps_run, steps_skipped=self.steps_skipped, late_steps=self.late_steps,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 from .program import Program
 
@@ -74,9 +74,9 @@ class FrameHooks(Protocol):
         """After a segment, its exit is available in `env`: False stops the frame (delivered, confident)."""
 
 
-@dataclass(frozen=True)
-class Execution:
-    """How `execute` ended: `stopped` is 'done', 'refused', 'hook' (a hook said stop) or 'error'."""
+class Execution(NamedTuple):
+    """How `execute` ended: `stopped` is 'done', 'refused', 'hook' (a hook said stop) or 'error'.
+    (A named tuple: it is made once per frame, on the path between the last step and the caller.)"""
 
     stopped: str
     segments_run: int
@@ -98,6 +98,7 @@ class ProgramInterpreter:
                               for position, seg in enumerate(program.anytime_segments()))
         self.slices = {e.index: BoundSegment(0, e.index, tuple(self.steps[i] for i in program.apriori_plan(e.index)))
                        for e in program.exits}
+        self.slice_plans = {index: (segment,) for index, segment in self.slices.items()}   # one-segment plans
 
     def run_all(self, tensor: Any, *, timer: Callable[[BoundStep, float], None] | None = None,
                 on_error: Callable[[BoundStep, BaseException], None] | None = None,

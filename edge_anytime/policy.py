@@ -95,6 +95,9 @@ class DeadlinePolicy:
                              for seg in self.segments]
         self.apriori_order = sorted(range(len(program.exits)), key=lambda i: -self.values[i])
         self.plan_order = sorted(range(len(self.segments)), key=lambda p: -self.values[self.segments[p].exit_index])
+        self._early_reach = self.reach_estimators[:-1]
+        self._segment_values = [self.values[seg.exit_index] for seg in self.segments]
+        self._plan_candidates = [(p, self.segments[p].exit_index, self._segment_values[p]) for p in self.plan_order]
         self.lose_current = not simulated and not threaded   # inline on a real clock: an overrun is a late result
         self.busy = 0.0            # EMA: fraction of frames that arrive while the interpreter is still busy
         self.counts = {name: 0 for name in ControllerStats.__dataclass_fields__}
@@ -165,26 +168,34 @@ class DeadlinePolicy:
         superseded. The slice is chosen only when it is worth more.
         """
         remaining = limit - now
-        if self.reach_estimators[-1].fit_probability(remaining) >= 1.0:
+        last = self.reach_estimators[-1].fit_probability(remaining)
+        if last >= 1.0:
             return None        # the whole anytime plan surely fits: no slice is worth more
-        reach = [est.fit_probability(remaining) for est in self.reach_estimators]
-        anytime, best = 0.0, 0.0
-        for k, p in enumerate(reach):   # the last exit reached in time is kept (admission stops before overruns)
-            best = max(best, self.values[self.segments[k].exit_index])
-            anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
-        chosen, score = None, anytime
-        saved = self.slice_savings()
-        for position in self.plan_order:
-            index = self.segments[position].exit_index
+        saved = self._savings if self._savings is not None else self.slice_savings()
+        min_p, min_online = self.options.min_fit_probability, self.options.estimator.min_online
+        candidates = []        # slices that could run: (p * value, exit)
+        for position, index, value in self._plan_candidates:
             if saved[position] <= 0:
                 continue       # the slice is the anytime prefix itself: nothing to win
             measured = self.slice_estimators[index]
-            if measured.online_count >= self.options.estimator.min_online:   # this slice has run: its own samples
+            if measured.online_count >= min_online:   # this slice has run: its own samples
                 p = measured.fit_probability(remaining)
             else:                       # else the exit's reach without the steps the slice skips
                 p = self.reach_estimators[position].fit_probability(remaining + saved[position])
-            if p >= self.options.min_fit_probability and p * self.values[index] > score:
-                chosen, score = index, p * self.values[index]
+            if p >= min_p:
+                candidates.append((p * value, index))
+        if not candidates:
+            return None        # no slice can run (the usual case at tight budgets: one cheap check per slice)
+        reach = [est.fit_probability(remaining) for est in self._early_reach] + [last]
+        anytime, best = 0.0, 0.0
+        for value, p, p_next in zip(self._segment_values, reach, reach[1:] + [0.0]):
+            if value > best:   # the last exit reached in time is kept (admission stops before overruns)
+                best = value
+            anytime += best * (p - p_next)
+        chosen, score = None, anytime
+        for worth, index in candidates:
+            if worth > score:
+                chosen, score = index, worth
         return chosen
 
     def slice_savings(self) -> list[float]:

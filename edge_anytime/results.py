@@ -116,6 +116,15 @@ class FrameResult:
     error: str | None = None     # what went wrong, for degraded frames and rejected inputs
     user_data: object = None     # whatever the caller attached to the frame (ground truth, timestamps)
 
+    @classmethod
+    def assemble(cls, **fields) -> "FrameResult":
+        """The controller's constructor, every field given by keyword: the same frozen object, built in a
+        third of the time (a frozen dataclass sets each field through object.__setattr__), because it is made
+        between a frame's last step and its delivery."""
+        result = object.__new__(cls)
+        result.__dict__.update(fields)
+        return result
+
     @property
     def label(self) -> int | None:
         return None if self.best is None else self.best.prediction.label
