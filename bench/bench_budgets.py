@@ -25,7 +25,9 @@ host, else the x86-64 profile) and real (LiteRT on this host; deadline-unaware p
 per frame, interleaved, and judged against every budget, since their work does not depend on it).
 
 Columns: on time and correct (the headline), result by deadline, accuracy of delivered results, compute
-used (FLOPs run / full plan). Then, per exit k, the smallest constant budget giving 99% of frames a
+used (FLOPs run / full plan); on the real clock also the calls that returned after the deadline, with or
+without a result (timed around the call for every policy: a deadline-unaware policy returns late whenever
+it misses, the controller refuses what cannot fit). Then, per exit k, the smallest constant budget giving 99% of frames a
 result at exit k or deeper, divided by exit k's p99 reach latency (simulated clock; real clock inline
 (default) and threaded).
 """
@@ -73,12 +75,14 @@ class Row:
     result_by_deadline: float
     delivered_accuracy: float | None
     compute: float
+    returned_late: float | None = None   # real clock: the call returned after the deadline, result or not
 
 
-def row(on_time: np.ndarray, correct: np.ndarray, compute: np.ndarray) -> Row:
+def row(on_time: np.ndarray, correct: np.ndarray, compute: np.ndarray, late: np.ndarray | None = None) -> Row:
     delivered = int(on_time.sum())
     return Row(float((on_time & correct).mean()), float(on_time.mean()),
-               float((on_time & correct).sum() / delivered) if delivered else None, float(np.mean(compute)))
+               float((on_time & correct).sum() / delivered) if delivered else None, float(np.mean(compute)),
+               None if late is None else float(late.mean()))
 
 
 def scenarios(timestamps: np.ndarray, full_s: float, first_s: float, seeds: int, n: int) -> dict:
@@ -200,6 +204,7 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
                 ctrl.run(frames[i], 10 * full_s)
         for name, budgets in scenarios(np.asarray(timestamps), full_s, first_s, seeds, n).items():
             on_time = {p: np.zeros(n, bool) for p in policies}
+            late = {p: np.zeros(n, bool) for p in policies}     # timed around the call, the same for every policy
             label = {p: np.full(n, -1) for p in policies}
             compute = {p: np.zeros(n) for p in policies}
             for i in range(n):
@@ -207,7 +212,9 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
                 shift = i % len(policies)
                 for p in policies[shift:] + policies[:shift]:
                     if p in controllers:
+                        t0 = time.perf_counter()
                         r = controllers[p].run(frames[i], budget)
+                        late[p][i] = time.perf_counter() - t0 > budget
                         on_time[p][i], label[p][i] = r.met_deadline, -1 if r.label is None else r.label
                         compute[p][i] = (slice_flops[r.exit_index] if r.exit_index is not None else 0.0) \
                             if p == "apriori" else step_flops[:r.steps_run].sum() / total
@@ -221,7 +228,8 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
                         label[p][i], _, steps = unaware.early_exit(frames[i], thresholds[p])
                         compute[p][i] = step_flops[:steps].sum() / total
                     on_time[p][i] = time.perf_counter() - t0 <= budget
-            rows = {p: row(on_time[p], label[p] == truth, compute[p]) for p in policies}
+                    late[p][i] = not on_time[p][i]
+            rows = {p: row(on_time[p], label[p] == truth, compute[p], late[p]) for p in policies}
             worst = float(budgets.min())
             best = next((k for k in sorted(range(exits), key=lambda k: -program.exits[k].val_accuracy)
                          if np.percentile(reach[:, k] if k < exits else reach[:, -1], 99) <= worst), None)
@@ -287,6 +295,12 @@ def print_table(title: str, table: dict) -> dict:
             acc = "-" if r.delivered_accuracy is None else f"{r.delivered_accuracy * 100:.1f}"
             cells.append(f"{r.result_by_deadline * 100:10.1f} {acc:>8} {r.compute:8.2f}")
         print(f"{name:<26}" + "".join(cells))
+    if all(r.returned_late is not None for rows in table.values() for r in rows.values()):
+        print(f"\n{title}: calls that returned after the deadline (%), result or not")
+        print(f"{'scenario':<26}" + "".join(f"{p:>12}" for p in order))
+        for name, rows in table.items():
+            print(f"{name:<26}" + "".join(f"{rows[p].returned_late * 100:12.1f}" if p in rows else f"{'-':>12}"
+                                          for p in order))
     return {"wins": wins, "ties": ties, "losses": losses}
 
 

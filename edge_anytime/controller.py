@@ -237,8 +237,7 @@ class Controller:
         if not done and not self._simulated_clock:
             if wait > 0:        # a real timed wait: how late did it return?
                 self.policy.wakeup.observe(now - job.fire_at)
-            else:               # the guard left no time at all: probe it down, or it could never be measured again
-                self.policy.wakeup.refused()
+            # else the guard left no time at all: nothing to measure (warm-up measured the wake-up)
         if done and job.outcome is not None:
             reason, error = job.outcome
             result = job.finalize(reason, now, error=error)
@@ -248,8 +247,7 @@ class Controller:
             result = job.finalize(StopReason.DEADLINE, now)
         if result is None:          # interrupt() delivered it first
             return job.result
-        self._publish_final(result, job)
-        return result
+        return self._hand_over(result, job)
 
     def submit(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,
                frame_id: int | None = None, mode: str | None = None, confidence_target: float | None = None,
@@ -447,15 +445,22 @@ class Controller:
             self._current = None
         if job.best is None:
             job.last_exit_s = self.clock.now()   # the delivery path of a frame without result starts here
+        if not job.hand_back:
+            self._record_samples()   # before the result's time is read: part of the delivery path the margin covers
+            return self._finish(job, reason, error, where)
         try:
             return self._finish(job, reason, error, where)
         finally:
-            if job.hand_back:
-                time.sleep(0)   # let the waiting run() take the interpreter lock (GIL) now, not after the records
-            self._plan.record_samples()          # after the result is out: off the delivery path
+            time.sleep(0)   # let the waiting run() take the interpreter lock (GIL) now, not after the records
+            self._record_samples()
+
+    def _record_samples(self) -> None:
+        try:
+            self._plan.record_samples()
+        except Exception as exc:  # noqa: BLE001 - estimates are not worth a frame
+            self._report_error(exc, "controller:estimates")
 
     def _finish(self, job: FrameJob, reason: StopReason, error: BaseException | None, where: str) -> FrameResult | None:
-        now = self.clock.now()
         text = None
         if error is not None:
             self._counts["backend_errors"] += 1
@@ -467,14 +472,31 @@ class Controller:
             job.outcome = (reason, text)
             job.signal_done()
             return None
+        now = self.clock.now()             # delivered_s: only assembling the result and returning it come after
         if self._plan.emulate_watchdog and job.late_steps and reason is StopReason.DEADLINE:
             now = job.fire_at             # simulated clock: the emulated watchdog delivered at its fire time
         result = job.finalize(reason, now, error=text)
-        if result is not None:
-            if not self._simulated_clock:
-                self._observe_delivery(self.clock.now() - job.last_exit_s)
-            self._publish_final(result, job)
-        return job.result
+        if result is None:
+            return job.result
+        if not self._simulated_clock:
+            self._observe_delivery(now - job.last_exit_s)
+        return self._hand_over(result, job)
+
+    def _hand_over(self, result: FrameResult, job: FrameJob) -> FrameResult:
+        """Count and publish the result `run()` is about to return, then, on a real clock, stamp `delivered_s`
+        with the time it leaves the controller: only the return comes after, so a result handed back after
+        its deadline is never reported as met (a frame that crossed it in these last microseconds is counted
+        as missed and `on_miss` fires)."""
+        self._publish_final(result, job)
+        if not self._simulated_clock:
+            end = self.clock.now()
+            if end > result.delivered_s:
+                was_met = result.met_deadline
+                result._restamp(end)
+                if was_met and not result.met_deadline and result.error is None and not self._warming:
+                    self._counts["missed_deadlines"] += 1
+                    self._dispatch(("on_miss", result))
+        return result
 
     def _on_watchdog(self, job: FrameJob) -> None:
         result = job.finalize(StopReason.DEADLINE, self.clock.now())

@@ -17,12 +17,15 @@ small graphs rarely coincide, so summing per-graph tails overstates a segment's.
 * A burst guard: two consecutive samples above the tail raise it at once to
   their maximum (thermal throttling, another process); it decays by
   `burst_release` at each admission check, so nothing starves.
-* Probing: a refused segment gets no new samples, so stale slow samples (a busy
-  warm-up, a burst now over) could keep it refused forever. Each refusal scales
-  its estimate by `probe_decay` (never below its typical latency once measured);
-  a sample above the scaled estimate undoes one step. The estimate thus settles
-  where admitted segments rarely overrun it, and the first run after a refusal
-  measures the segment for real.
+* Exploration: a refused segment gets no new samples, so stale slow samples (a
+  warm-up on a busy machine, 50x slow; a slow spell that is over) could keep it
+  refused forever. After `explore_after` refusals in a row it runs once anyway.
+  An exploration faster than 90% of the samples it was judged by (the samples
+  look stale) halves the wait for the next one, down to every refusal, so a
+  faster host refills the window within a few dozen frames and drops the seeds;
+  any other outcome (the estimate was right) doubles it, up to `explore_max`.
+  Where a segment is refused on a good estimate, a stream of N frames pays
+  about log2(N / explore_after) explorations, not one every few frames.
 
 >>> est = QuantileEstimator(quantile=0.99, typical_quantile=0.5, min_online=4, refresh_every=1)
 >>> est.seed([5e-3] * 10)               # a warm-up on a busy machine
@@ -42,6 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+STALE_QUANTILE = 0.1   # an exploration faster than this quantile of the samples says they are stale
+
 
 @dataclass(frozen=True)
 class EstimatorOptions:
@@ -53,7 +58,8 @@ class EstimatorOptions:
     min_online: online samples after which seeds (profile, warm-up) are dropped.
     refresh_every: recompute the quantiles after this many new samples.
     burst_release: decay of the burst guard per admission check.
-    probe_decay: per refusal, the factor applied to an estimate that only seeds back.
+    explore_after: refusals in a row before a refused segment runs once anyway (exploration).
+    explore_max: the longest wait between explorations, reached after overruns.
     kind: 'quantile' (default) or 'gaussian' (mean + `sigmas` sigma; a baseline only).
     online: False freezes the estimates at their seeds (the simulator's cached replay).
     """
@@ -63,7 +69,8 @@ class EstimatorOptions:
     min_online: int = 32
     refresh_every: int = 16
     burst_release: float = 0.95
-    probe_decay: float = 0.8
+    explore_after: int = 8
+    explore_max: int = 4096
     kind: str = "quantile"
     sigmas: float = 3.0
     online: bool = True
@@ -77,8 +84,10 @@ class EstimatorOptions:
             raise ValueError(f"min_online must be in [1, window], got {self.min_online}")
         if self.refresh_every < 1:
             raise ValueError(f"refresh_every must be >= 1, got {self.refresh_every}")
-        if not 0 < self.burst_release <= 1 or not 0 < self.probe_decay <= 1:
-            raise ValueError("burst_release and probe_decay must be in (0, 1]")
+        if not 0 < self.burst_release <= 1:
+            raise ValueError(f"burst_release must be in (0, 1], got {self.burst_release}")
+        if not 1 <= self.explore_after <= self.explore_max:
+            raise ValueError(f"need 1 <= explore_after <= explore_max, got {self.explore_after}, {self.explore_max}")
         if self.kind not in ("quantile", "gaussian"):
             raise ValueError(f"unknown estimator kind {self.kind!r}; use 'quantile' or 'gaussian'")
 
@@ -94,14 +103,15 @@ class QuantileEstimator:
 
     def __init__(self, quantile: float = 0.99, typical_quantile: float = 0.5, window: int = 512,
                  min_online: int = 32, refresh_every: int = 16, burst_release: float = 0.95,
-                 probe_decay: float = 0.8, online: bool = True) -> None:
+                 explore_after: int = 8, explore_max: int = 4096, online: bool = True) -> None:
         self.online = online
         self.quantile = quantile
         self.typical_quantile = typical_quantile
         self.min_online = min_online
         self.refresh_every = refresh_every
         self.burst_release = burst_release
-        self.probe_decay = probe_decay
+        self.explore_first = explore_after
+        self.explore_max = explore_max
         self._window = np.zeros(window, np.float64)
         self._seeds = np.zeros(0, np.float64)
         self._online = 0
@@ -112,7 +122,9 @@ class QuantileEstimator:
         self._sorted_list: list[float] = []    # the same values as a list: bisect is 10x faster per check
         self._burst = 0.0
         self._last_above = False
-        self._probe = 1.0
+        self._refusals = 0                      # in a row, since the last sample
+        self._explore_after = explore_after
+        self._explore_fast: float | None = None    # an exploration faster than this says the samples are stale
 
     @property
     def count(self) -> int:
@@ -137,8 +149,9 @@ class QuantileEstimator:
         if not self.online or not seconds >= 0 or seconds == math.inf:
             return
         above = seconds > self._tail
-        if seconds > self._tail * self._probe and self._probe < 1.0:
-            self._probe = min(1.0, self._probe / self.probe_decay)   # probed too low: back off one step
+        self._refusals = 0
+        if self._explore_fast is not None:
+            self._explored(stale=seconds < self._explore_fast)
         if above and self._last_above:
             self._burst = max(self._burst, seconds)
         self._last_above = above
@@ -148,14 +161,32 @@ class QuantileEstimator:
         if self._pending >= self.refresh_every or self._online <= self.min_online:
             self._refresh()
 
+    def observe_stopped(self, seconds: float) -> None:
+        """A run stopped after `seconds` by a late step would have taken longer: this lower bound enters the
+        window only when it is above the tail already (a conservative sample, and a burst sign); it is never
+        taken as a sign of stale samples."""
+        if not self.online or not seconds >= 0 or seconds == math.inf:
+            return
+        if self._explore_fast is not None:
+            self._explored(stale=False)
+        if seconds > self._tail:
+            self.observe(seconds)
+        else:
+            self._refusals = 0
+
+    def _explored(self, stale: bool) -> None:
+        """An exploration's outcome sets the wait for the next one."""
+        self._explore_after = max(1, self._explore_after // 2) if stale else \
+            min(self.explore_max, self._explore_after * 2)
+        self._explore_fast = None
+
     def _refresh(self) -> None:
         self._pending = 0
         n = min(self._online, self._window.size)
         if self._online >= self.min_online:
             data = self._window[:n]
-            if self._seeds.size:       # measured on this host now: the seeds and any probing of them go
+            if self._seeds.size:       # measured on this host now: the seeds go
                 self._seeds = self._seeds[:0]
-                self._probe = 1.0
         elif self._seeds.size:
             data = np.concatenate([self._seeds, self._window[:n]])
         else:
@@ -185,13 +216,11 @@ class QuantileEstimator:
         data = self._sorted_list
         if not data:
             return 0.0
-        if self._probe != 1.0:
-            seconds = seconds / self._probe
         return bisect_right(data, seconds) / len(data)
 
     def typical(self) -> float:
         """Latency at `typical_quantile` (inf when nothing is known)."""
-        return self._typical * self._probe
+        return self._typical
 
     def tail(self) -> float:
         """Latency at `quantile`, raised by the burst guard (inf when nothing is known). An admission check:
@@ -200,14 +229,18 @@ class QuantileEstimator:
         if burst > self._tail:
             self._burst = burst * self.burst_release
             return burst
-        return self._tail * self._probe
+        return self._tail
 
-    def refused(self) -> None:
-        """Admission refused the segment: probe its estimate downwards (see the module docstring)."""
-        if not self.online or not math.isfinite(self._tail) or self._tail <= 0:
-            return
-        floor = self._typical / self._tail if self._online >= self.min_online else 0.05
-        self._probe = max(floor, self._probe * self.probe_decay)
+    def refused(self) -> bool:
+        """Admission refused the segment. True: explore it, i.e. run it once anyway (see the module docstring)."""
+        if not self.online or not math.isfinite(self._tail):
+            return False
+        self._refusals += 1
+        if self._refusals < self._explore_after:
+            return False
+        self._refusals = 0
+        self._explore_fast = sorted_quantile(self._sorted, STALE_QUANTILE)
+        return True
 
 
 class GaussianEstimator:
@@ -236,6 +269,10 @@ class GaussianEstimator:
         if self.online and math.isfinite(seconds) and seconds >= 0:
             self.seed([seconds])
 
+    def observe_stopped(self, seconds: float) -> None:
+        if seconds > self.tail():
+            self.observe(seconds)
+
     def _moments(self) -> tuple[float, float]:
         data = self._samples[:self.count]
         return (math.inf, 0.0) if data.size == 0 else (float(data.mean()), float(data.std()))
@@ -258,8 +295,8 @@ class GaussianEstimator:
         mean, std = self._moments()
         return mean + self.sigmas * std
 
-    def refused(self) -> None:
-        pass
+    def refused(self) -> bool:
+        return False
 
 
 
@@ -268,4 +305,5 @@ def make_estimator(options: EstimatorOptions, typical_quantile: float = 0.5):
     if options.kind == "gaussian":
         return GaussianEstimator(options.sigmas, typical_quantile, options.window, options.online)
     return QuantileEstimator(options.quantile, typical_quantile, options.window, options.min_online,
-                             options.refresh_every, options.burst_release, options.probe_decay, options.online)
+                             options.refresh_every, options.burst_release, options.explore_after,
+                             options.explore_max, options.online)

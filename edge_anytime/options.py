@@ -122,3 +122,4 @@ class ControllerStats:
     backend_errors: int = 0       # frames degraded by an error in a step or a hook
     invalid_exits: int = 0        # exits skipped because their logits were not finite or mis-shaped
     callback_errors: int = 0
+    explorations: int = 0         # segments run although refused, to re-measure them (edge_anytime/latency.py)

@@ -71,7 +71,7 @@ class FramePlan:
         self.counts = policy.counts
         # Samples measured during a frame are recorded after its result is out (`record_samples`): the
         # bookkeeping stays off the path between the last step and the caller.
-        self._segment_samples: list[tuple[int, float, float]] = []   # (position or exit, seconds, reach)
+        self._segment_samples: list[tuple[int, float, float, bool]] = []   # (position or exit, seconds, reach, censored)
         self._step_samples: list[tuple[int, float]] = []
         # steps a frame stopped before segment i skips, for the anytime plan (None) and each a-priori slice
         self._steps_after = {None: _suffix_steps(interpreter.segments),
@@ -87,13 +87,16 @@ class FramePlan:
         """Feed what the last frame measured to the policy's estimators (call once its result is out)."""
         policy = self.policy
         if self._segment_samples:
-            if self.apriori:
-                for exit_index, seconds, _ in self._segment_samples:
-                    policy.slice_estimators[exit_index].observe(seconds)
-            else:
-                for position, seconds, reach in self._segment_samples:
-                    policy.segment_estimators[position].observe(seconds)
-                    policy.reach_estimators[position].observe(reach)
+            for key, seconds, reach, censored in self._segment_samples:
+                if self.apriori:
+                    estimators = (policy.slice_estimators[key], seconds),
+                else:
+                    estimators = (policy.segment_estimators[key], seconds), (policy.reach_estimators[key], reach)
+                for estimator, value in estimators:
+                    if censored:
+                        estimator.observe_stopped(value)
+                    else:
+                        estimator.observe(value)
             self._segment_samples.clear()
         if self._step_samples:
             observe_step = policy.observe_step
@@ -169,16 +172,17 @@ class FramePlan:
         if job.finalized or (self.emulate_watchdog and ended > job.fire_at) or ended > job.deadline:
             job.late_steps += 1
             self.counts["late_steps"] += 1
-            if not self.admit_all:   # the segment ran at least this long: a real sample, and an overrun
-                self._measured(self._segment, ended - job.segment_start, ended)
+            if not self.admit_all:   # the segment ran at least this long (a censored sample), and overran
+                self._measured(self._segment, ended - job.segment_start, ended, censored=True)
                 self.counts["steps_overrun"] += 1
             return False
         return True
 
-    def _measured(self, segment: BoundSegment, seconds: float, ended: float) -> None:
-        """Keep a served segment's (or a-priori slice's) latency for its estimators (`record_samples`)."""
+    def _measured(self, segment: BoundSegment, seconds: float, ended: float, censored: bool = False) -> None:
+        """Keep a served segment's (or a-priori slice's) latency for its estimators (`record_samples`);
+        `censored`: it was stopped after a late step, so it would have taken at least `seconds`."""
         self._segment_samples.append((segment.exit_index if self.apriori else segment.position, seconds,
-                                      ended - self.started))
+                                      ended - self.started, censored))
 
     def publish(self, segment: BoundSegment, env, started: float, ended: float) -> bool:
         job = self.job

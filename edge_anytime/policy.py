@@ -97,6 +97,7 @@ class DeadlinePolicy:
         self.plan_order = sorted(range(len(self.segments)), key=lambda p: -self.values[self.segments[p].exit_index])
         self._early_reach = self.reach_estimators[:-1]
         self._segment_values = [self.values[seg.exit_index] for seg in self.segments]
+        self._best_before = [max(self._segment_values[:p], default=0.0) for p in range(len(self.segments))]
         self._plan_candidates = [(p, self.segments[p].exit_index, self._segment_values[p]) for p in self.plan_order]
         self.lose_current = not simulated and not threaded   # inline on a real clock: an overrun is a late result
         self.busy = 0.0            # EMA: fraction of frames that arrive while the interpreter is still busy
@@ -136,11 +137,16 @@ class DeadlinePolicy:
         """May anytime segment `position` start at `now`, given the frame must be done by `limit` and its best
         result so far is worth `best_value` (0: none)? See the module docstring."""
         need = self.required_probability(position, best_value)
+        if need == math.inf:
+            return False           # nothing to gain
         estimator = self.segment_estimators[position]
-        p = estimator.fit_probability(limit - now)
+        remaining = limit - now
+        p = estimator.fit_probability(remaining)
         if p >= need and p > 0:
             return True
-        estimator.refused()
+        if estimator.refused():    # a measured segment refused many times in a row: explore it once
+            self.counts["explorations"] += 1
+            return True
         return False
 
     def choose_apriori(self, now: float, limit: float) -> int | None:
@@ -153,8 +159,10 @@ class DeadlinePolicy:
             if p >= self.options.min_fit_probability and p > 0 and p * self.values[index] > chosen_score:
                 chosen, chosen_score = index, p * self.values[index]
         if chosen is None:
-            for estimator in self.slice_estimators.values():
-                estimator.refused()
+            for index in self.apriori_order:
+                if self.slice_estimators[index].refused() and chosen is None:
+                    chosen = index              # explored: see admits()
+                    self.counts["explorations"] += 1
         return chosen
 
     def plan_frame(self, now: float, limit: float) -> int | None:
@@ -163,7 +171,10 @@ class DeadlinePolicy:
 
         The anytime plan's expected value is sum_k value_k * P(exit k is the last reached) from each exit's
         measured reach latency (its admission adapts within the frame, and an earlier exit stays a fallback,
-        so a slice must really be worth more to replace it). The a-priori slice of exit k is worth P(slice k fits) * value_k (its own samples once it has
+        so a slice must really be worth more to replace it); an exit counts only if its segment would be
+        admitted when the exit before it is reached at its typical time (inline, a refinement must not put
+        the result in hand at risk, so at a budget where the anytime plan would stop at exit k, a slice of a
+        deeper exit that fits nearly surely is worth more). The a-priori slice of exit k is worth P(slice k fits) * value_k (its own samples once it has
         run, else the exit's reach minus the steps the slice skips) and skips the heads whose results would be
         superseded. The slice is chosen only when it is worth more.
         """
@@ -187,6 +198,12 @@ class DeadlinePolicy:
         if not candidates:
             return None        # no slice can run (the usual case at tight budgets: one cheap check per slice)
         reach = [est.fit_probability(remaining) for est in self._early_reach] + [last]
+        for position in range(1, len(reach)):   # a later exit counts only if its segment would be admitted
+            start = self.reach_estimators[position - 1].typical()      # ... at the exit before's typical time
+            need = self.required_probability(position, self._best_before[position])
+            if self.segment_estimators[position].fit_probability(remaining - start) < need:
+                reach[position:] = [0.0] * (len(reach) - position)
+                break
         anytime, best = 0.0, 0.0
         for value, p, p_next in zip(self._segment_values, reach, reach[1:] + [0.0]):
             if value > best:   # the last exit reached in time is kept (admission stops before overruns)

@@ -116,6 +116,10 @@ class FrameResult:
     error: str | None = None     # what went wrong, for degraded frames and rejected inputs
     user_data: object = None     # whatever the caller attached to the frame (ground truth, timestamps)
 
+    def _restamp(self, delivered_s: float) -> None:
+        """The controller's own: the time the result actually left it (set once, before the caller has it)."""
+        object.__setattr__(self, "delivered_s", delivered_s)
+
     @classmethod
     def assemble(cls, **fields) -> "FrameResult":
         """The controller's constructor, every field given by keyword: the same frozen object, built in a

@@ -1,4 +1,4 @@
-"""Latency estimators of the deadline monitor: typical and tail per segment, seeds, bursts, probing."""
+"""Latency estimators of the deadline monitor: typical and tail per segment, seeds, bursts, exploration."""
 
 from __future__ import annotations
 
@@ -75,15 +75,16 @@ def test_frozen_estimator_ignores_online_samples():
     assert est.tail() == before
 
 
-def test_refusals_probe_a_seed_only_estimate_down():
-    est = QuantileEstimator(0.99, probe_decay=0.5, min_online=4)
-    est.seed([8 * MS] * 10)
+def test_seeds_from_a_busy_warm_up_are_explored_and_dropped():
+    est = QuantileEstimator(0.99, min_online=4, explore_after=2)
+    est.seed([8 * MS] * 10)                      # warm-up on a busy machine
+    explored = [est.refused() for _ in range(2)]
+    assert explored == [False, True]             # the second refusal in a row explores
+    est.observe(1 * MS)                          # ... far faster than the seeds: the next comes sooner
+    assert est.refused()
     for _ in range(3):
-        est.refused()
-    assert est.tail() == pytest.approx(1 * MS)
-    for _ in range(4):
-        est.observe(2 * MS)
-    assert est.tail() == pytest.approx(2 * MS)   # measured: probing ends
+        est.observe(1 * MS)
+    assert est.tail() == pytest.approx(1 * MS)   # min_online measured samples: the seeds are gone
 
 
 def test_non_finite_samples_are_ignored():
@@ -122,7 +123,7 @@ def test_gaussian_estimator_serves_online_and_frozen():
 
 def test_a_busy_warm_up_stops_mattering(raw_frame):
     # warm-up on a busy machine: every body took 5 ms; serving, bodies take 1 ms. A 4 ms budget first fits
-    # exit 0 only; probing and online samples bring the deepest exit back within a few dozen frames.
+    # exit 0 only; exploration and online samples bring the deepest exit back within a few dozen frames.
     body = Phase(5 * MS, [1 * MS])
     options = ControllerOptions(warmup_runs=30, margin_s=0.3 * MS, watchdog_guard_s=0.1 * MS)
     ctrl, _, _, _ = make(latency={"stem": 1 * MS, "head": 0.2 * MS, "body": body}, options=options)
@@ -162,3 +163,64 @@ def test_required_probability_weighs_gain_against_what_an_overrun_loses():
     watched.busy = 1.0
     assert watched.required_probability(1, 0.5) == pytest.approx(0.5)
     assert watched.required_probability(2, 0.95) == float("inf")      # nothing left to gain
+
+
+def test_a_measured_segment_that_never_fits_is_explored_ever_more_rarely():
+    est = QuantileEstimator(0.99, min_online=4, refresh_every=1)
+    for _ in range(8):
+        est.observe(1 * MS)
+    explored = []
+    for i in range(2000):
+        assert est.fit_probability(0.5 * MS) == 0.0
+        if est.refused():
+            explored.append(i)
+            est.observe(1 * MS)      # no faster than the samples said: wait twice as long next time
+    assert explored == [7, 23, 55, 119, 247, 503, 1015]
+
+
+def test_exploration_relearns_a_faster_host_within_a_few_dozen_frames():
+    est = QuantileEstimator(0.99, min_online=32, refresh_every=16)
+    for _ in range(512):
+        est.observe(5 * MS)          # a slow spell filled the whole window with measured samples
+    frames = runs = 0
+    while est.fit_probability(2 * MS) < 0.05:    # what a frame's first segment needs to be admitted
+        frames += 1
+        assert frames < 100, f"still refused after {frames} frames ({runs} explorations)"
+        if est.refused():
+            runs += 1
+            est.observe(1 * MS)      # the host is fast again: the samples are stale, the next exploration comes sooner
+    assert runs >= 0.05 * 512
+
+
+def test_a_first_segment_that_cannot_fit_is_refused_not_run_late(raw_frame):
+    # stem + head take 1.2 ms, every budget is 0.8 ms: 500 frames must cost a handful of explorations, not a
+    # late run every few frames (probing, which scaled the estimate down on each refusal, did that)
+    options = ControllerOptions(warmup_runs=40, margin_s=0.0, watchdog_guard_s=0.0)
+    ctrl, _, _, _ = make(latency={"stem": 1 * MS, "head": 0.2 * MS, "body": 1 * MS}, options=options)
+    results = [ctrl.run(raw_frame, 0.8 * MS) for _ in range(500)]
+    ran = sum(r.steps_run > 0 for r in results)
+    assert ctrl.stats().explorations == ran and 1 <= ran <= 6
+    assert all(r.best is None for r in results)
+
+
+def test_planning_takes_a_nearly_sure_slice_over_a_refinement_admission_would_refuse():
+    from edge_anytime.policy import DeadlinePolicy
+    from tests.conftest import tiny_program
+
+    def seeded(simulated):
+        policy = DeadlinePolicy(tiny_program(2, val_accuracy=(0.9, 0.95)), ControllerOptions(),
+                                simulated=simulated, threaded=False)
+        policy.seed_segment(0, [1.0 * MS] * 100)
+        policy.reach_estimators[0].seed([1.0 * MS] * 100)
+        policy.seed_segment(1, [1.0 * MS] * 90 + [1.3 * MS] * 10)
+        policy.reach_estimators[1].seed([2.0 * MS] * 90 + [2.3 * MS] * 6 + [2.6 * MS] * 4)
+        policy.seed_steps({1: [0.1 * MS]})       # head 0: what exit 1's a-priori slice skips
+        return policy
+
+    # Within 2.25 ms exit 1 is reached 90% of the time, but inline its segment, started after exit 0 (1 ms),
+    # fits 90% while admission needs 0.9 / 0.95 = 95% not to put exit 0's result at risk: the anytime plan
+    # stops at exit 0 (worth 0.90). Exit 1's slice fits 96% (0.96 * 0.95 = 0.912): it is planned instead.
+    assert seeded(simulated=False).plan_frame(0.0, 2.25 * MS) == 1
+    assert seeded(simulated=False).plan_frame(0.0, 2.7 * MS) is None     # everything fits: anytime
+    # with a watchdog (here a simulated clock) the refinement risks nothing: the anytime plan is worth 0.945
+    assert seeded(simulated=True).plan_frame(0.0, 2.25 * MS) is None

@@ -126,3 +126,20 @@ def test_runtime_imports_without_pyserial_and_opening_names_the_install():
     assert out.returncode == 0, out.stderr
     assert "MissingDependencyError" in out.stdout and "pip install pyserial" in out.stdout
     assert issubclass(MissingDependencyError, ImportError)
+
+
+def test_a_line_that_died_fails_as_a_link_error_even_in_its_byte_count():
+    class DeadPort:               # pyserial on a hung-up pty: the in_waiting ioctl itself fails
+        @property
+        def in_waiting(self):
+            raise OSError(9, "Bad file descriptor")
+
+        def read(self, n):
+            raise OSError(5, "Input/output error")
+
+        def close(self):
+            pass
+
+    link = SerialLink(DeadPort())
+    with pytest.raises(LinkError, match="read from .* failed: .*Bad file descriptor"):
+        link.read(0.01)

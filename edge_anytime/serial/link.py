@@ -149,10 +149,10 @@ class SerialLink:
             return seq
 
     def _read_chunk(self, block: bool) -> bytes:
-        waiting = getattr(self.port, "in_waiting", 0)
-        if not waiting and not block:
-            return b""
-        try:
+        try:   # in_waiting is an ioctl: on a line that died it fails like the read itself (EIO, EBADF)
+            waiting = getattr(self.port, "in_waiting", 0)
+            if not waiting and not block:
+                return b""
             return bytes(self.port.read(waiting or 1))
         except Exception as exc:
             if self._closed:
