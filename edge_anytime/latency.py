@@ -12,8 +12,9 @@ small graphs rarely coincide, so summing per-graph tails overstates a segment's.
   `min_online` samples were measured while serving, the seeds are dropped and
   only the sliding window of online samples counts. A warm-up taken while the
   machine was busy therefore stops mattering after a few dozen frames.
-* The sorted window is refreshed lazily (every `refresh_every` samples): no
-  per-frame sorting.
+* The samples are kept sorted as they come (a binary-search insert and delete
+  per sample, no sorting on the frame's path); the typical and tail quantiles
+  are re-read every `refresh_every` samples.
 * A burst guard: two consecutive samples above the tail raise it at once to
   their maximum (thermal throttling, another process); it decays by
   `burst_release` at each admission check, so nothing starves.
@@ -40,7 +41,7 @@ small graphs rarely coincide, so summing per-graph tails overstates a segment's.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,9 +93,9 @@ class EstimatorOptions:
             raise ValueError(f"unknown estimator kind {self.kind!r}; use 'quantile' or 'gaussian'")
 
 
-def sorted_quantile(data: np.ndarray, q: float) -> float:
+def sorted_quantile(data, q: float) -> float:
     """The empirical q-quantile of sorted `data` (the sample at rank ceil(q * n)); inf when empty."""
-    m = data.size
+    m = len(data)
     return float(data[min(m - 1, max(0, math.ceil(q * m) - 1))]) if m else math.inf
 
 
@@ -112,14 +113,13 @@ class QuantileEstimator:
         self.burst_release = burst_release
         self.explore_first = explore_after
         self.explore_max = explore_max
-        self._window = np.zeros(window, np.float64)
+        self._window = [0.0] * window          # a list: a scalar read or write is 5x numpy's
         self._seeds = np.zeros(0, np.float64)
         self._online = 0
         self._pending = 0
         self._typical = math.inf
         self._tail = math.inf
-        self._sorted = np.zeros(0, np.float64)
-        self._sorted_list: list[float] = []    # the same values as a list: bisect is 10x faster per check
+        self._sorted_list: list[float] = []    # the samples the estimates rest on, sorted (bisect per check)
         self._burst = 0.0
         self._last_above = False
         self._refusals = 0                      # in a row, since the last sample
@@ -129,7 +129,7 @@ class QuantileEstimator:
     @property
     def count(self) -> int:
         """Samples the estimates rest on (seeds while online samples are fewer than min_online)."""
-        n = min(self._online, self._window.size)
+        n = min(self._online, len(self._window))
         return n if self._online >= self.min_online else n + self._seeds.size
 
     @property
@@ -141,7 +141,7 @@ class QuantileEstimator:
         values = np.asarray([float(v) for v in samples], np.float64)
         values = values[np.isfinite(values) & (values >= 0)]
         if values.size:
-            self._seeds = np.concatenate([self._seeds, values])[-self._window.size:]
+            self._seeds = np.concatenate([self._seeds, values])[-len(self._window):]
             self._refresh()
 
     def observe(self, seconds: float) -> None:
@@ -155,11 +155,22 @@ class QuantileEstimator:
         if above and self._last_above:
             self._burst = max(self._burst, seconds)
         self._last_above = above
-        self._window[self._online % self._window.size] = seconds
+        size = len(self._window)
+        slot = self._online % size
+        evicted = self._window[slot] if self._online >= size else None
+        seconds = float(seconds)
+        self._window[slot] = seconds
         self._online += 1
-        self._pending += 1
-        if self._pending >= self.refresh_every or self._online <= self.min_online:
+        if self._online <= self.min_online:    # seeds still count, or give way now: rebuild
             self._refresh()
+            return
+        ordered = self._sorted_list               # keep it sorted: one delete and one insert by bisection
+        if evicted is not None:
+            del ordered[bisect_left(ordered, evicted)]
+        insort(ordered, seconds)
+        self._pending += 1
+        if self._pending >= self.refresh_every:
+            self._read_quantiles()
 
     def observe_stopped(self, seconds: float) -> None:
         """A run stopped after `seconds` by a late step would have taken longer: this lower bound enters the
@@ -181,27 +192,26 @@ class QuantileEstimator:
         self._explore_fast = None
 
     def _refresh(self) -> None:
-        self._pending = 0
-        n = min(self._online, self._window.size)
+        """Rebuild the sorted samples: seeds and online samples, or online samples only once there are
+        `min_online` of them."""
+        n = min(self._online, len(self._window))
         if self._online >= self.min_online:
             data = self._window[:n]
             if self._seeds.size:       # measured on this host now: the seeds go
                 self._seeds = self._seeds[:0]
-        elif self._seeds.size:
-            data = np.concatenate([self._seeds, self._window[:n]])
         else:
-            data = self._window[:n]
-        self._sorted = np.sort(data)
-        self._sorted_list = self._sorted.tolist()
-        if data.size == 0:
-            self._typical = self._tail = math.inf
-            return
-        self._typical = sorted_quantile(self._sorted, self.typical_quantile)
-        self._tail = sorted_quantile(self._sorted, self.quantile)
+            data = self._seeds.tolist() + self._window[:n]
+        self._sorted_list = sorted(data)
+        self._read_quantiles()
+
+    def _read_quantiles(self) -> None:
+        self._pending = 0
+        self._typical = sorted_quantile(self._sorted_list, self.typical_quantile)
+        self._tail = sorted_quantile(self._sorted_list, self.quantile)
 
     def samples(self) -> np.ndarray:
-        """The sorted samples the estimates rest on (read-only view)."""
-        view = self._sorted.view()
+        """The sorted samples the estimates rest on (a read-only copy)."""
+        view = np.array(self._sorted_list, np.float64)
         view.flags.writeable = False
         return view
 
@@ -239,7 +249,7 @@ class QuantileEstimator:
         if self._refusals < self._explore_after:
             return False
         self._refusals = 0
-        self._explore_fast = sorted_quantile(self._sorted, STALE_QUANTILE)
+        self._explore_fast = sorted_quantile(self._sorted_list, STALE_QUANTILE)
         return True
 
 

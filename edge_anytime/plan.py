@@ -26,6 +26,9 @@ from .policy import DeadlinePolicy
 from .results import ExitResult, StopReason
 
 
+STEP_SAMPLE_EVERY = 4   # step means (for the slices' savings) learn from one frame in 4: cheaper, still current
+
+
 class InvalidExit(ValueError):
     """An exit's logits are not finite or not the model's class count; that exit is skipped."""
 
@@ -73,6 +76,11 @@ class FramePlan:
         # bookkeeping stays off the path between the last step and the caller.
         self._segment_samples: list[tuple[int, float, float, bool]] = []   # (position or exit, seconds, reach, censored)
         self._step_samples: list[tuple[int, float]] = []
+        self._exit_gaps: list[float] = []
+        self._published_at = 0.0
+        self._published_position = -1        # the anytime segment whose exit this frame published last
+        self._frames = 0
+        self._sample_steps = False           # this frame's step latencies are kept (one frame in STEP_SAMPLE_EVERY)
         # steps a frame stopped before segment i skips, for the anytime plan (None) and each a-priori slice
         self._steps_after = {None: _suffix_steps(interpreter.segments),
                              **{index: _suffix_steps(plan) for index, plan in interpreter.slice_plans.items()}}
@@ -103,6 +111,10 @@ class FramePlan:
             for index, seconds in self._step_samples:
                 observe_step(index, seconds)
             self._step_samples.clear()
+        if self._exit_gaps:
+            for seconds in self._exit_gaps:
+                policy.observe_exit_gap(seconds)
+            self._exit_gaps.clear()
 
     # ----------------------------------------------------------------- one frame
     def execute(self, job: FrameJob, limit: float) -> tuple[StopReason, BaseException | None, str]:
@@ -110,6 +122,9 @@ class FramePlan:
         Returns why it stopped, the error that stopped it (None if none) and where it happened."""
         self.job, self.limit = job, limit
         self.started = started = self.clock.now()
+        self._published_position = -1
+        self._frames += 1
+        self._sample_steps = not self._frames % STEP_SAMPLE_EVERY
         interpreter = self.interpreter
         counts = self.counts
         chosen = None
@@ -154,6 +169,8 @@ class FramePlan:
                 job.stop_reason = StopReason.FINAL   # no exit ahead is worth more than the one in hand (EANN)
                 return False
             admitted = policy.admits(segment.position, now, self.limit, value)
+            if segment.position and self._published_position == segment.position - 1:
+                self._exit_gaps.append(now - self._published_at)   # what an a-priori slice skips per exit
         if admitted:
             job.admitted = True
             job.segment_start = now
@@ -167,7 +184,7 @@ class FramePlan:
         job.steps_run += 1
         if self.admit_all:
             self.warmup_steps[step.index].append(ended - started)
-        else:
+        elif self._sample_steps:
             self._step_samples.append((step.index, ended - started))
         if job.finalized or (self.emulate_watchdog and ended > job.fire_at) or ended > job.deadline:
             job.late_steps += 1
@@ -210,7 +227,8 @@ class FramePlan:
                             compute=_PredictionSource(self, exit_, logits, coarse))
         if not job.offer(result, exit_.rank):
             return False
-        job.last_exit_s = ended
+        job.last_exit_s = self._published_at = ended
+        self._published_position = segment.position
         self._publish(result)
         target = job.confidence_target
         if target is not None and result.prediction.confidence >= target:

@@ -79,6 +79,7 @@ class DeadlinePolicy:
         # Per step: mean latency (EMA), and for each exit the anytime steps its a-priori slice skips (heads of
         # earlier exits): a slice takes about the exit's reach latency minus those steps.
         self.step_mean = [0.0] * len(program.steps)
+        self.exit_gap = 0.0                          # mean time from an exit's publication to the next admission
         self._online_steps = options.estimator.online
         self._savings: list[float] | None = None     # cached slice_savings(), recomputed every SAVINGS_EVERY steps
         self._step_updates = 0
@@ -216,11 +217,19 @@ class DeadlinePolicy:
         return chosen
 
     def slice_savings(self) -> list[float]:
-        """Per anytime segment position: the mean time its exit's a-priori slice saves over the anytime prefix."""
+        """Per anytime segment position: the mean time its exit's a-priori slice saves over the anytime prefix:
+        the steps it skips (heads of earlier exits) and, per earlier exit, the measured hand-over from one
+        exit's publication to the next segment's start."""
         if self._savings is None:
             mean = self.step_mean
-            self._savings = [sum(mean[i] for i in skipped) for skipped in self._skipped]
+            self._savings = [sum(mean[i] for i in skipped) + position * self.exit_gap
+                             for position, skipped in enumerate(self._skipped)]
         return self._savings
+
+    def observe_exit_gap(self, seconds: float) -> None:
+        """Serving, anytime: from an exit's publication to the next segment's admission (the slices skip it)."""
+        if self._online_steps and seconds >= 0:
+            self.exit_gap += (seconds - self.exit_gap) * STEP_RATE
 
     def observe_step(self, index: int, seconds: float) -> None:
         """A step's latency while serving: updates its mean (the slice savings, refreshed every few frames)."""
