@@ -465,14 +465,11 @@ class Controller:
             self._current = None
         if job.best is None:
             job.last_exit_s = self.clock.now()   # the delivery path of a frame without result starts here
-        if not job.hand_back:
-            self._record_samples()   # before the result's time is read: part of the delivery path the margin covers
-            return self._finish(job, reason, error, where)
-        try:
-            return self._finish(job, reason, error, where)
-        finally:
-            time.sleep(0)   # let the waiting run() take the interpreter lock (GIL) now, not after the records
-            self._record_samples()
+        # Before the result is stamped or handed back: part of the delivery path the margin covers. (Recording
+        # after a threaded hand-back would only move the work onto the next frame: the caller and this thread
+        # share one interpreter lock.)
+        self._record_samples()
+        return self._finish(job, reason, error, where)
 
     def _record_samples(self) -> None:
         try:

@@ -146,7 +146,7 @@ class QuantileEstimator:
 
     def observe(self, seconds: float) -> None:
         """Record a latency measured while serving (ignored when frozen, or not a finite number >= 0)."""
-        if not self.online or not seconds >= 0 or seconds == math.inf:
+        if not (self.online and 0.0 <= seconds < math.inf):    # NaN fails the comparison too
             return
         above = seconds > self._tail
         self._refusals = 0
@@ -155,13 +155,13 @@ class QuantileEstimator:
         if above and self._last_above:
             self._burst = max(self._burst, seconds)
         self._last_above = above
-        size = len(self._window)
-        slot = self._online % size
-        evicted = self._window[slot] if self._online >= size else None
+        window, online = self._window, self._online
+        slot = online % len(window)
+        evicted = window[slot] if online >= len(window) else None
         seconds = float(seconds)
-        self._window[slot] = seconds
-        self._online += 1
-        if self._online <= self.min_online:    # seeds still count, or give way now: rebuild
+        window[slot] = seconds
+        self._online = online = online + 1
+        if online <= self.min_online:          # seeds still count, or give way now: rebuild
             self._refresh()
             return
         ordered = self._sorted_list               # keep it sorted: one delete and one insert by bisection

@@ -95,16 +95,18 @@ class FramePlan:
         """Feed what the last frame measured to the policy's estimators (call once its result is out)."""
         policy = self.policy
         if self._segment_samples:
+            apriori = self.apriori
+            segments, reaches, slices = policy.segment_estimators, policy.reach_estimators, policy.slice_estimators
             for key, seconds, reach, censored in self._segment_samples:
-                if self.apriori:
-                    estimators = (policy.slice_estimators[key], seconds),
+                if apriori:
+                    estimator = slices[key]
+                    (estimator.observe_stopped if censored else estimator.observe)(seconds)
+                elif censored:
+                    segments[key].observe_stopped(seconds)
+                    reaches[key].observe_stopped(reach)
                 else:
-                    estimators = (policy.segment_estimators[key], seconds), (policy.reach_estimators[key], reach)
-                for estimator, value in estimators:
-                    if censored:
-                        estimator.observe_stopped(value)
-                    else:
-                        estimator.observe(value)
+                    segments[key].observe(seconds)
+                    reaches[key].observe(reach)
             self._segment_samples.clear()
         if self._step_samples:
             observe_step = policy.observe_step
