@@ -44,6 +44,7 @@ from .clock import MonotonicClock
 from .errors import FrameError
 from .frame_job import FrameJob, FrameTicket
 from .interpreter import ProgramInterpreter
+from .latency import without_hiccups
 from .manifest import ModelInfo
 from .options import ControllerOptions, ControllerStats, valid_confidence
 from .plan import FramePlan
@@ -204,14 +205,17 @@ class Controller:
             self._warming = plan.admit_all = False
         if returns and not self._simulated_clock:
             self._return_allowance = float(np.median(returns))
+        # A warm-up is a few dozen passes: one stall in it (a preemption) would be its 99th percentile and keep
+        # refinements refused for the first frames, so isolated hiccups are left out of the seeds.
         if record:   # else a profile from this host seeds the segments; warm-up only warmed the caches
             for position, samples in enumerate(plan.warmup_samples):
-                policy.seed_segment(position, samples)
-                policy.reach_estimators[position].seed(plan.warmup_reach[position])
+                policy.seed_segment(position, without_hiccups(samples))
+                policy.reach_estimators[position].seed(without_hiccups(plan.warmup_reach[position]))
             for index, times in slice_times.items():
-                policy.seed_slice(index, times)
+                policy.seed_slice(index, without_hiccups(times))
             policy.seed_steps(plan.warmup_steps)
-        policy.delivery.seed(self._warmup_delivery)   # the delivery path is this host's and mode's: always measured
+        # the delivery path is this host's and mode's: always measured
+        policy.delivery.seed(without_hiccups(self._warmup_delivery))
 
     # ----------------------------------------------------------------- public API
     def run(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,

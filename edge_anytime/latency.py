@@ -99,6 +99,26 @@ def sorted_quantile(data, q: float) -> float:
     return float(data[min(m - 1, max(0, math.ceil(q * m) - 1))]) if m else math.inf
 
 
+HICCUP_FACTOR = 4.0    # a warm-up sample above this multiple of the median is a stall, not the segment
+
+
+def without_hiccups(samples, factor: float = HICCUP_FACTOR) -> list[float]:
+    """Warm-up samples without isolated stalls: values above `factor` x the median are dropped unless they
+    are more than a tenth of the samples (then the host really is that slow, and they stay).
+
+    >>> without_hiccups([1.0, 1.1, 0.9] * 4 + [9.0])       # one stall in 13 passes
+    [1.0, 1.1, 0.9, 1.0, 1.1, 0.9, 1.0, 1.1, 0.9, 1.0, 1.1, 0.9]
+    >>> len(without_hiccups([1.0] * 8 + [9.0] * 4))       # a third of them: the host is that slow
+    12
+    """
+    values = [float(v) for v in samples]
+    if len(values) < 3:
+        return values
+    limit = factor * float(np.median(values))
+    kept = [v for v in values if v <= limit]
+    return kept if len(values) - len(kept) <= 0.1 * len(values) else values
+
+
 class QuantileEstimator:
     """Typical and tail latency of one segment from seeds and a sliding window; see the module docstring."""
 

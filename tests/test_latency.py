@@ -224,3 +224,12 @@ def test_planning_takes_a_nearly_sure_slice_over_a_refinement_admission_would_re
     assert seeded(simulated=False).plan_frame(0.0, 2.7 * MS) is None     # everything fits: anytime
     # with a watchdog (here a simulated clock) the refinement risks nothing: the anytime plan is worth 0.945
     assert seeded(simulated=True).plan_frame(0.0, 2.25 * MS) is None
+
+
+def test_one_stall_in_a_warm_up_does_not_become_the_tail():
+    from edge_anytime.latency import without_hiccups
+
+    warm_up = [1 * MS] * 40 + [26 * MS]                  # a preemption during one warm-up pass
+    assert max(without_hiccups(warm_up)) == 1 * MS
+    busy = [1 * MS] * 30 + [8 * MS] * 10                 # a quarter of the passes: the host is that slow
+    assert without_hiccups(busy) == busy
