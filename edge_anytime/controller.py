@@ -76,6 +76,7 @@ class Controller:
         self.program = program
         self.model = model
         self.clock = clock or MonotonicClock()
+        self._now = self.clock.now   # bound once: reading the call's time allocates nothing (no collection first)
         simulated = bool(getattr(self.clock, "simulated", False))
         self._simulated_clock = simulated
         self._threaded = bool(self.options.threaded)
@@ -227,7 +228,7 @@ class Controller:
         A frame that cannot run (bad shape, NaN, past deadline) returns a `no_result`
         FrameResult whose `error` says why; the controller keeps serving.
         """
-        now = self.clock.now()             # the budget counts from the call
+        now = self._now()                  # the budget counts from the call
         if self._frame_owner == threading.get_ident():
             raise RuntimeError("run() was called from a callback while this thread is running a frame of the same "
                                "controller; call it after the callback returns (or use submit())")
@@ -239,7 +240,7 @@ class Controller:
                 gc.disable()
             try:
                 job = self._admit_frame(now, frame, budget_s, deadline_s, frame_id, mode, confidence_target,
-                                        user_data)
+                                        user_data, waitable=False)
                 return job.result if job.finalized else self._execute(job)
             finally:
                 if freeze:
@@ -279,7 +280,7 @@ class Controller:
         At most `options.max_pending` frames wait; a frame submitted beyond that is refused at once
         (`no_result`, error "queue full"). Without `threaded=True` the frame runs before `submit()` returns.
         """
-        now = self.clock.now()
+        now = self._now()
         if self._frame_owner == threading.get_ident():
             raise RuntimeError("submit() was called from a callback while this thread is running a frame of the "
                                "same controller; call it after the callback returns")
@@ -371,8 +372,9 @@ class Controller:
 
     # ----------------------------------------------------------------- internals
     def _admit_frame(self, now, frame, budget_s, deadline_s, frame_id, mode, confidence_target,
-                     user_data) -> FrameJob:
-        """`now`: when the call came in (a budget counts from there)."""
+                     user_data, waitable: bool = True) -> FrameJob:
+        """`now`: when the call came in (a budget counts from there); `waitable`: another thread may wait
+        for the frame (threaded run(), submit() tickets)."""
         if self._closed:
             raise RuntimeError("controller is closed")
         frame_id = next(self._frame_ids) if frame_id is None else int(frame_id)
@@ -409,7 +411,8 @@ class Controller:
                 tensor = self._preprocess(frame) if self.options.validate_frames else frame
             except FrameError as exc:
                 error = str(exc)
-        job = FrameJob(frame_id, tensor, now, deadline, deadline - self.policy.guard(), mode, target, user_data)
+        job = FrameJob(frame_id, tensor, now, deadline, deadline - self.policy.guard(), mode, target, user_data,
+                       waitable)
         if error is not None:
             self._counts["rejected_frames"] += 1
             self._report_error(FrameError(f"frame {frame_id}: {error}"), "frame")
@@ -506,12 +509,12 @@ class Controller:
     def _hand_over(self, result: FrameResult, job: FrameJob) -> FrameResult:
         """Count and publish the result `run()` is about to return, then, on a real clock, stamp `delivered_s`
         with the time it leaves the controller: the clock read here plus the return path measured at warm-up
-        (its median, about a microsecond), so a result handed back after its deadline is not reported as met (a frame that crossed it in these last microseconds is counted as missed and `on_miss`
-        fires)."""
+        (its median, about a microsecond), so a result handed back after its deadline is not reported as met
+        (a frame that crossed it in these last microseconds is counted as missed and `on_miss` fires)."""
         self._publish_final(result, job)
         if not self._simulated_clock:
             before, deadline = result.delivered_s, result.deadline_s
-            end = self.clock.now() + self._return_allowance
+            end = self._now() + self._return_allowance
             if end > before:
                 result._restamp(end)
                 if before <= deadline < end and result.best is not None and result.error is None \
@@ -526,22 +529,23 @@ class Controller:
             self._publish_final(result, job)
 
     def _publish_exit(self, exit_result: ExitResult) -> None:
-        if not self._warming:
+        if self._callbacks and not self._warming:
             self._dispatch(("on_result", exit_result))
 
     def _publish_final(self, result: FrameResult, job: FrameJob) -> None:
         if self._warming:
             return
         counts = self._counts
-        counts[result.status.value] += 1
+        counts[_STATUS_NAMES[result.status]] += 1
         if result.best is None and job.admitted and result.error is None:
             counts["interrupted_without_result"] += 1   # a segment ran, but no exit was reached in time
         missed = result.best is None or result.delivered_s > result.deadline_s
         if missed and result.error is None:
             counts["missed_deadlines"] += 1
-        self._dispatch(("on_final", result))
-        if missed and result.error is None:
-            self._dispatch(("on_miss", result))
+        if self._callbacks:
+            self._dispatch(("on_final", result))
+            if missed and result.error is None:
+                self._dispatch(("on_miss", result))
 
     def _dispatch(self, item) -> None:
         if not self._callbacks:
@@ -572,6 +576,9 @@ class Controller:
 
     def _report_error(self, error: BaseException, context: str) -> None:
         self._dispatch(("on_error", (error, context)))
+
+
+_STATUS_NAMES = {status: status.value for status in StopReason}   # the counter of each status
 
 
 def _tight_timer_slack() -> None:

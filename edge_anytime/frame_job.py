@@ -21,7 +21,7 @@ class FrameJob:
                  "result", "stop_reason", "last_exit_s", "outcome", "hand_back", "counted", "admitted", "segment_start", "_lock", "_done")
 
     def __init__(self, frame_id: int, tensor: np.ndarray | None, start: float, deadline: float, fire_at: float,
-                 mode: str, confidence_target: float | None, user_data: Any) -> None:
+                 mode: str, confidence_target: float | None, user_data: Any, waitable: bool = True) -> None:
         self.frame_id = frame_id
         self.tensor = tensor
         self.start = start
@@ -47,8 +47,10 @@ class FrameJob:
         self.admitted = False                        # a segment of this frame was admitted
         self.hand_back = False                       # True: the inference thread leaves finalize to run()
         self._lock = threading.Lock()
-        self._done = threading.Lock()                # held until the frame is done: a cheap one-shot gate
-        self._done.acquire()
+        self._done: threading.Lock | None = None      # held until the frame is done: a cheap one-shot gate
+        if waitable:                                  # (an inline run() frame has nobody to wait for it)
+            self._done = threading.Lock()
+            self._done.acquire()
 
     @property
     def finalized(self) -> bool:
@@ -84,6 +86,8 @@ class FrameJob:
 
     def signal_done(self) -> None:
         """Open the gate for whoever waits on this frame (idempotent)."""
+        if self._done is None:
+            return
         try:
             self._done.release()
         except RuntimeError:
@@ -91,6 +95,8 @@ class FrameJob:
 
     def wait_done(self, timeout: float) -> bool:
         """Block until the frame is done or `timeout` seconds pass; True if done."""
+        if self._done is None:
+            return self.result is not None
         if self._done.acquire(timeout=max(0.0, min(timeout, threading.TIMEOUT_MAX))):
             self._done.release()   # keep the gate open for other waiters
             return True
