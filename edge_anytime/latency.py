@@ -131,7 +131,6 @@ class QuantileEstimator:
         self.min_online = min_online
         self.refresh_every = refresh_every
         self.burst_release = burst_release
-        self.explore_first = explore_after
         self.explore_max = explore_max
         self._window = [0.0] * window          # a list: a scalar read or write is 5x numpy's
         self._seeds = np.zeros(0, np.float64)

@@ -72,9 +72,10 @@ class FramePlan:
         self._segment: BoundSegment | None = None   # the segment running now
         self.started = 0.0
         self.counts = policy.counts
-        # Samples measured during a frame are recorded after its result is out (`record_samples`): the
-        # bookkeeping stays off the path between the last step and the caller.
-        self._segment_samples: list[tuple[int, float, float, bool]] = []   # (position or exit, seconds, reach, censored)
+        # Samples measured during a frame are kept here and recorded in one go once its last exit is decided
+        # (`record_samples`): no estimator work between the frame's steps.
+        # (position or exit, seconds, reach, censored)
+        self._segment_samples: list[tuple[int, float, float, bool]] = []
         self._step_samples: list[tuple[int, float]] = []
         self._exit_gaps: list[float] = []
         self._published_at = 0.0
@@ -92,7 +93,8 @@ class FramePlan:
         self.warmup_steps: dict[int, list[float]] = {i: [] for i in range(len(self.interpreter.steps))}
 
     def record_samples(self) -> None:
-        """Feed what the last frame measured to the policy's estimators (call once its result is out)."""
+        """Feed what the last frame measured to the policy's estimators (the controller calls it once the
+        frame's last exit is decided, before the result is stamped)."""
         policy = self.policy
         if self._segment_samples:
             apriori = self.apriori

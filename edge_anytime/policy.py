@@ -175,9 +175,10 @@ class DeadlinePolicy:
         so a slice must really be worth more to replace it); an exit counts only if its segment would be
         admitted when the exit before it is reached at its typical time (inline, a refinement must not put
         the result in hand at risk, so at a budget where the anytime plan would stop at exit k, a slice of a
-        deeper exit that fits nearly surely is worth more). The a-priori slice of exit k is worth P(slice k fits) * value_k (its own samples once it has
-        run, else the exit's reach minus the steps the slice skips) and skips the heads whose results would be
-        superseded. The slice is chosen only when it is worth more.
+        deeper exit that fits nearly surely is worth more). The a-priori slice of exit k is worth
+        P(slice k fits) * value_k (its own samples once it has run, else the exit's reach minus what the slice
+        skips: the heads of earlier exits and their hand-overs, whose results would be superseded). The slice
+        is chosen only when it is worth more.
         """
         remaining = limit - now
         last = self.reach_estimators[-1].fit_probability(remaining)
