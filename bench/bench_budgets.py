@@ -1,7 +1,7 @@
 """Budget benchmark: the anytime controller against every other policy on the same frames and budgets.
 
     .venv/bin/python bench/bench_budgets.py [--bundle deploy/bundles/gtsrb-resann] [--frames 12630]
-        [--real-frames 2000] [--seeds 3] [--no-real] [--json bench/results/budgets.json]
+        [--real-frames 2000] [--seeds 3] [--no-real] [--real-order interleaved|blocks] [--json OUT]
 
 Frames: the GTSRB test set (all 12,630 by default) through the bundle. Policies, side by side:
 
@@ -22,7 +22,8 @@ on the clock in use, so they carry across hardware.
 
 Clocks: simulated (the vectorised replay, step latencies drawn from the bundle profile matching this
 host, else the x86-64 profile) and real (LiteRT on this host; every policy, the controller included, is
-timed around its call, frame by frame in rotating order: on time means the call returned within the
+timed around its call, frame by frame in rotating order (or, `--real-order blocks`, in turns of 50 frames
+each on warm caches): on time means the call returned within the
 budget with a result).
 
 Columns: on time and correct (the headline), result by deadline, accuracy of delivered results, compute
@@ -65,7 +66,7 @@ from simulator.timing import draw_latencies  # noqa: E402
 THRESHOLD = 0.9
 CONSTANT_FRACTIONS = tuple(round(0.3 + 0.1 * i, 1) for i in range(13))
 TIE = 0.003   # ties within 0.3 points
-BLOCK = 50    # real clock: controllers take turns every BLOCK frames (their threads never compete)
+BLOCK = 50    # real clock, --real-order blocks: policies take turns every BLOCK frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,9 +180,12 @@ class Unaware:
         raise AssertionError("unreachable")
 
 
-def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: int, timestamps) -> dict:
-    """Every policy on the real clock, frame by frame in rotating order within each scenario, so a change in
-    the machine's load hits all of them alike."""
+def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: int, timestamps,
+         order: str = "interleaved") -> dict:
+    """Every policy on the real clock, so a change in the machine's load hits all of them alike: frame by frame
+    in rotating order (`interleaved`: every policy runs on caches the others left, as when a control loop does
+    other work between frames), or in turns of BLOCK frames (`blocks`: each policy on its own warm caches, as
+    one tool serving a stream alone)."""
     program = bundle.program
     n = len(frames)
     # Every policy has its own interpreters (as separate tools would): none runs on caches another one warmed.
@@ -215,29 +219,39 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
             late = {p: np.zeros(n, bool) for p in policies}     # timed around the call, the same for every policy
             label = {p: np.full(n, -1) for p in policies}
             compute = {p: np.zeros(n) for p in policies}
-            for i in range(n):
+            def serve(p: str, i: int) -> None:
                 budget = float(budgets[i])
-                shift = i % len(policies)
-                for p in policies[shift:] + policies[:shift]:
-                    if p in controllers:   # timed around the call like every other policy
-                        t0 = time.perf_counter()
-                        r = controllers[p].run(frames[i], budget)
-                        late[p][i] = time.perf_counter() - t0 > budget
-                        on_time[p][i] = r.best is not None and not late[p][i]
-                        label[p][i] = -1 if r.label is None else r.label
-                        compute[p][i] = (slice_flops[r.exit_index] if r.exit_index is not None else 0.0) \
-                            if p == "apriori" else step_flops[:r.steps_run].sum() / total
-                        continue
+                if p in controllers:   # timed around the call like every other policy
                     t0 = time.perf_counter()
-                    if p.startswith("static"):
-                        k = int(p.split(":")[1])
-                        label[p][i], _ = baselines[p].static(frames[i], k)
-                        compute[p][i] = slice_flops[k]
-                    else:
-                        label[p][i], _, steps = baselines[p].early_exit(frames[i], thresholds[p])
-                        compute[p][i] = step_flops[:steps].sum() / total
-                    on_time[p][i] = time.perf_counter() - t0 <= budget
-                    late[p][i] = not on_time[p][i]
+                    r = controllers[p].run(frames[i], budget)
+                    late[p][i] = time.perf_counter() - t0 > budget
+                    on_time[p][i] = r.best is not None and not late[p][i]
+                    label[p][i] = -1 if r.label is None else r.label
+                    compute[p][i] = (slice_flops[r.exit_index] if r.exit_index is not None else 0.0) \
+                        if p == "apriori" else step_flops[:r.steps_run].sum() / total
+                    return
+                t0 = time.perf_counter()
+                if p.startswith("static"):
+                    k = int(p.split(":")[1])
+                    label[p][i], _ = baselines[p].static(frames[i], k)
+                    compute[p][i] = slice_flops[k]
+                else:
+                    label[p][i], _, steps = baselines[p].early_exit(frames[i], thresholds[p])
+                    compute[p][i] = step_flops[:steps].sum() / total
+                on_time[p][i] = time.perf_counter() - t0 <= budget
+                late[p][i] = not on_time[p][i]
+
+            if order == "interleaved":      # every policy on frame i, in rotating order, then frame i + 1
+                for i in range(n):
+                    shift = i % len(policies)
+                    for p in policies[shift:] + policies[:shift]:
+                        serve(p, i)
+            else:                           # blocks: each policy serves BLOCK frames in a row, in turn
+                for b, start in enumerate(range(0, n, BLOCK)):
+                    shift = b % len(policies)
+                    for p in policies[shift:] + policies[:shift]:
+                        for i in range(start, min(n, start + BLOCK)):
+                            serve(p, i)
             rows = {p: row(on_time[p], label[p] == truth, compute[p], late[p]) for p in policies}
             worst = float(budgets.min())
             best = next((k for k in sorted(range(exits), key=lambda k: -program.exits[k].val_accuracy)
@@ -324,6 +338,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per trace shape (default 3)")
     parser.add_argument("--target", default="x86-64", help="profile for the simulated clock if none matches this host")
     parser.add_argument("--no-real", action="store_true", help="simulated clock only")
+    parser.add_argument("--real-order", choices=("interleaved", "blocks"), default="interleaved",
+                        help="real clock: every policy frame by frame (cache-cold, default) or in turns of "
+                             f"{BLOCK} frames (each on warm caches)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -348,8 +365,10 @@ def main(argv=None) -> dict:
     if not args.no_real:
         n = min(args.real_frames, len(stream))
         frames = np.stack([stream.frames[i] for i in range(n)])
-        rl = real(bundle, frames, cache.labels[:n], sim["router_thresholds"], args.seeds, cache.timestamps[:n])
-        print(f"\nreal clock ({n} frames, LiteRT, 1 thread): full model median {rl['full_median_ms']:.3f} ms, "
+        rl = real(bundle, frames, cache.labels[:n], sim["router_thresholds"], args.seeds, cache.timestamps[:n],
+                  args.real_order)
+        rl["order"] = args.real_order
+        print(f"\nreal clock ({n} frames, {args.real_order}, LiteRT, 1 thread): full model median {rl['full_median_ms']:.3f} ms, "
               f"first exit {rl['first_exit_median_ms']:.3f} ms")
         rl["summary"] = print_table("real clock", rl["scenarios"])
         for r in rl["result_budget"]:

@@ -9,7 +9,9 @@ Interleaves, frame by frame on the same real GTSRB test images:
   run    - Controller.run with ControllerOptions(threaded=True) (inference thread, timed hand-back).
 Prints medians and the ratios inline/bare (target <= 1.15) and threaded/bare (target <= 1.25), and the
 per-step overhead in microseconds ((controller - bare) / steps), and how long after its result's
-`delivered_s` each controller call returned (what truthful accounting leaves out).
+`delivered_s` each controller call returned (what truthful accounting leaves out). Then the anatomy of an
+inline frame: where the controller's own time goes (before the first step, between steps, after the last),
+with warm caches and with 8 MB touched between frames (cache-cold, as in a control loop doing other work).
 """
 
 from __future__ import annotations
@@ -41,6 +43,52 @@ def test_frames(count: int) -> np.ndarray:
         return x[:count]
     except Exception:  # data not available: random frames still measure overhead
         return np.random.default_rng(0).integers(0, 255, (count, 32, 32, 3), dtype=np.uint8)
+
+
+def controller_anatomy(ctrl: Controller, frames: np.ndarray, preprocess, count: int, cold: bool) -> dict:
+    """Where an inline controller's time goes, timed around its own step calls (medians, us): from the call to
+    the first step (preprocessing included, and measured alone), between steps, from the last step to the
+    return. `cold`: 8 MB are touched between frames, as other work in a control loop would evict the caches."""
+    marks: list[tuple[float, float]] = []
+    originals = [step.run for step in ctrl.interpreter.steps]
+
+    def timed(run):
+        def wrapper(inputs):
+            start = time.perf_counter()
+            out = run(inputs)
+            marks.append((start, time.perf_counter()))
+            return out
+        return wrapper
+
+    for step, run in zip(ctrl.interpreter.steps, originals):
+        step.run = timed(run)
+    junk = np.ones(8 << 20, np.uint8)
+    pre, between, post, own, prep = [], [], [], [], []
+    try:
+        for i in range(count):
+            frame = frames[i % len(frames)]
+            if cold:
+                junk[::64] += 1
+            t0 = time.perf_counter()
+            preprocess(frame)
+            prep.append(time.perf_counter() - t0)
+            if cold:
+                junk[::64] += 1
+            marks.clear()
+            t0 = time.perf_counter()
+            ctrl.run(frame, 1.0)
+            t1 = time.perf_counter()
+            pre.append(marks[0][0] - t0)
+            post.append(t1 - marks[-1][1])
+            gaps = [marks[k + 1][0] - marks[k][1] for k in range(len(marks) - 1)]
+            between.append(sum(gaps) / max(1, len(gaps)))
+            own.append(t1 - t0 - sum(b - a for a, b in marks) - prep[-1])
+    finally:
+        for step, run in zip(ctrl.interpreter.steps, originals):
+            step.run = run
+    us = lambda v: round(float(np.median(v)) * 1e6, 1)  # noqa: E731
+    return {"call_to_first_step": us(pre), "preprocess": us(prep), "between_steps": us(between),
+            "last_step_to_return": us(post), "controller_work": us(own)}
 
 
 def main(argv=None) -> dict:
@@ -87,6 +135,8 @@ def main(argv=None) -> dict:
             timings[name].append(t1 - t0)
             if name != "bare":
                 after_delivered[name].append(t1 - result.delivered_s)   # the controller's clock is perf_counter
+    anatomy = {state: controller_anatomy(inline, frames, preprocess, min(args.frames, 2000), cold=state == "cold")
+               for state in ("warm", "cold")}
     ctrl.close()
     inline.close()
     close_runners(runners)
@@ -102,6 +152,7 @@ def main(argv=None) -> dict:
         "return_after_delivered_us": {k: {"median": round(float(np.median(v)) * 1e6, 2),
                                           "p99": round(float(np.percentile(v, 99)) * 1e6, 2),
                                           "max": round(float(np.max(v)) * 1e6, 2)} for k, v in after_delivered.items()},
+        "anatomy_inline_us": anatomy,
         "targets": {"ratio_inline": 1.15, "ratio_threaded": 1.25},
         "load_average": os.getloadavg(),
     }
@@ -115,6 +166,10 @@ def main(argv=None) -> dict:
     print("run() returned after the result's delivered_s (us): " + ", ".join(
         f"{'inline' if k == 'inline' else 'threaded'} median {v['median']}, p99 {v['p99']}, max {v['max']}"
         for k, v in report["return_after_delivered_us"].items()))
+    for state, a in anatomy.items():
+        print(f"inline controller, caches {state} (median us): call -> first step {a['call_to_first_step']} "
+              f"(preprocessing {a['preprocess']} of it), between steps {a['between_steps']}, last step -> return "
+              f"{a['last_step_to_return']}; controller's own work per frame {a['controller_work']}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return report
