@@ -56,7 +56,7 @@ from .realtime import set_timer_slack
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
 from .runners import load_runners
-from .workers import DeliveryThread, Watchdog
+from .workers import DeliveryThread, SampleRecorder, Watchdog
 
 COLD_PASSES = 3   # warm-up frames never recorded: cold caches, lazy allocation
 _THREAD_STATE = threading.local()
@@ -111,6 +111,10 @@ class Controller:
             self._watchdog = Watchdog(self.clock, self._on_watchdog)
             self._worker = threading.Thread(target=self._inference_loop, name="edge-anytime-inference", daemon=True)
             self._worker.start()
+        self._recorder: SampleRecorder | None = None
+        if not simulated and not self._threaded and self.options.record_in_background:
+            self._recorder = SampleRecorder(self._plan.apply_samples,
+                                            lambda exc: self._report_error(exc, "controller:estimates"))
         if profile is not None:
             self.policy.seed_from_profile(program, profile, self._precisions)
         if self.options.warmup_runs:
@@ -172,6 +176,8 @@ class Controller:
         neutral = np.zeros(self.model.input.shape, np.float32)   # the mean colour, once normalised
         policy = self.policy
         plan = self._plan
+        if self._recorder is not None:
+            self._recorder.drain()   # warm-up seeds the estimators: nothing else may write them meanwhile
         slice_times: dict[int, list[float]] = {index: [] for index in self.interpreter.slices}
         plan.reset_warmup()
         started = time.perf_counter()
@@ -329,17 +335,21 @@ class Controller:
     def latency_estimates(self) -> dict[str, float]:
         """Current estimates (seconds): each segment's typical and tail latency, each a-priori slice's,
         and the margin and watchdog guard in use (see DeadlinePolicy.estimates)."""
+        if self._recorder is not None:
+            self._recorder.drain()
         return self.policy.estimates()
 
     def stats(self) -> ControllerStats:
         return self.policy.stats()
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until every queued frame is done and its callbacks have run."""
+        """Wait until every queued frame is done, its callbacks have run and its latency samples are recorded."""
         if self._threaded:
             done = threading.Event()
             self._queue.put(done)
             done.wait(timeout)
+        if self._recorder is not None:
+            self._recorder.drain()
         if self._delivery is not None:
             self._delivery.flush(timeout)
 
@@ -354,6 +364,8 @@ class Controller:
             self._watchdog.close()
         if self._delivery is not None:
             self._delivery.close()
+        if self._recorder is not None:
+            self._recorder.close()
         if self._frame_owner == threading.get_ident():   # close() from a callback of a frame on this thread
             self._close_runners_after_frame = True
             return
@@ -472,10 +484,13 @@ class Controller:
             self._current = None
         if job.best is None:
             job.last_exit_s = self.clock.now()   # the delivery path of a frame without result starts here
-        # Before the result is stamped or handed back: part of the delivery path the margin covers. (Recording
-        # after a threaded hand-back would only move the work onto the next frame: the caller and this thread
-        # share one interpreter lock.)
-        self._record_samples()
+        if self._recorder is not None and not job.hand_back:
+            self._recorder.put(self._plan.take_samples())   # recorded off the caller's path
+        else:
+            # Before the result is stamped or handed back: part of the delivery path the margin covers.
+            # (Recording after a threaded hand-back would only move the work onto the next frame: the caller
+            # and this thread share one interpreter lock.)
+            self._record_samples()
         return self._finish(job, reason, error, where)
 
     def _record_samples(self) -> None:

@@ -63,6 +63,10 @@ class ControllerOptions:
           thread and `run()` waits with a timeout, so it hands back the best result by the deadline even
           while a step is stuck, at the price of a hand-off and a timer wake-up per frame (measured in
           docs/results.md: it loses budget on sub-millisecond models). None means False.
+    record_in_background: on a real clock with `threaded=False`, the frames' latency samples are fed to the
+          estimators by a background thread (`edge-anytime-recorder`, waking every 2 ms), so that work is
+          not between a frame's last step and its return. False: on the caller's thread, before the result
+          is stamped (e.g. on a single-core board, where the thread would only compete with the frames).
     """
 
     mode: str = "anytime"
@@ -82,6 +86,7 @@ class ControllerOptions:
     validate_frames: bool = True
     threaded: bool | None = False
     max_pending: int = 64
+    record_in_background: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

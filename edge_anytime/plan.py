@@ -73,7 +73,7 @@ class FramePlan:
         self.started = 0.0
         self.counts = policy.counts
         # Samples measured during a frame are kept here and recorded in one go once its last exit is decided
-        # (`record_samples`): no estimator work between the frame's steps.
+        # (`record_samples`, or `take_samples` for the recorder thread): no estimator work between steps.
         # (position or exit, seconds, reach, censored)
         self._segment_samples: list[tuple[int, float, float, bool]] = []
         self._step_samples: list[tuple[int, float]] = []
@@ -93,32 +93,35 @@ class FramePlan:
         self.warmup_steps: dict[int, list[float]] = {i: [] for i in range(len(self.interpreter.steps))}
 
     def record_samples(self) -> None:
-        """Feed what the last frame measured to the policy's estimators (the controller calls it once the
-        frame's last exit is decided, before the result is stamped)."""
+        """Feed what the last frame measured to the policy's estimators now (on a real clock the controller
+        hands `take_samples()` to its recorder thread instead, unless `record_in_background=False`)."""
+        self.apply_samples(self.take_samples())
+
+    def take_samples(self) -> tuple:
+        """What the last frame measured, as a batch for `apply_samples` (possibly on another thread)."""
+        batch = (self._segment_samples, self._step_samples, self._exit_gaps, self.apriori)
+        self._segment_samples, self._step_samples, self._exit_gaps = [], [], []
+        return batch
+
+    def apply_samples(self, batch: tuple) -> None:
+        """Feed a batch from `take_samples` to the policy's estimators."""
+        segment_samples, step_samples, exit_gaps, apriori = batch
         policy = self.policy
-        if self._segment_samples:
-            apriori = self.apriori
-            segments, reaches, slices = policy.segment_estimators, policy.reach_estimators, policy.slice_estimators
-            for key, seconds, reach, censored in self._segment_samples:
-                if apriori:
-                    estimator = slices[key]
-                    (estimator.observe_stopped if censored else estimator.observe)(seconds)
-                elif censored:
-                    segments[key].observe_stopped(seconds)
-                    reaches[key].observe_stopped(reach)
-                else:
-                    segments[key].observe(seconds)
-                    reaches[key].observe(reach)
-            self._segment_samples.clear()
-        if self._step_samples:
-            observe_step = policy.observe_step
-            for index, seconds in self._step_samples:
-                observe_step(index, seconds)
-            self._step_samples.clear()
-        if self._exit_gaps:
-            for seconds in self._exit_gaps:
-                policy.observe_exit_gap(seconds)
-            self._exit_gaps.clear()
+        segments, reaches, slices = policy.segment_estimators, policy.reach_estimators, policy.slice_estimators
+        for key, seconds, reach, censored in segment_samples:
+            if apriori:
+                estimator = slices[key]
+                (estimator.observe_stopped if censored else estimator.observe)(seconds)
+            elif censored:
+                segments[key].observe_stopped(seconds)
+                reaches[key].observe_stopped(reach)
+            else:
+                segments[key].observe(seconds)
+                reaches[key].observe(reach)
+        for index, seconds in step_samples:
+            policy.observe_step(index, seconds)
+        for seconds in exit_gaps:
+            policy.observe_exit_gap(seconds)
 
     # ----------------------------------------------------------------- one frame
     def execute(self, job: FrameJob, limit: float) -> tuple[StopReason, BaseException | None, str]:

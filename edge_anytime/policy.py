@@ -184,7 +184,7 @@ class DeadlinePolicy:
         last = self.reach_estimators[-1].fit_probability(remaining)
         if last >= 1.0:
             return None        # the whole anytime plan surely fits: no slice is worth more
-        saved = self._savings if self._savings is not None else self.slice_savings()
+        saved = self.slice_savings()
         min_p, min_online = self.options.min_fit_probability, self.options.estimator.min_online
         candidates = []        # slices that could run: (p * value, exit)
         for position, index, value in self._plan_candidates:
@@ -221,11 +221,12 @@ class DeadlinePolicy:
         """Per anytime segment position: the mean time its exit's a-priori slice saves over the anytime prefix:
         the steps it skips (heads of earlier exits) and, per earlier exit, the measured hand-over from one
         exit's publication to the next segment's start."""
-        if self._savings is None:
+        savings = self._savings          # read once: the sample recorder may reset it from its thread
+        if savings is None:
             mean = self.step_mean
-            self._savings = [sum(mean[i] for i in skipped) + position * self.exit_gap
-                             for position, skipped in enumerate(self._skipped)]
-        return self._savings
+            savings = self._savings = [sum(mean[i] for i in skipped) + position * self.exit_gap
+                                       for position, skipped in enumerate(self._skipped)]
+        return savings
 
     def observe_exit_gap(self, seconds: float) -> None:
         """Serving, anytime: from an exit's publication to the next segment's admission (the slices skip it)."""

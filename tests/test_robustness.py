@@ -159,3 +159,40 @@ def test_run_from_a_callback_on_the_same_thread_is_refused_not_deadlocked(raw_fr
     worker.join(timeout=5.0)
     assert done and done[0].status is StopReason.FINAL
     assert ("RuntimeError", "callback:on_result") in reenter.errors and ctrl.stats().callback_errors >= 3
+
+
+def test_the_sample_recorder_applies_in_order_survives_errors_and_drains_on_close():
+    from edge_anytime.workers import SampleRecorder
+
+    applied, errors = [], []
+
+    def apply(batch):
+        if batch == "bad":
+            raise ValueError("broken estimate")
+        applied.append(batch)
+
+    recorder = SampleRecorder(apply, errors.append, period_s=0.001)
+    for batch in (1, 2, "bad", 3):
+        recorder.put(batch)
+    deadline = time.monotonic() + 2.0
+    while len(applied) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert applied == [1, 2, 3] and [str(e) for e in errors] == ["broken estimate"]
+    recorder.put(4)
+    recorder.close()                  # whatever is still pending is applied before close returns
+    assert applied == [1, 2, 3, 4]
+
+
+def test_latency_samples_of_real_frames_reach_the_estimates_by_flush(raw_frame):
+    from tests.conftest import DEMO_BUNDLE
+
+    if not (DEMO_BUNDLE / "manifest.json").is_file():
+        pytest.skip("demo bundle not built")
+    image = np.zeros((32, 32, 3), np.uint8)
+    with Controller.from_bundle(DEMO_BUNDLE) as ctrl:
+        assert ctrl._recorder is not None                     # real clock, inline: recorded in the background
+        before = ctrl.policy.segment_estimators[0].online_count
+        for _ in range(20):
+            ctrl.run(image, 1.0)
+        ctrl.flush()
+        assert ctrl.policy.segment_estimators[0].online_count == before + 20
