@@ -113,7 +113,7 @@ class Controller:
             self._worker.start()
         self._recorder: SampleRecorder | None = None
         if not simulated and not self._threaded and self.options.record_in_background:
-            self._recorder = SampleRecorder(self._plan.apply_samples,
+            self._recorder = SampleRecorder(self._apply_recorded,
                                             lambda exc: self._report_error(exc, "controller:estimates"))
         if profile is not None:
             self.policy.seed_from_profile(program, profile, self._precisions)
@@ -441,8 +441,17 @@ class Controller:
     def _observe_delivery(self, seconds: float) -> None:
         if self._warming:
             self._warmup_delivery.append(seconds)
+        elif self._recorder is not None:
+            self._recorder.put(float(seconds))   # the recorder thread is the estimators' writer (inline frames)
         else:
             self.policy.delivery.observe(seconds)
+
+    def _apply_recorded(self, item) -> None:
+        """The recorder thread: a frame's samples (a batch), or a delivery-path time (seconds)."""
+        if isinstance(item, float):
+            self.policy.delivery.observe(item)
+        else:
+            self._plan.apply_samples(item)
 
     def _inference_loop(self) -> None:
         while True:
