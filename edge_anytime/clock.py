@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class Clock(Protocol):
@@ -63,3 +63,9 @@ class SimulatedClock:
         with self._lock:
             if t > self._now:
                 self._now = float(t)
+
+
+def time_source(clock) -> Callable[[], float]:
+    """The fastest callable that reads `clock`: `time.perf_counter` itself for the device's clock (one
+    Python call less per reading, on the frame's path), else the clock's own `now`."""
+    return time.perf_counter if type(clock) is MonotonicClock else clock.now

@@ -40,7 +40,7 @@ import numpy as np
 from .backends.base import GraphLoadSpec, GraphRunner
 from .bundle import Bundle
 from .callbacks import Callbacks
-from .clock import MonotonicClock
+from .clock import MonotonicClock, time_source
 from .errors import FrameError
 from .frame_job import FrameJob, FrameTicket
 from .interpreter import ProgramInterpreter
@@ -76,7 +76,7 @@ class Controller:
         self.program = program
         self.model = model
         self.clock = clock or MonotonicClock()
-        self._now = self.clock.now   # bound once: reading the call's time allocates nothing (no collection first)
+        self._now = time_source(self.clock)   # bound once: reading the call's time allocates nothing first
         simulated = bool(getattr(self.clock, "simulated", False))
         self._simulated_clock = simulated
         self._threaded = bool(self.options.threaded)
@@ -492,7 +492,7 @@ class Controller:
                 gc.enable()
             self._current = None
         if job.best is None:
-            job.last_exit_s = self.clock.now()   # the delivery path of a frame without result starts here
+            job.last_exit_s = self._now()   # the delivery path of a frame without result starts here
         if self._recorder is not None and not job.hand_back:
             self._recorder.put(self._plan.take_samples())   # recorded off the caller's path
         else:
@@ -520,7 +520,7 @@ class Controller:
             job.outcome = (reason, text)
             job.signal_done()
             return None
-        now = self.clock.now()             # delivered_s: only assembling the result and returning it come after
+        now = self._now()                  # delivered_s: only assembling the result and returning it come after
         if self._plan.emulate_watchdog and job.late_steps and reason is StopReason.DEADLINE:
             now = job.fire_at             # simulated clock: the emulated watchdog delivered at its fire time
         result = job.finalize(reason, now, error=text)

@@ -138,30 +138,39 @@ class ProgramInterpreter:
         """Run `segments` under `hooks`; see the module docstring. Never raises an Exception."""
         env = {self.program.input_tensor: tensor}
         steps_run = 0
-        where = "admit"
+        phase, step = "admit", None      # where we are; the error message is written only if one is raised
         position = 0
         try:
             for position, segment in enumerate(segments):
-                where = "admit"
+                phase = "admit"
                 seg_start = now()
                 if not hooks.admit(segment, seg_start):
                     return Execution("refused", position, steps_run)
                 for step in segment.steps:
-                    where = f"step {step.name!r} (graph {step.graph!r})"
+                    phase = "step"
                     inputs = {port: env[name] for port, name in step.inputs}
                     started = now()
                     outputs = step.run(inputs)
                     ended = now()
                     steps_run += 1
-                    where = "observe"
+                    phase = "observe"
                     if not hooks.observe(step, started, ended):
                         return Execution("hook", position, steps_run)
-                    where = f"step {step.name!r} (graph {step.graph!r}) outputs"
+                    phase = "outputs"
                     for port, name in step.outputs:
                         env[name] = outputs[port]
-                where = "publish"
+                phase = "publish"
                 if not hooks.publish(segment, env, seg_start, now()):
                     return Execution("hook", position + 1, steps_run)
         except Exception as exc:  # the one place that contains whatever a step or a hook raises
-            return Execution("error", position, steps_run, exc, where)
+            return Execution("error", position, steps_run, exc, _where(phase, step))
         return Execution("done", len(segments), steps_run)
+
+
+def _where(phase: str, step: BoundStep | None) -> str:
+    """The part of a frame that raised, for its error message."""
+    if phase == "step":
+        return f"step {step.name!r} (graph {step.graph!r})"
+    if phase == "outputs":
+        return f"step {step.name!r} (graph {step.graph!r}) outputs"
+    return phase

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from .clock import time_source
 from .confidence import calibrated_prediction
 from .frame_job import FrameJob
 from .interpreter import BoundSegment, ProgramInterpreter
@@ -58,6 +59,7 @@ class FramePlan:
         self.options = options
         self.policy = policy
         self.clock = clock
+        self.now = time_source(clock)
         self._publish = publish
         self._report = report
         self.emulate_watchdog = emulate_watchdog   # simulated clock: a late step is dropped at the fire time
@@ -128,7 +130,7 @@ class FramePlan:
         """Run `job`, admitting segments only while they fit before `limit` (its deadline minus the margin).
         Returns why it stopped, the error that stopped it (None if none) and where it happened."""
         self.job, self.limit = job, limit
-        self.started = started = self.clock.now()
+        self.started = started = self.now()
         self._published_position = -1
         self._frames += 1
         self._sample_steps = not self._frames % STEP_SAMPLE_EVERY
@@ -150,7 +152,7 @@ class FramePlan:
         else:
             self.apriori = False
             segments = interpreter.segments
-        outcome = interpreter.execute(job.tensor, segments, self, self.clock.now)
+        outcome = interpreter.execute(job.tensor, segments, self, self.now)
         if outcome.stopped == "error":
             return StopReason.DEGRADED, outcome.error, outcome.where
         if outcome.stopped == "done":
