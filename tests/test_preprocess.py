@@ -228,3 +228,17 @@ def test_controller_serves_720p_frames_of_a_v2_bundle(tmp_path, gtsrb_frames):
         large = [ctrl.run(upscale(image), 1.0) for image in x[:10]]
     assert all(r.status is StopReason.FINAL for r in large)
     assert [r.label for r in large] == [r.label for r in small]
+
+
+@pytest.mark.parametrize("shape, layout", [((1, 3, 32, 32), "NCHW"), ((1, 32, 32, 3), "NHWC"),
+                                           ((1, 1, 16, 24), "NCHW"), ((1, 16, 24, 1), "NHWC")])
+def test_uint8_frames_through_the_table_equal_the_arithmetic(shape, layout):
+    channels = shape[1] if layout == "NCHW" else shape[3]
+    spec = InputSpec("image", shape, layout=layout, mean=(0.3, 0.4, 0.5)[:channels],
+                     std=(0.2, 0.25, 0.3)[:channels])
+    pre = Preprocessor(spec)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (40, 40, channels), dtype=np.uint8)[3:3 + pre.raw_shape[0], 5:5 + pre.raw_shape[1]]
+    tensor = pre(frame)                                         # a strided view, as a camera crop would be
+    assert tensor.shape == shape and tensor.dtype == np.float32 and tensor.flags.c_contiguous
+    assert np.array_equal(tensor, pre._finish(frame.astype(np.float32)))   # bit for bit
