@@ -482,7 +482,20 @@ class Controller:
             with self._inference_lock:
                 self._frame_owner = threading.get_ident()
                 try:
-                    reason, error, where = self._plan.execute(job, job.deadline - self.policy.margin())
+                    try:
+                        reason, error, where = self._plan.execute(job, job.deadline - self.policy.margin())
+                    except Exception as exc:  # noqa: BLE001 - planning failed: this frame degrades, nothing else
+                        reason, error, where = StopReason.DEGRADED, exc, "plan"
+                    if job.best is None:
+                        job.last_exit_s = self._now()   # the delivery path of a frame without result starts here
+                    # The frame's samples leave the plan under the lock (another thread's frame may be next).
+                    if self._recorder is not None and not job.hand_back:
+                        self._recorder.put(self._plan.take_samples())   # recorded off the caller's path
+                    else:
+                        # Before the result is stamped or handed back: part of the delivery path the margin
+                        # covers. (Recording after a threaded hand-back would only move the work onto the next
+                        # frame: the caller and this thread share one interpreter lock.)
+                        self._record_samples()
                 finally:
                     self._frame_owner = 0
                     if self._close_runners_after_frame:
@@ -491,15 +504,6 @@ class Controller:
             if freeze:
                 gc.enable()
             self._current = None
-        if job.best is None:
-            job.last_exit_s = self._now()   # the delivery path of a frame without result starts here
-        if self._recorder is not None and not job.hand_back:
-            self._recorder.put(self._plan.take_samples())   # recorded off the caller's path
-        else:
-            # Before the result is stamped or handed back: part of the delivery path the margin covers.
-            # (Recording after a threaded hand-back would only move the work onto the next frame: the caller
-            # and this thread share one interpreter lock.)
-            self._record_samples()
         return self._finish(job, reason, error, where)
 
     def _record_samples(self) -> None:

@@ -125,3 +125,34 @@ def test_a_result_reported_on_time_came_back_on_time(gtsrb_test, threaded):
             assert result.lateness_s <= 0 or not result.met_deadline
     # a preemption between the final clock read and the return can still happen: at most 1% of frames
     assert len(late_but_met) <= 3, late_but_met[:5]
+
+
+def test_frames_from_two_threads_each_feed_their_own_estimators(gtsrb_test):
+    # inline frames from two threads run one at a time; each frame's samples must reach the estimators of what
+    # it ran (the anytime segments, or the a-priori slice), never the other thread's
+    import threading
+
+    images, _ = gtsrb_test
+    with Controller.from_bundle(DEMO_BUNDLE) as ctrl:
+        policy = ctrl.policy
+        before = ([e.online_count for e in policy.segment_estimators],
+                  {k: e.online_count for k, e in policy.slice_estimators.items()})
+        results = {"anytime": [], "apriori": []}
+
+        def serve(mode):
+            for i in range(150):
+                results[mode].append(ctrl.run(images[i % len(images)], 1.0, mode=mode))
+
+        threads = [threading.Thread(target=serve, args=(mode,)) for mode in results]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        ctrl.flush()
+        segments_run = [0] * len(policy.segment_estimators)
+        for r in results["anytime"]:
+            for e in r.exits:
+                segments_run[e.exit_index] += 1
+        slices_run = {k: sum(r.exit_index == k for r in results["apriori"]) for k in policy.slice_estimators}
+        assert [e.online_count - b for e, b in zip(policy.segment_estimators, before[0])] == segments_run
+        assert {k: e.online_count - before[1][k] for k, e in policy.slice_estimators.items()} == slices_run

@@ -196,3 +196,13 @@ def test_latency_samples_of_real_frames_reach_the_estimates_by_flush(raw_frame):
             ctrl.run(image, 1.0)
         ctrl.flush()
         assert ctrl.policy.segment_estimators[0].online_count == before + 20
+
+
+def test_a_failure_in_frame_planning_degrades_only_that_frame(raw_frame):
+    ctrl, _, _, _ = make(options=ControllerOptions(warmup_runs=2, margin_s=0.3e-3, watchdog_guard_s=0.1e-3))
+    original = ctrl.policy.plan_frame
+    ctrl.policy.plan_frame = lambda now, limit: 1 / 0
+    broken = ctrl.run(raw_frame, 0.05)
+    ctrl.policy.plan_frame = original
+    assert broken.status is StopReason.NO_RESULT and "plan: ZeroDivisionError" in broken.error
+    assert ctrl.run(raw_frame, 0.05).status is StopReason.FINAL and ctrl.stats().backend_errors == 1
