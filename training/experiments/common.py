@@ -248,9 +248,11 @@ def plot_curves(runs: Sequence[dict], path: Path, title: str) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for r in runs:
+    colors = plt.get_cmap("tab20").colors
+    for i, r in enumerate(runs):
         points = [(c["epoch"] + 1, pct(c["val_accuracy"][-1])) for c in r["curve"] if c["val_accuracy"]]
-        ax.plot([e for e, _ in points], [v for _, v in points], "o-", markersize=3, label=r["tag"])
+        ax.plot([e for e, _ in points], [v for _, v in points], "o--" if "opt" in r["tag"] else "o-",
+                color=colors[(2 * i) % 20 + (2 * i) // 20 % 2], markersize=3, label=r["tag"])
     ax.set_xlabel("epoch (cosine learning rate, 0 at the end)")
     ax.set_ylabel("final exit, validation accuracy %")
     ax.grid(alpha=0.3)
