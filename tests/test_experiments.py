@@ -225,3 +225,30 @@ def test_cli_runs_every_experiment_with_default_architectures(tiny_data, tmp_pat
     for name in EXPERIMENTS:
         assert (out / f"{name}.json").is_file() and f"wrote {out}/{name}.json" in printed
     assert "reusing" in printed  # budgets and resnext reuse the weighting runs
+
+
+def test_seed_table_compares_result_files(tmp_path, capsys):
+    from training.experiments import seeds
+
+    def result(seed: int, accs: dict[str, float], extra: str) -> Path:
+        runs = {t: {"tag": t, "exits": [{"test_accuracy": 0.1}, {"test_accuracy": a}]} for t, a in accs.items()}
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps({"config": {"seed": seed, "epochs": 6}, "runs": runs,
+                                    "opt": {"5": {"tag": extra, "exits": [{"test_accuracy": 0.95}]}}}))
+        return path
+
+    a = result(0, {"const": 0.90, "adaloss": 0.93}, "opt5")
+    b = result(1, {"const": 0.92, "adaloss": 0.94, "only-here": 0.5}, "opt5")
+    table = seeds.seed_table([a, b], against="const")
+    assert table["headers"][:5] == ["run", "seed 0, 6 ep (%)", "seed 1, 6 ep (%)", "mean", "spread"]
+    rows = {r[0]: r[1:] for r in table["rows"]}
+    assert set(rows) == {"const", "adaloss", "opt5"}  # tags in every file only
+    assert rows["adaloss"] == pytest.approx([93.0, 94.0, 93.5, 1.0, 3.0, 2.0])
+    assert rows["opt5"][:2] == pytest.approx([95.0, 95.0])  # a one-exit run: its only exit is the final one
+    with pytest.raises(ValueError, match="not a run of every file"):
+        seeds.seed_table([a, b], against="only-here")
+    with pytest.raises(ValueError, match="at least two"):
+        seeds.seed_table([a])
+    assert seeds.main([str(a), str(b), "--exit", "1"]) == 0
+    assert "exit 2" in capsys.readouterr().out
+    assert [r[0] for r in seeds.seed_table([a, b], exit_index=1)["rows"]] == ["const", "adaloss"]  # OPT: one exit
