@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from training import data
-from training.experiments import EXPERIMENTS, ExperimentConfig, anytimenet, anytimenet_bn, budgets, ensembles, weightings
+from training.experiments import EXPERIMENTS, ExperimentConfig, anytimenet, anytimenet_bn, budgets, common, ensembles, \
+    weightings
 from training.experiments.__main__ import main, parse_args
 from training.weighting import BUDGET_DISTRIBUTIONS, impatient_weights
 
@@ -67,11 +68,18 @@ def test_weighting_and_budgets_share_runs(config):
         assert len(opt["exits"]) == 1 and opt["exits"][0]["flops"] <= result["flops"][int(k)]
     rel = result["tables"][1]
     assert rel["rows"][0][:3] == ["OPT", 0.0, 0.0] and len(rel["rows"]) == 3
+    curves = result["curves_table"]  # one row per run (4 anytime + OPT), one column per epoch
+    assert [r[0] for r in curves["rows"]] == ["resann4-const", "resann4-adaloss", "resann4-opt1", "resann4-opt3"]
+    assert curves["headers"][1] == "ep 1" and all(0 <= r[1] <= 100 for r in curves["rows"])
+    assert len(result["runs"]["const"]["curve"]) == 1 and len(result["runs"]["const"]["curve"][0]["val_accuracy"]) == 4
+    assert "Validation accuracy (%) of the final exit per epoch" in (Path(config.out) / "weighting.md").read_text()
+    assert (Path(config.out) / "weighting-curves-gtsrb32.png").stat().st_size > 1000
 
     spec = budgets.BudgetSpec(model=TINY_RESANN, distributions=("uniform", "small"), others=("adaloss",))
     result = budgets.run(config, spec)
     check_tables(result, config.out, "budgets")
     assert result["runs"]["const"]["reused"] and result["runs"]["adaloss"]["reused"]
+    assert result["runs"]["const"]["curve"]  # a reused run still reports its curve
     assert not result["runs"]["impatient-small"]["reused"]
     assert [r[0] for r in result["tables"][1]["rows"]] == ["const", "impatient-uniform", "impatient-small", "adaloss",
                                                          "independent, a priori"]
@@ -159,6 +167,26 @@ def test_budget_maths_edge_cases():
     assert math.isclose(budgets.expected_cost([1, 3], "uniform", t_max=4), 0.5 * 1 + 0.25 * 3)
 
 
+def test_curves_table_and_read_curve(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    records = [{"epoch": 0, "lr": 0.1, "train_accuracy": [0.2, 0.3], "val_accuracy": [0.1, 0.25]},
+               {"epoch": 1, "lr": 0.0, "train_accuracy": [0.5, 0.6], "val_accuracy": [0.4, 0.5]},
+               {"epoch": 1, "lr": 0.0, "train_accuracy": [0.5, 0.7], "val_accuracy": [0.4, 0.55]}]  # resumed: last wins
+    (folder / "log.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    curve = common.read_curve(folder)
+    assert [c["epoch"] for c in curve] == [0, 1] and curve[1]["val_accuracy"] == [0.4, 0.55]
+    assert common.read_curve(tmp_path / "missing") == []
+    runs = [{"tag": "a", "curve": curve}, {"tag": "b", "curve": curve[:1]}, {"tag": "c", "curve": []}]
+    table = common.curves_table(runs, ExperimentConfig())
+    assert table["headers"] == ["run", "ep 1", "ep 2", "last - previous (pp)", "train acc last ep %"]
+    assert table["rows"][0][0] == "a" and table["rows"][0][1:] == pytest.approx([25.0, 55.0, 30.0, 70.0])
+    assert table["rows"][1] == ["b", 25.0, None, None, 30.0] and len(table["rows"]) == 2
+    assert common.curves_table([{"tag": "c", "curve": []}], ExperimentConfig()) is None
+    assert [r["tag"] for r in common.result_runs({"runs": {"x": runs[0]}, "opt": {"1": runs[0], "2": runs[1]}})] == \
+        ["a", "b"]
+
+
 def test_helpers_and_cli_parsing():
     assert weightings.opt_arch_kwargs((8, 16, 32), 2, 5) == {"widths": [8, 16, 32], "blocks_per_section": [2, 2, 2],
                                                              "exit_every": 6}
@@ -171,6 +199,19 @@ def test_helpers_and_cli_parsing():
     assert anytimenet.verdict(0.80, 0.805, 1000)[0] == "matches (within noise)"
     names, config, as_json = parse_args(["all", "--epochs", "2", "--limit-train", "0", "--json"])
     assert names == list(EXPERIMENTS) and config.epochs == 2 and config.limit_train is None and as_json
+    assert not config.channels_last and parse_args(["eann", "--channels-last"])[1].channels_last
+    config = parse_args(["weighting", "--schemes", "const, adaloss", "--opt-exits", "1,6"])[1]
+    assert config.schemes == ("const", "adaloss") and config.opt_exits == (0, 5)
+    assert parse_args(["weighting"])[1].schemes is None and parse_args(["weighting"])[1].opt_exits is None
+    spec = weightings.restrict(weightings.WeightingSpec(), config)
+    assert spec.schemes == ("const", "adaloss") and spec.opt_exits == (0, 5)
+    with pytest.raises(ValueError, match="unknown or no weighting schemes"):
+        weightings.restrict(weightings.WeightingSpec(), ExperimentConfig(schemes=("nope",)))
+    with pytest.raises(ValueError, match="not exits 1..6"):
+        weightings.restrict(weightings.WeightingSpec(), ExperimentConfig(opt_exits=(6,)))
+    for bad in ("x", "0"):
+        with pytest.raises(SystemExit):
+            parse_args(["weighting", "--opt-exits", bad])
     with pytest.raises(SystemExit):
         main(["nope"])
 
@@ -184,3 +225,30 @@ def test_cli_runs_every_experiment_with_default_architectures(tiny_data, tmp_pat
     for name in EXPERIMENTS:
         assert (out / f"{name}.json").is_file() and f"wrote {out}/{name}.json" in printed
     assert "reusing" in printed  # budgets and resnext reuse the weighting runs
+
+
+def test_seed_table_compares_result_files(tmp_path, capsys):
+    from training.experiments import seeds
+
+    def result(seed: int, accs: dict[str, float], extra: str) -> Path:
+        runs = {t: {"tag": t, "exits": [{"test_accuracy": 0.1}, {"test_accuracy": a}]} for t, a in accs.items()}
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps({"config": {"seed": seed, "epochs": 6}, "runs": runs,
+                                    "opt": {"5": {"tag": extra, "exits": [{"test_accuracy": 0.95}]}}}))
+        return path
+
+    a = result(0, {"const": 0.90, "adaloss": 0.93}, "opt5")
+    b = result(1, {"const": 0.92, "adaloss": 0.94, "only-here": 0.5}, "opt5")
+    table = seeds.seed_table([a, b], against="const")
+    assert table["headers"][:5] == ["run", "seed 0, 6 ep (%)", "seed 1, 6 ep (%)", "mean", "spread"]
+    rows = {r[0]: r[1:] for r in table["rows"]}
+    assert set(rows) == {"const", "adaloss", "opt5"}  # tags in every file only
+    assert rows["adaloss"] == pytest.approx([93.0, 94.0, 93.5, 1.0, 3.0, 2.0])
+    assert rows["opt5"][:2] == pytest.approx([95.0, 95.0])  # a one-exit run: its only exit is the final one
+    with pytest.raises(ValueError, match="not a run of every file"):
+        seeds.seed_table([a, b], against="only-here")
+    with pytest.raises(ValueError, match="at least two"):
+        seeds.seed_table([a])
+    assert seeds.main([str(a), str(b), "--exit", "1"]) == 0
+    assert "exit 2" in capsys.readouterr().out
+    assert [r[0] for r in seeds.seed_table([a, b], exit_index=1)["rows"]] == ["const", "adaloss"]  # OPT: one exit

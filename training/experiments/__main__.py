@@ -36,6 +36,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[list[str], ExperimentConf
     p.add_argument("--threads", type=int, default=defaults.threads,
                    help="torch CPU threads (default 1: tiny models on shared cores run fastest single-threaded)")
     p.add_argument("--device", default=defaults.device, choices=("auto", "cpu", "cuda"))
+    p.add_argument("--channels-last", action="store_true",
+                   help="train in channels_last memory format (faster for ResANNs on CPU; a cached run made "
+                        "without it is trained again)")
+    p.add_argument("--schemes", default=None,
+                   help="weighting only: comma-separated schemes to train (default: all; e.g. const,linear)")
+    p.add_argument("--opt-exits", default=None,
+                   help="weighting only: comma-separated exits (1-based, as in its tables) that get an OPT network "
+                        "(default 1,2,4,6)")
     p.add_argument("--figures", default=None, help="also copy plots into this folder (e.g. docs/figures)")
     p.add_argument("--log-every", type=int, default=defaults.log_every, help="batches between progress lines")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of markdown tables")
@@ -43,9 +51,29 @@ def parse_args(argv: list[str] | None = None) -> tuple[list[str], ExperimentConf
     config = ExperimentConfig(dataset=args.dataset, epochs=args.epochs, limit_train=args.limit_train or None,
                               limit_eval=args.limit_eval or None, batch_size=args.batch_size, lr=args.lr,
                               seed=args.seed, out=args.out, data_dir=args.data_dir, threads=args.threads,
-                              figures=args.figures, device=args.device, log_every=args.log_every)
+                              figures=args.figures, device=args.device, log_every=args.log_every,
+                              channels_last=args.channels_last, schemes=_names(args.schemes),
+                              opt_exits=_exits(p, args.opt_exits))
     names = list(EXPERIMENTS) if args.name == "all" else [args.name]
     return names, config, args.json
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """'a, b' -> ('a', 'b'); None stays None."""
+    return None if text is None else tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _exits(p: argparse.ArgumentParser, text: str | None) -> tuple[int, ...] | None:
+    """--opt-exits '1,6' (1-based, as the tables print them) -> (0, 5)."""
+    if text is None:
+        return None
+    try:
+        exits = tuple(int(k) - 1 for k in _names(text) or ())
+    except ValueError:
+        p.error(f"--opt-exits takes comma-separated exit numbers, got {text!r}")
+    if not exits or min(exits) < 0:
+        p.error(f"--opt-exits takes exit numbers from 1, got {text!r}")
+    return exits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n\n".join(t["markdown"] for t in result["tables"]))
             if result.get("answer"):
                 print("\n" + result["answer"])
+            if result.get("curves_table"):
+                print("\n" + result["curves_table"]["markdown"])
             print(f"\n[experiments] {name}: {wall:.0f}s wall, {result['train_seconds']:.0f}s training; "
                   f"wrote {config.out}/{name}.json and {config.out}/{name}.md", flush=True)
     return 0

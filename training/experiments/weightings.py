@@ -77,8 +77,28 @@ def relative_increase(error: float, opt_error: float) -> float | None:
     return None if opt_error <= 0 else 100.0 * (error - opt_error) / opt_error
 
 
+def restrict(spec: WeightingSpec, config: ExperimentConfig) -> WeightingSpec:
+    """`spec` with the schemes and OPT exits the config names (`--schemes`, `--opt-exits`), if any.
+
+    >>> restrict(WeightingSpec(), ExperimentConfig(schemes=("const", "adaloss"), opt_exits=(5,))).opt_exits
+    (5,)
+    """
+    if config.schemes is not None:
+        unknown = [s for s in config.schemes if s not in SCHEMES]
+        if unknown or not config.schemes:
+            raise ValueError(f"unknown or no weighting schemes {list(config.schemes)}; choose from {', '.join(SCHEMES)}")
+        spec = dataclasses.replace(spec, schemes=tuple(config.schemes))
+    if config.opt_exits is not None:
+        bad = [k for k in config.opt_exits if not 0 <= k < spec.num_exits]
+        if bad:
+            raise ValueError(f"OPT exits {[k + 1 for k in bad]} are not exits 1..{spec.num_exits} of the model")
+        spec = dataclasses.replace(spec, opt_exits=tuple(sorted(set(config.opt_exits))))
+    return spec
+
+
 def run(config: ExperimentConfig, spec: WeightingSpec = WeightingSpec()) -> dict:
     """Train every scheme and the OPT exits; tables of errors and relative increase vs OPT."""
+    spec = restrict(spec, config)
     total = len(spec.schemes) + len(spec.opt_exits)
     runs = {}
     for i, scheme in enumerate(spec.schemes):
