@@ -64,7 +64,7 @@ class ControllerOptions:
           while a step is stuck, at the price of a hand-off and a timer wake-up per frame (measured in
           docs/results.md: it loses budget on sub-millisecond models). None means False.
     record_in_background: on a real clock with `threaded=False`, the frames' latency samples are fed to the
-          estimators by a background thread (`edge-anytime-recorder`, woken when there is work), so that work is
+          estimators by a background thread (`edge-anytime-recorder`, waking every 2 ms), so that work is
           not between a frame's last step and its return. False: on the caller's thread, before the result
           is stamped (e.g. on a single-core board, where the thread would only compete with the frames).
     """

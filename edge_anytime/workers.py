@@ -110,38 +110,31 @@ class DeliveryThread:
 class SampleRecorder:
     """Applies batches of latency samples on one background thread.
 
-    The caller appends a batch to a deque and wakes the thread only when it is idle (one wake-up per burst
-    of frames, none while it is working); the thread applies the batches one at a time and yields the
-    interpreter lock (GIL) after each, so a caller back from a LiteRT invoke waits for at most one batch, and
-    it never wakes up without work. `drain()` applies everything pending from the calling thread; one lock
-    makes the recorder the estimators' only writer at any time.
+    The caller hands a batch over with a deque append (no wake-up on its path); the thread wakes every
+    `period_s`, applies what is there one batch at a time and yields the interpreter lock (GIL) after each, so
+    a caller back from a LiteRT invoke waits for at most one batch. `drain()` applies everything pending from
+    the calling thread; one lock makes the recorder the estimators' only writer at any time.
     """
 
-    _STOP = object()
-
-    def __init__(self, apply: Callable[[object], None], report: Callable[[BaseException], None]) -> None:
+    def __init__(self, apply: Callable[[object], None], report: Callable[[BaseException], None],
+                 period_s: float = 0.002) -> None:
         self._apply = apply
         self._report = report
+        self._period_s = period_s
         self._batches: collections.deque = collections.deque()
         self._lock = threading.Lock()
-        self._wake: queue.SimpleQueue = queue.SimpleQueue()
-        self._armed = False          # a wake-up is on its way: no need for another
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edge-anytime-recorder", daemon=True)
         self._thread.start()
 
     def put(self, batch: object) -> None:
         self._batches.append(batch)
-        if not self._armed:
-            self._armed = True
-            self._wake.put(None)
 
     def _loop(self) -> None:
-        while self._wake.get() is not self._STOP:
-            while True:
-                self._armed = False  # from here on a new batch wakes us again; then look once more
-                if not self._apply_one():
-                    break
-                time.sleep(0)        # let a caller waiting for the GIL go first
+        while not self._stop.wait(self._period_s):
+            while self._batches and not self._stop.is_set():
+                self._apply_one()
+                time.sleep(0)       # let a caller waiting for the GIL go first
 
     def _apply_one(self) -> bool:
         with self._lock:
@@ -161,7 +154,7 @@ class SampleRecorder:
             pass
 
     def close(self) -> None:
-        self._wake.put(self._STOP)
+        self._stop.set()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=2.0)
         self.drain()

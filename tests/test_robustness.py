@@ -171,7 +171,7 @@ def test_the_sample_recorder_applies_in_order_survives_errors_and_drains_on_clos
             raise ValueError("broken estimate")
         applied.append(batch)
 
-    recorder = SampleRecorder(apply, errors.append)
+    recorder = SampleRecorder(apply, errors.append, period_s=0.001)
     for batch in (1, 2, "bad", 3):
         recorder.put(batch)
     deadline = time.monotonic() + 2.0
