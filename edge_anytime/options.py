@@ -63,10 +63,11 @@ class ControllerOptions:
           thread and `run()` waits with a timeout, so it hands back the best result by the deadline even
           while a step is stuck, at the price of a hand-off and a timer wake-up per frame (measured in
           docs/results.md: it loses budget on sub-millisecond models). None means False.
-    record_in_background: on a real clock with `threaded=False`, the frames' latency samples are fed to the
-          estimators by a background thread (`edge-anytime-recorder`, waking every 2 ms), so that work is
-          not between a frame's last step and its return. False: on the caller's thread, before the result
-          is stamped (e.g. on a single-core board, where the thread would only compete with the frames).
+    record_in_background: False (default): a frame's latency samples are fed to the estimators on the
+          caller's thread, before its result is stamped. True (real clock, `threaded=False`): a background
+          thread (`edge-anytime-recorder`, waking every 2 ms) does it, which takes that work (5-10 us a frame
+          here) off the frame's path when the loop has idle time between frames, but competes for the
+          interpreter lock when frames run back to back (measured in docs/results.md).
     """
 
     mode: str = "anytime"
@@ -86,7 +87,7 @@ class ControllerOptions:
     validate_frames: bool = True
     threaded: bool | None = False
     max_pending: int = 64
-    record_in_background: bool = True
+    record_in_background: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

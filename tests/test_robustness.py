@@ -189,7 +189,7 @@ def test_latency_samples_of_real_frames_reach_the_estimates_by_flush(raw_frame):
     if not (DEMO_BUNDLE / "manifest.json").is_file():
         pytest.skip("demo bundle not built")
     image = np.zeros((32, 32, 3), np.uint8)
-    with Controller.from_bundle(DEMO_BUNDLE) as ctrl:
+    with Controller.from_bundle(DEMO_BUNDLE, options=ControllerOptions(record_in_background=True)) as ctrl:
         assert ctrl._recorder is not None                     # real clock, inline: recorded in the background
         before = ctrl.policy.segment_estimators[0].online_count
         for _ in range(20):
