@@ -28,3 +28,24 @@ class Callbacks:
 
     def on_error(self, error: BaseException, context: str) -> None:
         """A problem that did not stop the controller: a rejected frame, a backend fault, a callback error."""
+
+
+def call_back(callbacks_list, name: str, payload) -> int:
+    """Call `name` on every Callbacks in `callbacks_list` (`on_error` takes (error, context)); an exception
+    in user code is reported to that object's `on_error` and counted, never raised. Returns how many
+    callbacks failed."""
+    failed = 0
+    for callbacks in callbacks_list:
+        try:
+            if name == "on_error":
+                callbacks.on_error(*payload)
+            else:
+                getattr(callbacks, name)(payload)
+        except Exception as exc:  # user code: report, count, carry on
+            failed += 1
+            if name != "on_error":
+                try:
+                    callbacks.on_error(exc, f"callback:{name}")
+                except Exception:
+                    failed += 1
+    return failed

@@ -39,7 +39,7 @@ import numpy as np
 
 from .backends.base import GraphLoadSpec, GraphRunner
 from .bundle import Bundle
-from .callbacks import Callbacks
+from .callbacks import Callbacks, call_back
 from .clock import MonotonicClock, time_source
 from .errors import FrameError
 from .frame_job import FrameJob, FrameTicket
@@ -50,16 +50,14 @@ from .options import ControllerOptions, ControllerStats, valid_confidence
 from .plan import FramePlan
 from .policy import DeadlinePolicy
 from .preprocess import Preprocessor
-from .handoff import HANDOFF_SAMPLES, TIMER_SLACK_NS, Ping, hand_back_latency, timer_lateness
+from .handoff import HANDOFF_SAMPLES, Ping, hand_back_latency, tight_timer_slack, timer_lateness
 from .profile import LatencyProfile, choose_profile
-from .realtime import set_timer_slack
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
 from .runners import load_runners
 from .workers import DeliveryThread, SampleRecorder, Watchdog
 
 COLD_PASSES = 3   # warm-up frames never recorded: cold caches, lazy allocation
-_THREAD_STATE = threading.local()
 
 
 class Controller:
@@ -185,7 +183,7 @@ class Controller:
         self._warming = plan.admit_all = True
         try:
             if self._threaded and not self._simulated_clock:
-                _tight_timer_slack()
+                tight_timer_slack()
                 policy.wakeup.seed(timer_lateness(HANDOFF_SAMPLES))
                 policy.delivery.seed(hand_back_latency(self._queue, HANDOFF_SAMPLES))
             passes = 0
@@ -255,7 +253,7 @@ class Controller:
         if job.finalized:
             return job.result
         job.hand_back = True
-        _tight_timer_slack()
+        tight_timer_slack()
         self._ensure_worker()
         self.policy.note_arrival(self._current is not None)
         self._queue.put(job)
@@ -588,32 +586,13 @@ class Controller:
         if name == "__flush__":
             payload.set()
             return
-        for callbacks in self._callbacks:
-            try:
-                if name == "on_error":
-                    callbacks.on_error(*payload)
-                else:
-                    getattr(callbacks, name)(payload)
-            except Exception as exc:  # user code: report, count, carry on
-                self._counts["callback_errors"] += 1
-                if name != "on_error":
-                    try:
-                        callbacks.on_error(exc, f"callback:{name}")
-                    except Exception:
-                        self._counts["callback_errors"] += 1
+        self._counts["callback_errors"] += call_back(self._callbacks, name, payload)
 
     def _report_error(self, error: BaseException, context: str) -> None:
         self._dispatch(("on_error", (error, context)))
 
 
 _STATUS_NAMES = {status: status.value for status in StopReason}   # the counter of each status
-
-
-def _tight_timer_slack() -> None:
-    """Once per thread: timed waits of this thread wake within microseconds, not the default 50 us."""
-    if not getattr(_THREAD_STATE, "slack_set", False):
-        set_timer_slack(TIMER_SLACK_NS)
-        _THREAD_STATE.slack_set = True
 
 
 def load_controller(path: str | os.PathLike, **kwargs) -> Controller:

@@ -53,3 +53,15 @@ def timer_lateness(count: int) -> list[float]:
         gate.acquire(timeout=wait)
         samples.append(max(0.0, time.perf_counter() - start - wait))
     return samples[COLD:]
+
+
+_THREAD_STATE = threading.local()
+
+
+def tight_timer_slack() -> None:
+    """Once per thread: timed waits of this thread wake within microseconds, not the default 50 us."""
+    if not getattr(_THREAD_STATE, "slack_set", False):
+        from .realtime import set_timer_slack
+
+        set_timer_slack(TIMER_SLACK_NS)
+        _THREAD_STATE.slack_set = True
