@@ -533,20 +533,11 @@ class Controller:
         return self._hand_over(result, job)
 
     def _hand_over(self, result: FrameResult, job: FrameJob) -> FrameResult:
-        """Count and publish the result `run()` is about to return, then, on a real clock, stamp `delivered_s`
-        with the time it leaves the controller: the clock read here plus the return path measured at warm-up
-        (its median, about a microsecond), so a result handed back after its deadline is not reported as met
-        (a frame that crossed it in these last microseconds is counted as missed and `on_miss` fires)."""
-        self._publish_final(result, job)
-        if not self._simulated_clock:
-            before, deadline = result.delivered_s, result.deadline_s
-            end = self._now() + self._return_allowance
-            if end > before:
-                result._restamp(end)
-                if before <= deadline < end and result.best is not None and result.error is None \
-                        and not self._warming:   # it crossed the deadline on its way out
-                    self._counts["missed_deadlines"] += 1
-                    self._dispatch(("on_miss", result))
+        """Count and publish the result `run()` is about to return. On a real clock `delivered_s` is stamped
+        with the time it leaves the controller (the clock read after counting and queueing it, plus the return
+        path measured at warm-up, about a microsecond) before it is judged missed or not, so a result handed
+        back after its deadline is never reported as met."""
+        self._publish_final(result, job, stamp=not self._simulated_clock)
         return result
 
     def _on_watchdog(self, job: FrameJob) -> None:
@@ -558,19 +549,25 @@ class Controller:
         if self._callbacks and not self._warming:
             self._dispatch(("on_result", exit_result))
 
-    def _publish_final(self, result: FrameResult, job: FrameJob) -> None:
+    def _publish_final(self, result: FrameResult, job: FrameJob, stamp: bool = False) -> None:
+        """Count the result and hand it to the callbacks; `stamp`: first set `delivered_s` to now (plus the
+        measured return path), the result being about to leave `run()`."""
+        if not self._warming:
+            counts = self._counts
+            counts[_STATUS_NAMES[result.status]] += 1
+            if result.best is None and job.admitted and result.error is None:
+                counts["interrupted_without_result"] += 1   # a segment ran, but no exit was reached in time
+            if self._callbacks:
+                self._dispatch(("on_final", result))
+        if stamp:
+            end = self._now() + self._return_allowance
+            if end > result.delivered_s:
+                result._restamp(end)
         if self._warming:
             return
-        counts = self._counts
-        counts[_STATUS_NAMES[result.status]] += 1
-        if result.best is None and job.admitted and result.error is None:
-            counts["interrupted_without_result"] += 1   # a segment ran, but no exit was reached in time
-        missed = result.best is None or result.delivered_s > result.deadline_s
-        if missed and result.error is None:
-            counts["missed_deadlines"] += 1
-        if self._callbacks:
-            self._dispatch(("on_final", result))
-            if missed and result.error is None:
+        if (result.best is None or result.delivered_s > result.deadline_s) and result.error is None:
+            self._counts["missed_deadlines"] += 1
+            if self._callbacks:
                 self._dispatch(("on_miss", result))
 
     def _dispatch(self, item) -> None:

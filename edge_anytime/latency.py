@@ -195,7 +195,7 @@ class QuantileEstimator:
         """A run stopped after `seconds` by a late step would have taken longer: this lower bound enters the
         window only when it is above the tail already (a conservative sample, and a burst sign); it is never
         taken as a sign of stale samples."""
-        if not self.online or not seconds >= 0 or seconds == math.inf:
+        if not (self.online and 0.0 <= seconds < math.inf):
             return
         if self._explore_fast is not None:
             self._explored(stale=False)

@@ -115,16 +115,10 @@ class ReplaySetup:
                  for s in self.reach_samples]
         surely = reach[-1] >= 1.0          # the whole anytime plan surely fits (DeadlinePolicy.plan_frame)
         admitted = np.ones(remaining.shape, bool)   # a later exit counts only if its segment would be admitted
-        for position in range(1, len(reach)):
+        for position in range(1, len(reach)):   # ... when the exit before is reached at its typical time
             start = sorted_quantile(self.reach_samples[position - 1], 0.5)
-            samples = self.segment_samples[position]
-            p = np.searchsorted(samples, remaining - start, side="right") / samples.size if samples.size \
-                else np.zeros(remaining.shape)
-            best_before = max(self.values[self.plan.segments[j][0]] for j in range(position))
-            gain = self.reach_values[position] - best_before
-            loss = self.busy * gain + (best_before if self.lose_current else 0.0)
-            need = max(self.options.min_fit_probability, loss / (gain + loss)) if gain > 0 else np.inf
-            admitted &= p >= need
+            best = max((self.plan.segments[j][0] for j in range(position)), key=lambda k: self.values[k])
+            admitted &= self.admitted(position, remaining - start, np.full(remaining.shape, best))
             reach[position] = np.where(admitted, reach[position], 0.0)
         anytime = np.zeros(remaining.shape)
         best = 0.0
