@@ -75,11 +75,24 @@ def cold_starts(bundle: Bundle, frames: np.ndarray, loads: int, budget: float, o
     return {"loads": loads, "first_frame_final_exit": int(final), "exits": np.bincount(np.array(exits) + 1).tolist()}
 
 
-def soak(bundle: Bundle, frames: np.ndarray, count: int, low: float, high: float, seed: int) -> dict:
+def test_labels(count: int) -> np.ndarray | None:
+    """The labels of `test_frames(count)` (None when the data set is not available: no accuracy column)."""
+    try:
+        from training.data import load_split
+
+        return load_split("gtsrb32", "test")[1][:count]
+    except Exception:  # noqa: BLE001 - random frames: lateness only
+        return None
+
+
+def soak(bundle: Bundle, frames: np.ndarray, count: int, low: float, high: float, seed: int,
+         labels: np.ndarray | None = None) -> dict:
+    """`labels`: the frames' classes, to count results on time and correct."""
     rng = np.random.default_rng(seed)
     controllers = {"inline": Controller.from_bundle(bundle),
                    "threaded": Controller.from_bundle(bundle, options=ControllerOptions(threaded=True))}
     late = {name: [] for name in controllers}
+    correct = {name: 0 for name in controllers}   # results on time and right
     exits = {name: np.zeros(len(bundle.program.exits) + 1, int) for name in controllers}
     budgets = rng.uniform(low, high, count)
     started = time.perf_counter()
@@ -89,12 +102,15 @@ def soak(bundle: Bundle, frames: np.ndarray, count: int, low: float, high: float
                 for i in range(start, min(count, start + BLOCK)):
                     r = ctrl.run(frames[i % len(frames)], float(budgets[i]))
                     late[name].append(r.delivered_s - r.deadline_s)
+                    if labels is not None and r.met_deadline and r.label == labels[i % len(labels)]:
+                        correct[name] += 1
                     exits[name][-1 if r.exit_index is None else r.exit_index] += 1
         out = {}
         for name, ctrl in controllers.items():
             lateness = np.asarray(late[name])
             out[name] = {"frames": count, "later_than_deadline_plus_1ms": int((lateness > 1e-3).sum()),
                          "late": int((lateness > 0).sum()), "lateness_ms": percentiles(lateness),
+                         "on_time_correct_pct": None if labels is None else round(100.0 * correct[name] / count, 2),
                          "exit_histogram": {**{f"exit{k}": int(n) for k, n in enumerate(exits[name][:-1])},
                                             "none": int(exits[name][-1])},
                          "stats": dataclasses.asdict(ctrl.stats())}
@@ -109,7 +125,7 @@ def print_soak(title: str, result: dict) -> None:
     for name in ("inline", "threaded"):
         r = result[name]
         print(f"{title} {name:8s}: {r['frames']} frames, {r['later_than_deadline_plus_1ms']} later than deadline + 1 ms, "
-              f"{r['late']} late at all; lateness ms {r['lateness_ms']}; exits {r['exit_histogram']}; "
+              f"{r['late']} late at all; on time and correct {r['on_time_correct_pct']}%; lateness ms {r['lateness_ms']}; exits {r['exit_histogram']}; "
               f"late steps {r['stats']['late_steps']}")
 
 
@@ -126,6 +142,7 @@ def main(argv=None) -> dict:
 
     bundle = Bundle.load(args.bundle)
     frames = test_frames(2000)
+    labels = test_labels(len(frames))
     report = {"bundle": args.bundle, "load_average_start": os.getloadavg()}
     median, p99 = full_plan_latency(bundle, frames)
     report["full_plan_ms"] = {"median": median * 1e3, "p99": p99 * 1e3}
@@ -136,7 +153,7 @@ def main(argv=None) -> dict:
         print(f"cold starts {name:8s}: first frame at 3x p99 ({3 * p99 * 1e3:.3f} ms) got the full plan's answer in "
               f"{cold[name]['first_frame_final_exit']} of {args.loads} fresh loads (exits -1..: {cold[name]['exits']})")
     report["cold_starts"] = cold
-    report["soak_quiet"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed)
+    report["soak_quiet"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed, labels)
     print_soak("soak quiet ", report["soak_quiet"])
     if not args.skip_loaded:
         from edge_anytime.realtime import RealtimeOptions, apply_realtime
@@ -145,14 +162,14 @@ def main(argv=None) -> dict:
         with ExitStack() as stack:
             for _ in range(os.cpu_count() or 1):
                 stack.enter_context(BackgroundLoad(args.cpu_load, max_seconds=1800))
-            report["soak_loaded"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed + 1)
+            report["soak_loaded"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed + 1, labels)
             print_soak("soak loaded", report["soak_loaded"])
             cpu = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
             rt = apply_realtime(RealtimeOptions(cpus=None if cpu is None else (cpu,), fifo_priority=50,
                                                 lock_memory=True, freeze_gc=True))
             report["realtime"] = str(rt)
             print(f"real-time settings: {rt}")
-            report["soak_loaded_realtime"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed + 2)
+            report["soak_loaded_realtime"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed + 2, labels)
             print_soak("soak loaded+rt", report["soak_loaded_realtime"])
     report["load_average_end"] = os.getloadavg()
     print(f"load average at the end {report['load_average_end']}")
