@@ -8,6 +8,8 @@ Frames: the GTSRB test set (all 12,630 by default) through the bundle. Policies,
 * `anytime`     - the controller with its defaults (steps on the caller's thread);
 * `threaded`    - the controller with `threaded=True` (real clock only: `run()` returns by the deadline
                   even while a step is stuck, at the price of a thread hand-off per frame);
+* `cautious`    - the default controller with `min_fit_probability=0.9` (real clock only): a segment runs
+                  only when it will very likely end in time, for loops where a late call is worse than none;
 * `apriori`     - the controller in a-priori mode;
 * `static:k`    - exit k as a stand-alone model, deadline-unaware;
 * `best-static` - the best static exit whose slice fits the smallest budget of the scenario;
@@ -66,6 +68,8 @@ from simulator.timing import draw_latencies  # noqa: E402
 THRESHOLD = 0.9
 CONSTANT_FRACTIONS = tuple(round(0.3 + 0.1 * i, 1) for i in range(13))
 TIE = 0.003   # ties within 0.3 points
+CAUTIOUS_FIT = 0.9   # the `cautious` variant's min_fit_probability
+CONTROLLER_VARIANTS = ("threaded", "cautious")   # the default controller under other options (real clock)
 BLOCK = 50    # real clock, --real-order blocks: policies take turns every BLOCK frames
 
 
@@ -206,6 +210,8 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
     options = ControllerOptions()
     controllers = {"anytime": Controller.from_bundle(bundle, options=options),
                    "threaded": Controller.from_bundle(bundle, options=dataclasses.replace(options, threaded=True)),
+                   "cautious": Controller.from_bundle(
+                       bundle, options=dataclasses.replace(options, min_fit_probability=CAUTIOUS_FIT)),
                    "apriori": Controller.from_bundle(bundle, options=dataclasses.replace(options, mode="apriori"))}
     policies = list(controllers) + [f"static:{k}" for k in range(exits)] + list(thresholds)
     baselines = {p: Unaware(bundle, own_runners()) for p in policies if p not in controllers}
@@ -299,13 +305,14 @@ def real_result_budget(ctrl: Controller, unaware: Unaware, frames: np.ndarray, k
 # ----------------------------------------------------------------------------- report
 def print_table(title: str, table: dict) -> dict:
     policies = list(next(iter(table.values())))
-    order = ["anytime"] + [p for p in ("threaded", "apriori") if p in policies] + \
-            [p for p in policies if p not in ("anytime", "threaded", "apriori")]
+    variants = ("anytime",) + CONTROLLER_VARIANTS      # the controller under other settings: not "others"
+    order = ["anytime"] + [p for p in (*CONTROLLER_VARIANTS, "apriori") if p in policies] + \
+            [p for p in policies if p not in (*variants, "apriori")]
     print(f"\n{title}: on time and correct (%)")
     print(f"{'scenario':<26}" + "".join(f"{p:>12}" for p in order) + "   anytime vs best other")
     wins = ties = losses = 0
     for name, rows in table.items():
-        others = [rows[p].on_time_correct for p in rows if p not in ("anytime", "threaded")]
+        others = [rows[p].on_time_correct for p in rows if p not in variants]
         margin = rows["anytime"].on_time_correct - max(others)
         verdict = "win" if margin > TIE else ("tie" if margin >= -TIE else "LOSS")
         wins, ties, losses = wins + (verdict == "win"), ties + (verdict == "tie"), losses + (verdict == "LOSS")
