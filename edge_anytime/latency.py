@@ -192,17 +192,16 @@ class QuantileEstimator:
             self._read_quantiles()
 
     def observe_stopped(self, seconds: float) -> None:
-        """A run stopped after `seconds` by a late step would have taken longer: this lower bound enters the
-        window only when it is above the tail already (a conservative sample, and a burst sign); it is never
-        taken as a sign of stale samples."""
+        """A run stopped by a late step, which would have taken about `seconds` (the steps it ran, plus the
+        typical time of those it skipped): it enters the window like any sample. Whatever the admission
+        threshold below it, it says what a complete run would (the segment did not fit); dropping it would
+        leave only the runs that fitted, a window biased fast exactly at the budgets where runs overrun (and,
+        after a slowdown, one that never learns). It is never taken as a sign of stale samples."""
         if not (self.online and 0.0 <= seconds < math.inf):
             return
         if self._explore_fast is not None:
             self._explored(stale=False)
-        if seconds > self._tail:
-            self.observe(seconds)
-        else:
-            self._refusals = 0
+        self.observe(seconds)
 
     def _explored(self, stale: bool) -> None:
         """An exploration's outcome sets the wait for the next one."""
@@ -299,8 +298,7 @@ class GaussianEstimator:
             self.seed([seconds])
 
     def observe_stopped(self, seconds: float) -> None:
-        if seconds > self.tail():
-            self.observe(seconds)
+        self.observe(seconds)
 
     def _moments(self) -> tuple[float, float]:
         data = self._samples[:self.count]

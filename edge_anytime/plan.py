@@ -198,15 +198,22 @@ class FramePlan:
         if job.finalized or (self.emulate_watchdog and ended > job.fire_at) or ended > job.deadline:
             job.late_steps += 1
             self.counts["late_steps"] += 1
-            if not self.admit_all:   # the segment ran at least this long (a censored sample), and overran
-                self._measured(self._segment, ended - job.segment_start, ended, censored=True)
+            if not self.admit_all:   # the segment overran: about this long with the steps it skips (censored)
+                skipped = self._skipped_mean(self._segment, step)
+                self._measured(self._segment, ended - job.segment_start + skipped, ended + skipped, censored=True)
                 self.counts["steps_overrun"] += 1
             return False
         return True
 
+    def _skipped_mean(self, segment: BoundSegment, step) -> float:
+        """The typical time of the steps of `segment` after `step` (a late step stopped the segment there)."""
+        steps = segment.steps
+        mean = self.policy.step_mean
+        return sum(mean[later.index] for later in steps[steps.index(step) + 1:])
+
     def _measured(self, segment: BoundSegment, seconds: float, ended: float, censored: bool = False) -> None:
         """Keep a served segment's (or a-priori slice's) latency for its estimators (`record_samples`);
-        `censored`: it was stopped after a late step, so it would have taken at least `seconds`."""
+        `censored`: it was stopped after a late step (`seconds` adds the typical time of the steps it skipped)."""
         self._segment_samples.append((segment.exit_index if self.apriori else segment.position, seconds,
                                       ended - self.started, censored))
 

@@ -192,6 +192,33 @@ def test_exploration_relearns_a_faster_host_within_a_few_dozen_frames():
     assert runs >= 0.05 * 512
 
 
+def test_runs_stopped_late_enter_the_window_so_a_slowdown_is_learnt_under_a_preempted_tail():
+    # 500 runs of 1 ms and 12 preemptions of 5 ms (the tail), then the host slows down: every admitted run now
+    # takes 1.8 ms and is stopped by a late step. Those censored runs must count against a 1.5 ms threshold
+    # (an estimator that kept them only above the 5 ms tail would keep admitting, and every frame would overrun).
+    est = QuantileEstimator(0.99, min_online=32, refresh_every=16)
+    for i in range(512):
+        est.observe(5 * MS if i % 43 == 0 else 1 * MS)
+    assert est.tail() == 5 * MS and est.fit_probability(1.5 * MS) > 0.975
+    overruns = 0
+    while est.fit_probability(1.5 * MS) >= 0.976:     # what a refinement worth 2.4 points needs inline
+        overruns += 1
+        assert overruns <= 13, "the estimator keeps admitting a segment that overruns every time"
+        est.observe_stopped(1.8 * MS)
+    assert overruns >= 1
+
+
+def test_runs_stopped_late_keep_the_window_unbiased_at_a_knife_edge_budget():
+    # Latencies uniform in 0.8..1.2 ms, a threshold of 1.0 ms: half the runs end in time (complete samples),
+    # half are stopped late (censored at their true length, as the plan adds the skipped steps' typical time).
+    # The estimate must stay near one half, not drift towards 1 as it would if only the runs that fitted stayed.
+    rng = np.random.default_rng(0)
+    est = QuantileEstimator(0.99, min_online=32, refresh_every=16)
+    for value in rng.uniform(0.8, 1.2, 2000) * MS:
+        (est.observe if value <= 1.0 * MS else est.observe_stopped)(float(value))
+    assert 0.4 < est.fit_probability(1.0 * MS) < 0.6
+
+
 def test_a_first_segment_that_cannot_fit_is_refused_not_run_late(raw_frame):
     # stem + head take 1.2 ms, every budget is 0.8 ms: 500 frames must cost a handful of explorations, not a
     # late run every few frames (probing, which scaled the estimate down on each refusal, did that)
