@@ -3,6 +3,7 @@ images, tiny widths), the JSON/markdown structure, numbers in range; budget math
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -88,6 +89,15 @@ def test_weighting_and_budgets_share_runs(config):
         assert all(0 <= v <= 1 for v in row.values())
     assert [r[0] for r in result["tables"][0]["rows"]] == [budgets.LABELS["uniform"], budgets.LABELS["small"]]
 
+    # --schemes limits the cross table's other weightings (here to none but const, which is always there)
+    result = budgets.run(dataclasses.replace(config, schemes=("const",)), dataclasses.replace(spec, others=()))
+    assert list(result["runs"]) == ["const", "impatient-uniform", "impatient-small"]
+    assert all(r["reused"] for r in result["runs"].values())
+    assert budgets.restrict(budgets.BudgetSpec(), ExperimentConfig(schemes=("sieve",))).others == ("sieve",)
+    assert budgets.restrict(spec, ExperimentConfig()) == spec
+    with pytest.raises(ValueError, match="unknown or no weighting schemes"):
+        budgets.restrict(spec, ExperimentConfig(schemes=("impatient-small2",)))
+
 
 def test_anytimenet_experiment(config, tmp_path):
     spec = anytimenet.AnytimeNetSpec(widths=(4, 4, 8), schedule=((0, 1), (2, 1)), timing_images=64,
@@ -106,6 +116,28 @@ def test_anytimenet_experiment(config, tmp_path):
     assert {r[0] for r in kinds["rows"]} == {"IN", "SEC 1", "SEC 2", "SEC 3", "OUT"}
     assert result["verdict"] in ("beats", "matches (within noise)", "falls short of")
     assert all(os.path.getsize(f) > 1000 for f in result["figures"]) and len(result["figures"]) == 2
+
+
+def test_batch_stat_diagnostic_shuffles_a_class_sorted_test_set(monkeypatch):
+    """With one class per batch, batch statistics would erase the label; the diagnostic shuffles first."""
+    import training.loaders
+
+    class Probe(torch.nn.Module):  # logit sign = the batch-normalised mean pixel, which encodes the label
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm1d(1, affine=False)
+
+        def forward(self, x):
+            z = self.bn(x.mean((1, 2, 3))[:, None])[:, 0]
+            return [torch.stack([-z, z], 1)]
+
+    labels = torch.tensor([0] * 100 + [1] * 100)  # sorted by class, batches of 50: one class each
+    batches = [(labels[i:i + 50].float()[:, None, None, None].expand(50, 3, 2, 2), labels[i:i + 50])
+               for i in range(0, 200, 50)]
+    monkeypatch.setattr(training.loaders, "make_loader", lambda *a, **k: iter(batches))
+    probe = Probe().eval()
+    assert anytimenet.batch_stat_accuracy(probe, ExperimentConfig(), batch=50) == [1.0]
+    assert not probe.training  # evaluated on a copy
 
 
 def test_anytimenet_bn_experiment_reuses_the_default_run(config):

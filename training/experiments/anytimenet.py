@@ -143,7 +143,10 @@ def batch_stat_accuracy(model, config: ExperimentConfig, batch: int = 500) -> li
     """Diagnostic: test accuracy per exit with BatchNorm using each test batch's own statistics (as in
     training) instead of the running averages; on a copy, so the model's statistics stay untouched.
     Shows how much a train/eval BN mismatch costs (AnytimeNet re-executes BN layers on features of
-    every iteration, so one running average has to serve several input distributions)."""
+    every iteration, so one running average has to serve several input distributions).
+
+    The test images are shuffled first (seeded by `config.seed`): a test set stored sorted by class
+    (CIFAR-10's here) would otherwise give one-class batches, whose own statistics erase the class."""
     import copy
 
     import torch
@@ -152,13 +155,18 @@ def batch_stat_accuracy(model, config: ExperimentConfig, batch: int = 500) -> li
 
     probe = copy.deepcopy(model).train()
     options = LoaderOptions(batch_size=batch, limit_eval=config.limit_eval, seed=config.seed, data_dir=config.data_dir)
-    correct, seen = None, 0
+    parts = list(make_loader(config.dataset, "test", options))
+    if not parts:
+        return []
+    images, labels = torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(config.seed))
+    correct = None
     with torch.no_grad():
-        for images, labels in make_loader(config.dataset, "test", options):
-            hits = torch.stack([(z.argmax(1) == labels).sum() for z in probe(images)])
+        for start in range(0, len(labels), batch):
+            index = order[start:start + batch]
+            hits = torch.stack([(z.argmax(1) == labels[index]).sum() for z in probe(images[index])])
             correct = hits if correct is None else correct + hits
-            seen += len(labels)
-    return [float(c) / max(seen, 1) for c in correct.tolist()]
+    return [float(c) / len(labels) for c in correct.tolist()]
 
 
 def _test_images(config: ExperimentConfig, count: int):
