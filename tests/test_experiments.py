@@ -88,17 +88,6 @@ def test_weighting_and_budgets_share_runs(config):
         assert all(0 <= v <= 1 for v in row.values())
     assert [r[0] for r in result["tables"][0]["rows"]] == [budgets.LABELS["uniform"], budgets.LABELS["small"]]
 
-    # --schemes restricts the cross-table-only weightings; const and impatient-* are always there
-    only = ExperimentConfig(**{**config.describe(), "schemes": ("const",)})
-    result = budgets.run(only, spec)
-    assert list(result["runs"]) == ["const", "impatient-uniform", "impatient-small"]
-    assert all(r["reused"] for r in result["runs"].values())
-    assert budgets.restrict_others(spec, only).others == ()
-    assert budgets.restrict_others(spec, config).others == ("adaloss",)
-    assert budgets.restrict_others(budgets.BudgetSpec(), ExperimentConfig(schemes=("const", "impatient-small",
-                                                                                  "sieve"))).others == ("sieve",)
-    with pytest.raises(ValueError, match="unknown weighting schemes"):
-        budgets.restrict_others(spec, ExperimentConfig(schemes=("nope",)))
 
 
 def test_anytimenet_experiment(config, tmp_path):

@@ -100,29 +100,8 @@ class BudgetSpec:
     others: tuple[str, ...] = ("linear", "half_end", "sieve", "anytimenet", "adaloss")
 
 
-def restrict_others(spec: BudgetSpec, config: ExperimentConfig) -> BudgetSpec:
-    """`spec` whose cross-table-only weightings (`others`) are those `--schemes` names besides the
-    baselines and impatient-* (which are always trained); unchanged without `--schemes`.
-
-    >>> restrict_others(BudgetSpec(), ExperimentConfig(schemes=("const",))).others
-    ()
-    >>> restrict_others(BudgetSpec(), ExperimentConfig(schemes=("const", "adaloss"))).others
-    ('adaloss',)
-    """
-    if config.schemes is None:
-        return spec
-    from .weightings import SCHEMES
-
-    unknown = [s for s in config.schemes if s not in SCHEMES and not s.startswith("impatient-")]
-    if unknown:
-        raise ValueError(f"unknown weighting schemes {unknown}; choose from {', '.join(SCHEMES)}")
-    always = set(spec.baselines) | {f"impatient-{d}" for d in spec.distributions}
-    return dataclasses.replace(spec, others=tuple(s for s in config.schemes if s not in always))
-
-
 def run(config: ExperimentConfig, spec: BudgetSpec = BudgetSpec()) -> dict:
     """Train impatient-* anytime models and every exit as OPT; expected accuracy per distribution."""
-    spec = restrict_others(spec, config)
     weightings = list(spec.baselines) + [f"impatient-{d}" for d in spec.distributions]
     weightings += [w for w in spec.others if w not in weightings]
     exits = tuple(range(spec.model.num_exits))
