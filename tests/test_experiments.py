@@ -3,6 +3,7 @@ images, tiny widths), the JSON/markdown structure, numbers in range; budget math
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -87,6 +88,15 @@ def test_weighting_and_budgets_share_runs(config):
     for row in result["expected_accuracy"].values():
         assert all(0 <= v <= 1 for v in row.values())
     assert [r[0] for r in result["tables"][0]["rows"]] == [budgets.LABELS["uniform"], budgets.LABELS["small"]]
+
+    # --schemes limits the cross table's other weightings (here to none but const, which is always there)
+    result = budgets.run(dataclasses.replace(config, schemes=("const",)), dataclasses.replace(spec, others=()))
+    assert list(result["runs"]) == ["const", "impatient-uniform", "impatient-small"]
+    assert all(r["reused"] for r in result["runs"].values())
+    assert budgets.restrict(budgets.BudgetSpec(), ExperimentConfig(schemes=("sieve",))).others == ("sieve",)
+    assert budgets.restrict(spec, ExperimentConfig()) == spec
+    with pytest.raises(ValueError, match="unknown or no weighting schemes"):
+        budgets.restrict(spec, ExperimentConfig(schemes=("impatient-small2",)))
 
 
 

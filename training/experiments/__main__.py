@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[list[str], ExperimentConf
                    help="train in channels_last memory format (faster for ResANNs on CPU; a cached run made "
                         "without it is trained again)")
     p.add_argument("--schemes", default=None,
-                   help="weighting only: comma-separated schemes to train (default: all; e.g. const,linear)")
+                   help="weighting: comma-separated schemes to train (default: all; e.g. const,linear); budgets: the "
+                        "weightings its cross table shows besides const and impatient-* (default: all)")
     p.add_argument("--opt-exits", default=None,
                    help="weighting only: comma-separated exits (1-based, as in its tables) that get an OPT network "
                         "(default 1,2,4,6)")

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 from ..weighting import BUDGET_DISTRIBUTIONS
 from .common import ExperimentConfig, column, markdown_table, pct, schedule_note, total_train_seconds, train_run, \
     write_result
-from .weightings import WeightingSpec, anytime_run_spec, train_opts
+from .weightings import SCHEMES, WeightingSpec, anytime_run_spec, train_opts
 
 LABELS = {"uniform": "uniformly distributed budgets", "large": "large budgets likely",
           "small": "small budgets likely", "normal": "normally distributed budgets"}
@@ -100,8 +100,24 @@ class BudgetSpec:
     others: tuple[str, ...] = ("linear", "half_end", "sieve", "anytimenet", "adaloss")
 
 
+def restrict(spec: BudgetSpec, config: ExperimentConfig) -> BudgetSpec:
+    """`spec` with the cross table's other weightings limited to those `--schemes` names, if any
+    (const and the impatient-* models are always trained).
+
+    >>> restrict(BudgetSpec(), ExperimentConfig(schemes=("half_end", "sieve"))).others
+    ('half_end', 'sieve')
+    """
+    if config.schemes is None:
+        return spec
+    unknown = [s for s in config.schemes if s not in SCHEMES]
+    if unknown or not config.schemes:
+        raise ValueError(f"unknown or no weighting schemes {list(config.schemes)}; choose from {', '.join(SCHEMES)}")
+    return dataclasses.replace(spec, others=tuple(config.schemes))
+
+
 def run(config: ExperimentConfig, spec: BudgetSpec = BudgetSpec()) -> dict:
     """Train impatient-* anytime models and every exit as OPT; expected accuracy per distribution."""
+    spec = restrict(spec, config)
     weightings = list(spec.baselines) + [f"impatient-{d}" for d in spec.distributions]
     weightings += [w for w in spec.others if w not in weightings]
     exits = tuple(range(spec.model.num_exits))

@@ -41,7 +41,7 @@ class ExperimentConfig:
     figures: str | None = None  # also copy plots here (e.g. docs/figures)
     device: str = "cpu"
     channels_last: bool = False  # training.train --channels-last (ResANN: +15-25% images/s on one thread)
-    schemes: tuple[str, ...] | None = None  # `weighting` only: train these schemes (None: all of weightings.SCHEMES)
+    schemes: tuple[str, ...] | None = None  # `weighting`: train these schemes; `budgets`: its other weightings (None: all)
     opt_exits: tuple[int, ...] | None = None  # `weighting` only: 0-based exits that get an OPT network (None: default)
     log_every: int = 25  # batches between progress lines (0: one line per epoch)
 
