@@ -99,7 +99,6 @@ def test_weighting_and_budgets_share_runs(config):
         budgets.restrict(spec, ExperimentConfig(schemes=("impatient-small2",)))
 
 
-
 def test_anytimenet_experiment(config, tmp_path):
     spec = anytimenet.AnytimeNetSpec(widths=(4, 4, 8), schedule=((0, 1), (2, 1)), timing_images=64,
                                      timing_batch=32, repeats=1)
