@@ -171,11 +171,43 @@ def test_eann_and_resnext_experiments(config):
     assert [r["weighting_scope"] for r in result["runs"].values()] == ["member", "all", "member"]
 
     spec = ensembles.ResNeXtSpec(is_resnext={"blocks": 3, "width": 6, "num_subnets": 3, "bottleneck": 2,
-                                             "cardinality": 3}, shallow=TINY_RESANN)
+                                             "cardinality": 3}, shallow=TINY_RESANN, i_resnext=None)
     result = ensembles.run_resnext(config, spec)
     check_tables(result, config.out, "resnext")
-    assert len(result["tables"][0]["rows"]) == 3
+    assert len(result["tables"]) == 1 and len(result["tables"][0]["rows"]) == 3
+    assert set(result["runs"]) == {"is-resnext", "resann"}
     assert all(0 <= v <= 1 for v in result["expected_accuracy_uniform"].values())
+
+
+def test_resnext_experiment_with_i_resnext(config):
+    tiny_is = {"blocks": 3, "width": 6, "num_subnets": 3, "bottleneck": 2, "cardinality": 3}
+    spec = ensembles.ResNeXtSpec(is_resnext=tiny_is, shallow=TINY_RESANN, i_resnext=dict(tiny_is))
+    result = ensembles.run_resnext(config, spec)
+    check_tables(result, config.out, "resnext")
+    assert list(result["runs"]) == ["is-resnext", "resann", "i-resnext"]
+    assert result["runs"]["i-resnext"]["arch"] == "i-resnext" and not result["runs"]["i-resnext"]["reused"]
+    dense = result["tables"][1]
+    assert dense["title"].startswith("I-ResNeXt sub-networks") and len(dense["rows"]) == 3
+    own = [r[1] for r in dense["rows"]]
+    cumulative = [r[2] for r in dense["rows"]]
+    assert own == sorted(own) and own[0] == pytest.approx(cumulative[0])  # sub-network 1 alone = its anytime cost
+    assert all(o < c for o, c in zip(own[1:], cumulative[1:]))  # one pass per sub-network: not interruptible
+    assert cumulative[-1] == pytest.approx(sum(own))
+    assert ensembles.apriori_flops("i-resnext", tiny_is, 43) == [round(o * 1e6) for o in own]
+    is_flops = [e["flops"] for e in result["runs"]["is-resnext"]["exits"]]  # interruptible: a priori ~ cumulative
+    assert ensembles.apriori_flops("is-resnext", tiny_is, 43)[0] == is_flops[0]
+    for row in dense["rows"]:  # every comparison costs no more than the sub-network's own FLOPs
+        for col in (5, 8):
+            if row[col] is not None:
+                assert float(row[col].split("(")[1].split(" MF")[0]) <= row[1] + 0.005
+    exp = result["expected_accuracy_uniform"]
+    assert {"IS-ResNeXt", "ResANN", "I-ResNeXt, a priori", "I-ResNeXt, anytime"} <= set(exp)
+    assert exp["I-ResNeXt, anytime"] <= exp["I-ResNeXt, a priori"]  # same accuracies, later in anytime mode
+    assert "I-ResNeXt" in (Path(config.out) / "resnext.md").read_text()
+    again = ensembles.run_resnext(config, spec)  # every run cached
+    assert all(r["reused"] for r in again["runs"].values())
+    assert ensembles.best_within([1, 2, 3], [0.5, 0.9, 0.7], 2.5) == 1
+    assert ensembles.best_within([1, 2, 3], [0.5, 0.9, 0.7], 0.5) is None
 
 
 @pytest.mark.parametrize("distribution", BUDGET_DISTRIBUTIONS)

@@ -7,7 +7,10 @@
   1/16 .. 1 of the EANN's total FLOPs (the last kept exit done by then).
 - `resnext`: IS-ResNeXt (thin sub-networks of full depth) against the ResANN of
   `weighting` trained with const weights (shallow exits), at equal FLOPs: for each
-  IS-ResNeXt exit, the best ResANN exit that costs no more.
+  IS-ResNeXt exit, the best ResANN exit that costs no more. With `ResNeXtSpec.i_resnext`
+  (the default) also I-ResNeXt (dense branches, independent BN per sub-network, one
+  forward pass per sub-network: not interruptible), whose sub-networks are compared at
+  their own (a-priori) FLOPs with the ResANN's exits and IS-ResNeXt's sub-networks.
 """
 
 from __future__ import annotations
@@ -130,25 +133,50 @@ def _eann_units(spec: EannSpec) -> list[int]:
 
 @dataclass(frozen=True)
 class ResNeXtSpec:
-    """IS-ResNeXt constructor arguments and the shallow-exit ResANN (the `weighting` model, const)."""
+    """IS-ResNeXt constructor arguments, the shallow-exit ResANN (the `weighting` model, const) and
+    I-ResNeXt's constructor arguments (None: no I-ResNeXt). The default I-ResNeXt has IS-ResNeXt's
+    depth, width and branches but a bottleneck of 2, so that its sub-networks' own FLOPs (3.4, 5.3,
+    7.1 M at 32x32) sit next to IS-ResNeXt's first two sub-networks and the ResANN's exit 2."""
 
     is_resnext: dict = field(default_factory=lambda: {"blocks": 6, "width": 24, "num_subnets": 3, "bottleneck": 4,
                                                       "cardinality": 3})
     shallow: WeightingSpec = field(default_factory=WeightingSpec)
     weighting: str = "const"
+    i_resnext: dict | None = field(default_factory=lambda: {"blocks": 6, "width": 24, "num_subnets": 3,
+                                                             "bottleneck": 2, "cardinality": 3})
+
+
+def apriori_flops(arch: str, kwargs: dict, num_classes: int) -> list[int]:
+    """FLOPs of each exit's a-priori slice (only the steps that exit needs): for I-ResNeXt sub-network
+    k alone, for interruptible models the same as the cumulative anytime FLOPs."""
+    import torch
+
+    from ..models import create_model
+
+    program = create_model(arch, num_classes=num_classes, **kwargs).stage_program(torch.zeros(1, 3, 32, 32)).program
+    return [int(sum(program.graphs[program.steps[i].graph].flops for i in program.apriori_plan(k)))
+            for k in range(len(program.exits))]
+
+
+def best_within(flops: list, val: list, budget: float) -> int | None:
+    """Index of the exit with the best validation accuracy among those costing <= budget (None: none)."""
+    fits = [k for k, f in enumerate(flops) if f <= budget]
+    return max(fits, key=lambda i: val[i]) if fits else None
 
 
 def run_resnext(config: ExperimentConfig, spec: ResNeXtSpec = ResNeXtSpec()) -> dict:
-    """Train IS-ResNeXt (and the ResANN unless `weighting` already did); compare at equal FLOPs."""
-    thin = train_run(RunSpec("is-resnext", "is-resnext", dict(spec.is_resnext), spec.weighting), config, "[1/2] ")
-    shallow = train_run(anytime_run_spec(spec.shallow, spec.weighting), config, "[2/2] ")
+    """Train IS-ResNeXt (and the ResANN unless `weighting` already did, and I-ResNeXt if the spec has
+    one); compare at equal FLOPs."""
+    total = 3 if spec.i_resnext is not None else 2
+    thin = train_run(RunSpec("is-resnext", "is-resnext", dict(spec.is_resnext), spec.weighting), config,
+                     f"[1/{total}] ")
+    shallow = train_run(anytime_run_spec(spec.shallow, spec.weighting), config, f"[2/{total}] ")
     s_acc, s_flops, s_val = column(shallow, "test_accuracy"), column(shallow, "flops"), column(shallow, "val_accuracy")
     headers = ["IS-ResNeXt exit", "MFLOPs", "params", "accuracy %", "confidence %",
                "ResANN exit <= FLOPs (best on val)", "its MFLOPs", "its accuracy %", "thin - shallow (pp)"]
     rows = []
     for e in thin["exits"]:
-        fits = [k for k, f in enumerate(s_flops) if f <= e["flops"]]
-        k = max(fits, key=lambda i: s_val[i]) if fits else None  # chosen on validation
+        k = best_within(s_flops, s_val, e["flops"])  # chosen on validation
         diff = None if k is None else pct(e["test_accuracy"] - s_acc[k])
         rows.append([e["index"] + 1, e["flops"] / 1e6, e["params"], pct(e["test_accuracy"]),
                      pct(e["test_confidence"]), None if k is None else k + 1,
@@ -163,8 +191,51 @@ def run_resnext(config: ExperimentConfig, spec: ResNeXtSpec = ResNeXtSpec()) -> 
             f"ResANN {100 * exp['ResANN']:.1f}%.")
     table = markdown_table(f"Thin (IS-ResNeXt) vs shallow (ResANN) sub-networks at equal FLOPs, {config.dataset}",
                            headers, rows, note)
-    result = {"spec": dataclasses.asdict(spec), "runs": {"is-resnext": thin, "resann": shallow},
-              "expected_accuracy_uniform": exp, "tables": [table],
-              "train_seconds": total_train_seconds([thin, shallow])}
+    runs, tables = {"is-resnext": thin, "resann": shallow}, [table]
+    if spec.i_resnext is not None:
+        dense = train_run(RunSpec("i-resnext", "i-resnext", dict(spec.i_resnext), spec.weighting), config,
+                          f"[3/{total}] ")
+        runs["i-resnext"] = dense
+        tables.append(_i_resnext_table(config, spec, dense, thin, shallow, exp, t_max))
+    result = {"spec": dataclasses.asdict(spec), "runs": runs, "expected_accuracy_uniform": exp, "tables": tables,
+              "train_seconds": total_train_seconds(list(runs.values()))}
     write_result("resnext", config, result)
     return result
+
+
+def _i_resnext_table(config: ExperimentConfig, spec: ResNeXtSpec, dense: dict, thin: dict, shallow: dict,
+                     exp: dict, t_max: float) -> dict:
+    """I-ResNeXt's sub-networks at their own FLOPs against the best ResANN exit and IS-ResNeXt
+    sub-network that cost no more (chosen on validation); adds I-ResNeXt to `exp`."""
+    from ..data import dataset_info
+
+    own = apriori_flops("i-resnext", spec.i_resnext, dataset_info(config.dataset).num_classes)
+    d_acc, d_cum = column(dense, "test_accuracy"), column(dense, "flops")
+    s_acc, s_flops, s_val = column(shallow, "test_accuracy"), column(shallow, "flops"), column(shallow, "val_accuracy")
+    t_acc, t_flops, t_val = column(thin, "test_accuracy"), column(thin, "flops"), column(thin, "val_accuracy")
+    headers = ["I-ResNeXt sub-network", "own MFLOPs (a priori)", "cumulative MFLOPs (anytime)", "params",
+               "accuracy %", "ResANN exit <= own FLOPs", "its accuracy %", "I - ResANN (pp)",
+               "IS-ResNeXt exit <= own FLOPs", "its accuracy %", "I - IS (pp)"]
+    rows = []
+    for k, e in enumerate(dense["exits"]):
+        s = best_within(s_flops, s_val, own[k])
+        t = best_within(t_flops, t_val, own[k])
+        rows.append([k + 1, own[k] / 1e6, d_cum[k] / 1e6, e["params"], pct(e["test_accuracy"]),
+                     None if s is None else f"{s + 1} ({s_flops[s] / 1e6:.2f} MF)",
+                     None if s is None else pct(s_acc[s]), None if s is None else pct(d_acc[k] - s_acc[s]),
+                     None if t is None else f"{t + 1} ({t_flops[t] / 1e6:.2f} MF)",
+                     None if t is None else pct(t_acc[t]), None if t is None else pct(d_acc[k] - t_acc[t])])
+    t_max = max(t_max, 1.1 * d_cum[-1])
+    exp["I-ResNeXt, a priori"] = expected_accuracy(d_acc, own, "uniform", t_max)
+    exp["I-ResNeXt, anytime"] = expected_accuracy(d_acc, d_cum, "uniform", t_max)
+    others = {name: expected_accuracy(column(r, "test_accuracy"), column(r, "flops"), "uniform", t_max)
+              for name, r in (("IS-ResNeXt", thin), ("ResANN", shallow))}
+    note = (f"{schedule_note(config)}. I-ResNeXt {spec.i_resnext} ({spec.weighting} weights): sub-network k runs "
+            f"alone (its own forward pass, independent BN), so with the budget known a priori it costs its own "
+            f"FLOPs; run in order (anytime) it costs the sum. Compared with the best ResANN exit and IS-ResNeXt "
+            f"sub-network (both interruptible) that cost no more than its own FLOPs, chosen on validation. "
+            f"Expected accuracy for budgets uniform on [0, {t_max / 1e6:.1f}] MFLOPs: I-ResNeXt "
+            f"{100 * exp['I-ResNeXt, a priori']:.1f}% a priori, {100 * exp['I-ResNeXt, anytime']:.1f}% anytime; "
+            f"IS-ResNeXt {100 * others['IS-ResNeXt']:.1f}%, ResANN {100 * others['ResANN']:.1f}%.")
+    return markdown_table(f"I-ResNeXt sub-networks at their own FLOPs vs ResANN exits and IS-ResNeXt, "
+                          f"{config.dataset}", headers, rows, note)
