@@ -17,7 +17,8 @@ small graphs rarely coincide, so summing per-graph tails overstates a segment's.
   are re-read every `refresh_every` samples.
 * A burst guard: two consecutive samples above the tail raise it at once to
   their maximum (thermal throttling, another process); it decays by
-  `burst_release` at each admission check, so nothing starves.
+  `burst_release` at each admission check, so nothing starves. It guards
+  refinements (a result in hand is at risk), not a frame's first segment.
 * Exploration: a refused segment gets no new samples, so stale slow samples (a
   warm-up on a busy machine, 50x slow; a slow spell that is over) could keep it
   refused forever. After `explore_after` refusals in a row it runs once anyway.
@@ -233,11 +234,13 @@ class QuantileEstimator:
         view.flags.writeable = False
         return view
 
-    def fit_probability(self, seconds: float) -> float:
+    def fit_probability(self, seconds: float, guarded: bool = True) -> float:
         """P(latency <= seconds) from the samples: an admission check. While a burst is on (see the module
-        docstring), 0 unless `seconds` covers the burst level; each check releases the burst guard."""
+        docstring), 0 unless `seconds` covers the burst level; each such check releases the burst guard.
+        `guarded=False`: the samples alone (the burst guard protects a result in hand; a frame's first segment
+        has none, and refusing it would give no result for sure)."""
         burst = self._burst
-        if burst > self._tail:
+        if guarded and burst > self._tail:
             self._burst = burst * self.burst_release
             if seconds < burst:
                 return 0.0
@@ -308,7 +311,7 @@ class GaussianEstimator:
         mean, std = self._moments()
         return mean + self._z * std
 
-    def fit_probability(self, seconds: float) -> float:
+    def fit_probability(self, seconds: float, guarded: bool = True) -> float:
         from statistics import NormalDist
 
         mean, std = self._moments()

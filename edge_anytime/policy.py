@@ -142,7 +142,7 @@ class DeadlinePolicy:
             return False           # nothing to gain
         estimator = self.segment_estimators[position]
         remaining = limit - now
-        p = estimator.fit_probability(remaining)
+        p = estimator.fit_probability(remaining, guarded=best_value > 0)   # the burst guard protects a result
         if p >= need and p > 0:
             return True
         if estimator.refused():    # a measured segment refused many times in a row: explore it once
@@ -156,7 +156,7 @@ class DeadlinePolicy:
         chosen, chosen_score = None, 0.0
         remaining = limit - now
         for index in self.apriori_order:
-            p = self.slice_estimators[index].fit_probability(remaining)
+            p = self.slice_estimators[index].fit_probability(remaining, guarded=False)   # no result in hand
             if p >= self.options.min_fit_probability and p > 0 and p * self.values[index] > chosen_score:
                 chosen, chosen_score = index, p * self.values[index]
         if chosen is None:

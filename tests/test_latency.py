@@ -67,6 +67,26 @@ def test_burst_guard_attacks_fast_and_releases_per_check():
     assert checks[0] == pytest.approx(4 * MS) and checks[-1] < 1.2 * MS
 
 
+def test_the_burst_guard_holds_refinements_not_a_frames_first_segment():
+    from edge_anytime.policy import DeadlinePolicy
+    from edge_anytime.program import Exit, GraphSignature, Port, Program, Step
+
+    x, y = Port("x", (1, 2)), Port("y", (1, 2))
+    program = Program("image", {"g": GraphSignature("g", (x,), (y,))},
+                      (Step("s0", "g", {"x": "image"}, {"y": "l0"}), Step("s1", "g", {"x": "l0"}, {"y": "l1"})),
+                      (Exit(0, "l0", val_accuracy=0.5), Exit(1, "l1", val_accuracy=0.9)))
+    policy = DeadlinePolicy(program, ControllerOptions(), simulated=True, threaded=False)
+    for position in (0, 1):
+        for _ in range(64):
+            policy.segment_estimators[position].observe(1 * MS)
+        policy.segment_estimators[position].observe(8 * MS)   # two stalls in a row: a burst
+        policy.segment_estimators[position].observe(8 * MS)
+    # no result in hand: the samples say 1.5 ms nearly surely suffice, and refusing would give nothing for sure
+    assert policy.admits(0, now=0.0, limit=1.5 * MS, best_value=0.0)
+    # a refinement would put the result in hand at risk: the guard holds it until the burst level fits
+    assert not policy.admits(1, now=0.0, limit=1.5 * MS, best_value=0.5)
+
+
 def test_frozen_estimator_ignores_online_samples():
     est = make_estimator(EstimatorOptions(online=False))
     est.seed([1 * MS] * 10)
