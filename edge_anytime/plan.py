@@ -68,6 +68,7 @@ class FramePlan:
                       for e, value in zip(program.exits, policy.values)]
         self.job: FrameJob | None = None
         self.limit = 0.0
+        self.first_limit = 0.0   # the limit before the frame's first exit (see DeadlinePolicy.first_margin)
         self.apriori = False
         self.admit_all = False   # warm-up: run every segment, whatever the estimates say, and time it here
         self.reset_warmup()
@@ -130,6 +131,9 @@ class FramePlan:
         """Run `job`, admitting segments only while they fit before `limit` (its deadline minus the margin).
         Returns why it stopped, the error that stopped it (None if none) and where it happened."""
         self.job, self.limit = job, limit
+        # A frame's first exit needs only to be published before the watchdog hands over (threaded): see
+        # DeadlinePolicy.first_margin.
+        self.first_limit = job.deadline - self.policy.first_margin()
         self.started = started = self.now()
         self._published_position = -1
         self._frames += 1
@@ -177,7 +181,8 @@ class FramePlan:
             if best is not None and policy.reach_values[segment.position] <= value:
                 job.stop_reason = StopReason.FINAL   # no exit ahead is worth more than the one in hand (EANN)
                 return False
-            admitted = policy.admits(segment.position, now, self.limit, value)
+            admitted = policy.admits(segment.position, now, self.limit if best is not None else self.first_limit,
+                                     value)
             if segment.position and self._published_position == segment.position - 1:
                 self._exit_gaps.append(now - self._published_at)   # what an a-priori slice skips per exit
         if admitted:
