@@ -87,6 +87,26 @@ def test_the_burst_guard_holds_refinements_not_a_frames_first_segment():
     assert not policy.admits(1, now=0.0, limit=1.5 * MS, best_value=0.5)
 
 
+def test_threaded_first_segment_reserves_the_guard_not_the_hand_back_tail():
+    from edge_anytime.policy import DeadlinePolicy
+    from edge_anytime.program import Exit, GraphSignature, Port, Program, Step
+
+    x, y = Port("x", (1, 2)), Port("y", (1, 2))
+    program = Program("image", {"g": GraphSignature("g", (x,), (y,))},
+                      (Step("s0", "g", {"x": "image"}, {"y": "l0"}),), (Exit(0, "l0", val_accuracy=0.9),))
+    threaded = DeadlinePolicy(program, ControllerOptions(threaded=True), simulated=False, threaded=True)
+    threaded.delivery.seed([0.05 * MS] * 80 + [1.5 * MS] * 20)   # a loaded host: the hand-back's tail is 1.5 ms
+    threaded.wakeup.seed([0.02 * MS] * 100)
+    assert threaded.margin() == pytest.approx(1.5 * MS)          # refinements still reserve the hand-back's tail
+    assert threaded.first_margin() == pytest.approx(threaded.guard()) == pytest.approx(0.02 * MS)
+    inline = DeadlinePolicy(program, ControllerOptions(), simulated=False, threaded=False)
+    inline.delivery.seed([0.01 * MS] * 100)
+    assert inline.first_margin() == inline.margin()
+    fixed = DeadlinePolicy(program, ControllerOptions(threaded=True, margin_s=0.3 * MS), simulated=False,
+                           threaded=True)
+    assert fixed.first_margin() == 0.3 * MS                       # an explicit margin is kept everywhere
+
+
 def test_frozen_estimator_ignores_online_samples():
     est = make_estimator(EstimatorOptions(online=False))
     est.seed([1 * MS] * 10)
