@@ -132,8 +132,8 @@ class FramePlan:
         Returns why it stopped, the error that stopped it (None if none) and where it happened."""
         self.job, self.limit = job, limit
         # A frame's first exit needs only to be published before the watchdog hands over (threaded): see
-        # DeadlinePolicy.first_margin.
-        self.first_limit = job.deadline - self.policy.first_margin()
+        # DeadlinePolicy.first_margin (the same as the margin otherwise, not read twice on the inline path).
+        self.first_limit = job.deadline - self.policy.first_margin() if self.policy.threaded else limit
         self.started = started = self.now()
         self._published_position = -1
         self._frames += 1
