@@ -75,14 +75,16 @@ def cold_starts(bundle: Bundle, frames: np.ndarray, loads: int, budget: float, o
     return {"loads": loads, "first_frame_final_exit": int(final), "exits": np.bincount(np.array(exits) + 1).tolist()}
 
 
-def test_labels(count: int) -> np.ndarray | None:
-    """The labels of `test_frames(count)` (None when the data set is not available: no accuracy column)."""
+def test_set(count: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first `count` GTSRB test frames and their labels, read once; random frames and no labels (no
+    accuracy column) when the data set is not available."""
     try:
         from training.data import load_split
 
-        return load_split("gtsrb32", "test")[1][:count]
-    except Exception:  # noqa: BLE001 - random frames: lateness only
-        return None
+        x, y = load_split("gtsrb32", "test")
+        return x[:count], y[:count]
+    except Exception:  # noqa: BLE001 - lateness only
+        return test_frames(count), None
 
 
 def soak(bundle: Bundle, frames: np.ndarray, count: int, low: float, high: float, seed: int,
@@ -141,8 +143,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     bundle = Bundle.load(args.bundle)
-    frames = test_frames(2000)
-    labels = test_labels(len(frames))
+    frames, labels = test_set(2000)
     report = {"bundle": args.bundle, "load_average_start": os.getloadavg()}
     median, p99 = full_plan_latency(bundle, frames)
     report["full_plan_ms"] = {"median": median * 1e3, "p99": p99 * 1e3}

@@ -481,7 +481,7 @@ class Controller:
                 self._frame_owner = threading.get_ident()
                 try:
                     try:
-                        reason, error, where = self._plan.execute(job, job.deadline - self.policy.margin())
+                        reason, error, where = self._plan.execute(job, *self.policy.frame_limits(job.deadline))
                     except Exception as exc:  # noqa: BLE001 - planning failed: this frame degrades, nothing else
                         reason, error, where = StopReason.DEGRADED, exc, "plan"
                     if job.best is None:

@@ -1,11 +1,12 @@
 """Latency estimators of the deadline monitor: a typical latency and a tail latency per segment.
 
-The controller admits a frame's first segment on its *typical* latency (refusing
-it means no result at all) and every later segment on its *tail* latency (an
-overrun only loses the refinement, but keeps the interpreter busy into the next
-frame). Both come from one `QuantileEstimator` per segment (and per a-priori
-slice, and for the delivery path), measured as a whole: tails of consecutive
-small graphs rarely coincide, so summing per-graph tails overstates a segment's.
+The controller admits a segment on the probability, read from its measured
+latency distribution, that it ends in time (`fit_probability`; the rule that
+weighs it is in policy.py); `typical()` and `tail()` summarise the same
+distribution. One `QuantileEstimator` per segment (and per exit reach, per
+a-priori slice, for the delivery path), measured as a whole: tails of
+consecutive small graphs rarely coincide, so summing per-graph tails overstates
+a segment's.
 
 * Samples come from two sources. *Seeds* (the bundle's profile when the host
   matches, or warm-up passes) give estimates from the first frame; once
@@ -300,8 +301,7 @@ class GaussianEstimator:
         if self.online and math.isfinite(seconds) and seconds >= 0:
             self.seed([seconds])
 
-    def observe_stopped(self, seconds: float) -> None:
-        self.observe(seconds)
+    observe_stopped = observe   # a stopped run is a sample like any other (see QuantileEstimator.observe_stopped)
 
     def _moments(self) -> tuple[float, float]:
         data = self._samples[:self.count]

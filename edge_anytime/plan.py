@@ -127,13 +127,13 @@ class FramePlan:
             policy.observe_exit_gap(seconds)
 
     # ----------------------------------------------------------------- one frame
-    def execute(self, job: FrameJob, limit: float) -> tuple[StopReason, BaseException | None, str]:
-        """Run `job`, admitting segments only while they fit before `limit` (its deadline minus the margin).
+    def execute(self, job: FrameJob, limit: float, first_limit: float | None = None
+                ) -> tuple[StopReason, BaseException | None, str]:
+        """Run `job`, admitting segments only while they fit before `limit` (its deadline minus the margin),
+        its first segment before `first_limit` (default `limit`; see `DeadlinePolicy.frame_limits`).
         Returns why it stopped, the error that stopped it (None if none) and where it happened."""
         self.job, self.limit = job, limit
-        # A frame's first exit needs only to be published before the watchdog hands over (threaded): see
-        # DeadlinePolicy.first_margin (the same as the margin otherwise, not read twice on the inline path).
-        self.first_limit = job.deadline - self.policy.first_margin() if self.policy.threaded else limit
+        self.first_limit = limit if first_limit is None else first_limit
         self.started = started = self.now()
         self._published_position = -1
         self._frames += 1

@@ -101,6 +101,7 @@ class DeadlinePolicy:
         self._best_before = [max(self._segment_values[:p], default=0.0) for p in range(len(self.segments))]
         self._plan_candidates = [(p, self.segments[p].exit_index, self._segment_values[p]) for p in self.plan_order]
         self.lose_current = not simulated and not threaded   # inline on a real clock: an overrun is a late result
+        self._first_guard_only = threaded and not simulated and options.margin_s is None   # see first_margin
         self.busy = 0.0            # EMA: fraction of frames that arrive while the interpreter is still busy
         self.counts = {name: 0 for name in ControllerStats.__dataclass_fields__}
 
@@ -121,9 +122,13 @@ class DeadlinePolicy:
         watchdog's fire time is handed over by `run()`'s own timed wait whatever the thread hand-back takes,
         so only the guard is reserved (reserving the hand-back's tail as well, a millisecond on a loaded
         host, refused every first segment at sub-millisecond budgets); otherwise `margin()`."""
-        if self.options.margin_s is None and self.threaded and not self.simulated:
-            return self.guard()
-        return self.margin()
+        return self.guard() if self._first_guard_only else self.margin()
+
+    def frame_limits(self, deadline: float) -> tuple[float, float]:
+        """(limit, first_limit) of a frame: its segments must end by `deadline - margin()`, its first segment
+        by `deadline - first_margin()` (the margin is read once)."""
+        margin = self.margin()
+        return deadline - margin, deadline - (self.guard() if self._first_guard_only else margin)
 
     def guard(self) -> float:
         """How long before the deadline the watchdog hands the best result over (seconds)."""

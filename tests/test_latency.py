@@ -99,6 +99,8 @@ def test_threaded_first_segment_reserves_the_guard_not_the_hand_back_tail():
     threaded.wakeup.seed([0.02 * MS] * 100)
     assert threaded.margin() == pytest.approx(1.5 * MS)          # refinements still reserve the hand-back's tail
     assert threaded.first_margin() == pytest.approx(threaded.guard()) == pytest.approx(0.02 * MS)
+    limit, first_limit = threaded.frame_limits(10 * MS)
+    assert limit == pytest.approx(10 * MS - threaded.margin()) and first_limit == pytest.approx(10 * MS - 0.02 * MS)
     inline = DeadlinePolicy(program, ControllerOptions(), simulated=False, threaded=False)
     inline.delivery.seed([0.01 * MS] * 100)
     assert inline.first_margin() == inline.margin()
