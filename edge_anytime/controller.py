@@ -174,7 +174,8 @@ class Controller:
         neutral = np.zeros(self.model.input.shape, np.float32)   # the mean colour, once normalised
         policy = self.policy
         plan = self._plan
-        self._drain_samples()   # warm-up seeds the estimators: nothing else may write them meanwhile
+        if self._recorder is not None:
+            self._recorder.drain()   # warm-up seeds the estimators: nothing else may write them meanwhile
         slice_times: dict[int, list[float]] = {index: [] for index in self.interpreter.slices}
         plan.reset_warmup()
         started = time.perf_counter()
@@ -332,7 +333,8 @@ class Controller:
     def latency_estimates(self) -> dict[str, float]:
         """Current estimates (seconds): each segment's typical and tail latency, each a-priori slice's,
         and the margin and watchdog guard in use (see DeadlinePolicy.estimates)."""
-        self._drain_samples()
+        if self._recorder is not None:
+            self._recorder.drain()
         return self.policy.estimates()
 
     def stats(self) -> ControllerStats:
@@ -344,7 +346,8 @@ class Controller:
             done = threading.Event()
             self._queue.put(done)
             done.wait(timeout)
-        self._drain_samples()
+        if self._recorder is not None:
+            self._recorder.drain()
         if self._delivery is not None:
             self._delivery.flush(timeout)
 
@@ -490,7 +493,7 @@ class Controller:
                         # Before the result is stamped or handed back: part of the delivery path the margin
                         # covers. (Recording after a threaded hand-back would only move the work onto the next
                         # frame: the caller and this thread share one interpreter lock.)
-                        self._record_samples(job)
+                        self._record_samples()
                 finally:
                     self._frame_owner = 0
                     if self._close_runners_after_frame:
@@ -501,20 +504,9 @@ class Controller:
             self._current = None
         return self._finish(job, reason, error, where)
 
-    def _drain_samples(self) -> None:
-        """Record every latency sample measured so far: the recorder thread's queue, the plan's backlog."""
-        if self._recorder is not None:
-            self._recorder.drain()
-        if self._frame_owner != threading.get_ident():   # (from a callback of a running frame: it records later)
-            with self._inference_lock:
-                self._plan.drain_backlog()
-
-    def _record_samples(self, job: FrameJob) -> None:
+    def _record_samples(self) -> None:
         try:
-            if self._simulated_clock:
-                self._plan.record_samples()
-            else:   # only as much as the frame's time left covers (see FramePlan.record_in_slack)
-                self._plan.record_in_slack(self._now(), job.deadline)
+            self._plan.record_samples()
         except Exception as exc:  # noqa: BLE001 - estimates are not worth a frame
             self._report_error(exc, "controller:estimates")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import deque
 from typing import Callable
 
 import numpy as np
@@ -29,8 +28,6 @@ from .results import ExitResult, StopReason
 
 
 STEP_SAMPLE_EVERY = 4   # step means (for the slices' savings) learn from one frame in 4: cheaper, still current
-RECORD_BACKLOG = 64     # frames whose samples may wait for a frame with time to spare (older ones are dropped)
-RECORD_COST_RATE = 1.0 / 16   # how fast the measured cost of recording one frame's samples follows new timings
 
 
 class InvalidExit(ValueError):
@@ -87,8 +84,6 @@ class FramePlan:
         self._published_at = 0.0
         self._published_position = -1        # the anytime segment whose exit this frame published last
         self._frames = 0
-        self._backlog: deque[tuple] = deque(maxlen=RECORD_BACKLOG)   # frames' samples not recorded yet
-        self.record_cost = 0.0              # measured seconds to record one frame's samples (0: not measured)
         self._sample_steps = False           # this frame's step latencies are kept (one frame in STEP_SAMPLE_EVERY)
         # steps a frame stopped before segment i skips, for the anytime plan (None) and each a-priori slice
         self._steps_after = {None: _suffix_steps(interpreter.segments),
@@ -104,34 +99,6 @@ class FramePlan:
         """Feed what the last frame measured to the policy's estimators now (on a real clock the controller
         hands `take_samples()` to its recorder thread instead, unless `record_in_background=False`)."""
         self.apply_samples(self.take_samples())
-
-    def record_in_slack(self, now: float, deadline: float) -> None:
-        """Real clock: feed the frame's samples to the estimators only where that cannot make its result late:
-        as many frames' worth (this one and those kept back, oldest first) as the time left before the frame's
-        limit covers at their measured cost, or all of them when the frame is late anyway. The rest wait for a
-        frame with time to spare (at most RECORD_BACKLOG frames; older ones are dropped). At a budget within
-        microseconds of an exit's latency, recording would otherwise be what makes the result late; the
-        estimates then lag by a few frames, which changes nothing they decide.
-
-        Frames that end before their limit, after their deadline, or just before it are all kept, so the
-        window is not biased towards the runs that fitted (see QuantileEstimator.observe_stopped)."""
-        backlog = self._backlog
-        backlog.append(self.take_samples())
-        count = len(backlog)
-        cost = self.record_cost
-        if now <= deadline and cost > 0:
-            count = min(count, int((self.limit - now) / cost))
-            if count <= 0:
-                return
-        started = self.now()
-        for _ in range(count):
-            self.apply_samples(backlog.popleft())
-        self.record_cost = cost + ((self.now() - started) / count - cost) * (RECORD_COST_RATE if cost else 1.0)
-
-    def drain_backlog(self) -> None:
-        """Record every frame's samples kept back by `record_in_slack` (estimates read, flush)."""
-        while self._backlog:
-            self.apply_samples(self._backlog.popleft())
 
     def take_samples(self) -> tuple:
         """What the last frame measured, as a batch for `apply_samples` (possibly on another thread)."""
