@@ -1,0 +1,109 @@
+"""A/B of the controller: a commit's `edge_anytime` against the working tree's, on the same frames, interleaved.
+
+    .venv/bin/python bench/bench_ab.py --against HEAD~1 [--frames 1000] [--bundle deploy/bundles/gtsrb-resann]
+
+How a runtime change is judged before it lands (docs/results.md reports these runs): the package of commit
+`--against` is extracted (`git archive`) into a temporary folder as the package `ea_ref` (the package imports
+itself relatively, so both load side by side in one process), both controllers load the bundle with their
+defaults, and every frame runs through static exit 0 (the bare chain, deadline-unaware), the reference and the
+working tree's controller in rotating order, each timed around its call. Scenarios: constant budgets of 0.5x,
+0.6x, 0.8x and 1.0x the full model's median latency and three speed traces (bench/budget_traces.py, seed 0).
+Columns: on time and correct, calls that returned after the deadline (%). Pin it to a core
+(`taskset -c 0`) and run nothing else beside it: it measures differences of microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_budgets import Unaware  # noqa: E402
+from bench.budget_traces import speed_trace  # noqa: E402
+from edge_anytime import Bundle, Controller  # noqa: E402
+from edge_anytime.runners import load_runners  # noqa: E402
+from simulator.sources import open_stream  # noqa: E402
+
+REFERENCE_PACKAGE = "ea_ref"
+
+
+def import_reference(ref: str, folder: Path):
+    """`edge_anytime` as of git commit `ref`, imported as the package `ea_ref` from `folder`."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "edge_anytime"], check=True,
+                             capture_output=True).stdout
+    tar_path = folder / "ref.tar"
+    tar_path.write_bytes(archive)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(folder, filter="data")
+    (folder / "edge_anytime").rename(folder / REFERENCE_PACKAGE)
+    sys.path.insert(0, str(folder))
+    return importlib.import_module(REFERENCE_PACKAGE)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", required=True, help="the git commit whose controller is the reference")
+    parser.add_argument("--frames", type=int, default=1000)
+    parser.add_argument("--bundle", default=str(ROOT / "deploy/bundles/gtsrb-resann"))
+    args = parser.parse_args(argv)
+    print(f"load average {os.getloadavg()}")
+    with tempfile.TemporaryDirectory() as folder:
+        reference = import_reference(args.against, Path(folder))
+        bundle = Bundle.load(args.bundle)
+        stream = open_stream("gtsrb-test", frames=args.frames)
+        n = len(stream)
+        frames = np.stack([stream.frames[i] for i in range(n)])
+        labels, stamps = np.asarray(stream.labels[:n]), np.asarray(stream.timestamps[:n])
+        bare = Unaware(bundle, load_runners(bundle, bundle.resolve_precisions("fp32")))
+        reach = np.array([bare.reach(frames[i % n]) for i in range(500)])
+        full, first = float(np.median(reach[:, -1])), float(np.median(reach[:, 0]))
+        controllers = {f"ref {args.against}": reference.Controller.from_bundle(args.bundle),
+                       "working tree": Controller.from_bundle(bundle)}
+        for ctrl in controllers.values():      # settle: online estimates of this host and stream
+            for i in range(min(n, 500)):
+                ctrl.run(frames[i], 10 * full)
+        scenarios = {f"constant {f}x full": np.full(n, f * full) for f in (0.5, 0.6, 0.8, 1.0)}
+        scenarios.update({f"speed {shape} #0": speed_trace(shape, 0, stamps, first)
+                          for shape in ("cruise", "sweep", "stop-and-go")})
+        names = ["static:0", *controllers]
+        report = {}
+        try:
+            for scenario, budgets in scenarios.items():
+                good = dict.fromkeys(names, 0)
+                late = dict.fromkeys(names, 0)
+                for i in range(n):
+                    budget = float(budgets[i])
+                    shift = i % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        t0 = time.perf_counter()
+                        if name == "static:0":
+                            label, _ = bare.static(frames[i], 0)
+                        else:
+                            label = controllers[name].run(frames[i], budget).label
+                        elapsed = time.perf_counter() - t0
+                        late[name] += elapsed > budget
+                        good[name] += elapsed <= budget and label == labels[i]
+                report[scenario] = {name: {"on_time_correct": good[name] / n, "late": late[name] / n}
+                                    for name in names}
+                print(f"{scenario:<22}" + "".join(f"  {name}: {good[name] / n * 100:5.1f} (late {late[name] / n * 100:5.1f})"
+                                                  for name in names), flush=True)
+        finally:
+            for ctrl in controllers.values():
+                ctrl.close()
+    print(f"on time and correct % (calls returned late %); load average at the end {os.getloadavg()}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
