@@ -11,7 +11,7 @@ Frames: the GTSRB test set (all 12,630 by default) through the bundle. Policies,
 * `cautious`    - the default controller with `min_fit_probability=0.9` (real clock only): a segment runs
                   only when it will very likely end in time, for loops where a late call is worse than none;
 * `int8`        - the default controller on the bundle's int8 graphs (real clock only; about 2x faster here,
-                  0.04-0.15 points less accurate per exit): what `precision="int8"` buys at tight budgets. It
+                  0-0.27 points less accurate per exit): what `precision="int8"` buys at tight budgets. It
                   runs other graphs than every other policy, so it is reported beside them, not judged against them;
 * `apriori`     - the controller in a-priori mode;
 * `static:k`    - exit k as a stand-alone model, deadline-unaware;
