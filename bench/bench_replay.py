@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     setup = ReplaySetup.create(cache.program, profile, cache.precisions)
     preds = exit_predictions(cache)
     draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache))
-    total_ms = sum(setup.estimates[g] for g in setup.plan.step_graphs) * 1e3
+    total_ms = sum(setup.segment_typical) * 1e3   # the anytime plan's typical latency
     budgets = parse_budget(f"uniform:{total_ms / 10:.3f}:{total_ms * 1.2:.3f}").sample(len(cache))
 
     single = best_of(lambda: replay_fast(setup, preds, budgets, cache.timestamps, draws, cache.valid, cache.bad_steps))
