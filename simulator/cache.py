@@ -17,6 +17,7 @@ is enough to replay any number of budget scenarios on the simulated clock.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -220,6 +221,16 @@ def cache_meta(bundle, stream_spec: str, precisions: Mapping[str, str], backend:
             "profiles": profiles, "class_names": list(bundle.model.labels)}
 
 
+def with_current_profiles(cache: PredictionCache, bundle) -> PredictionCache:
+    """`cache` carrying the bundle's latency profiles as they are now: profiles are not in the manifest (the
+    cache key), so a bundle profiled again after the cache was built (`edge_anytime.profiling`) would
+    otherwise be replayed with the old timings."""
+    profiles = {t: p.to_json() for t, p in bundle.profiles.items()}
+    if profiles == cache.meta.get("profiles"):
+        return cache
+    return dataclasses.replace(cache, meta={**cache.meta, "profiles": profiles})
+
+
 def cached_predictions(bundle, stream, *, frames: int | None = None, precision: str = "fp32",
                        backend: str = "litert", num_threads: int = 1, cache_dir: str | os.PathLike | None = None,
                        rebuild: bool = False, show_progress: bool = True, data_dir=None) -> PredictionCache:
@@ -242,7 +253,7 @@ def cached_predictions(bundle, stream, *, frames: int | None = None, precision: 
     path = Path(cache_dir or default_cache_dir()) / f"{bundle.model.name}-{key[:16]}.npz"
     if path.is_file() and not rebuild:
         try:
-            return PredictionCache.load(path, expect_key=key)
+            return with_current_profiles(PredictionCache.load(path, expect_key=key), bundle)
         except CacheError:
             pass  # damaged or stale: rebuild below
     engine = create_backend(backend, **({"num_threads": num_threads} if backend in ("litert", "tflite_runtime") else {}))

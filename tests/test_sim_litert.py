@@ -52,3 +52,27 @@ def test_real_clock_cli(tmp_path):
     assert generous["policies"]["anytime"]["accuracy"] > 0.5
     assert tiny["policies"]["anytime"]["exit_histogram"][-1] == 40     # 50 us: nothing fits, nothing runs late
     assert "sim:anytime" in generous["policies"] and report["real_controller"]["stats"]["frames"] >= 80
+
+
+def test_a_cache_replays_the_bundles_profile_as_it_is_now(tmp_path):
+    """Profiles are not part of the cache key (the manifest): a bundle profiled again after its predictions were
+    cached is replayed with its new timings, not those the cache was built with."""
+    pytest.importorskip("ai_edge_litert")
+    import shutil
+
+    from edge_anytime.bundle import Bundle
+    from edge_anytime.profile import LatencyProfile
+    from simulator.cache import cached_predictions
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(DEMO_BUNDLE, bundle_dir)
+    first = cached_predictions(bundle_dir, "gtsrb-test", frames=8, cache_dir=tmp_path / "cache", data_dir=data_dir(),
+                               show_progress=False)
+    old = Bundle.load(bundle_dir).profiles["x86-64"]
+    slower = {g: {p: tuple(2 * v for v in s) for p, s in per.items()} for g, per in old.graphs.items()}
+    LatencyProfile(old.target, old.backend, slower, old.threads, old.host, old.fingerprint).save(bundle_dir)
+    again = cached_predictions(bundle_dir, "gtsrb-test", frames=8, cache_dir=tmp_path / "cache", data_dir=data_dir(),
+                               show_progress=False)
+    assert again.path == first.path and np.array_equal(again.logits, first.logits)   # loaded, not rebuilt
+    np.testing.assert_allclose(again.profiles["x86-64"].samples_s("segment0", "fp32"),
+                               2 * np.array(first.profiles["x86-64"].samples_s("segment0", "fp32")), rtol=1e-3)
