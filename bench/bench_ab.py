@@ -29,13 +29,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_budgets import Unaware  # noqa: E402
-from bench.budget_traces import speed_trace  # noqa: E402
+from bench.bench_budgets import Unaware, scenarios  # noqa: E402
 from edge_anytime import Bundle, Controller  # noqa: E402
 from edge_anytime.runners import load_runners  # noqa: E402
 from simulator.sources import open_stream  # noqa: E402
 
 REFERENCE_PACKAGE = "ea_ref"
+SCENARIOS = ("constant 0.5x full", "constant 0.6x full", "constant 0.8x full", "constant 1.0x full",
+             "speed cruise #0", "speed sweep #0", "speed stop-and-go #0")   # bench_budgets' names, a subset
 
 
 def import_reference(ref: str, folder: Path):
@@ -73,13 +74,12 @@ def main(argv=None) -> dict:
         for ctrl in controllers.values():      # settle: online estimates of this host and stream
             for i in range(min(n, 500)):
                 ctrl.run(frames[i], 10 * full)
-        scenarios = {f"constant {f}x full": np.full(n, f * full) for f in (0.5, 0.6, 0.8, 1.0)}
-        scenarios.update({f"speed {shape} #0": speed_trace(shape, 0, stamps, first)
-                          for shape in ("cruise", "sweep", "stop-and-go")})
+        chosen = {name: budgets for name, budgets in scenarios(stamps, full, first, 1, n).items()
+                  if name in SCENARIOS}
         names = ["static:0", *controllers]
         report = {}
         try:
-            for scenario, budgets in scenarios.items():
+            for scenario, budgets in chosen.items():
                 good = dict.fromkeys(names, 0)
                 late = dict.fromkeys(names, 0)
                 for i in range(n):

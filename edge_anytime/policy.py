@@ -118,17 +118,21 @@ class DeadlinePolicy:
         return max(delivery if math.isfinite(delivery) else 0.0, self.guard())
 
     def first_margin(self) -> float:
-        """The margin before a frame's first segment. Threaded on a real clock, an exit published before the
-        watchdog's fire time is handed over by `run()`'s own timed wait whatever the thread hand-back takes,
-        so only the guard is reserved (reserving the hand-back's tail as well, a millisecond on a loaded
-        host, refused every first segment at sub-millisecond budgets); otherwise `margin()`."""
-        return self.guard() if self._first_guard_only else self.margin()
+        """The margin before a frame's first segment (see `_first_of`)."""
+        return self._first_of(self.margin())
 
     def frame_limits(self, deadline: float) -> tuple[float, float]:
         """(limit, first_limit) of a frame: its segments must end by `deadline - margin()`, its first segment
         by `deadline - first_margin()` (the margin is read once)."""
         margin = self.margin()
-        return deadline - margin, deadline - (self.guard() if self._first_guard_only else margin)
+        return deadline - margin, deadline - self._first_of(margin)
+
+    def _first_of(self, margin: float) -> float:
+        """The first segment's share of `margin`. Threaded on a real clock, an exit published before the
+        watchdog's fire time is handed over by `run()`'s own timed wait whatever the thread hand-back takes,
+        so only the guard is reserved (reserving the hand-back's tail as well, a millisecond on a loaded
+        host, refused every first segment at sub-millisecond budgets); otherwise all of it."""
+        return self.guard() if self._first_guard_only else margin
 
     def guard(self) -> float:
         """How long before the deadline the watchdog hands the best result over (seconds)."""

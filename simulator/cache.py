@@ -214,18 +214,22 @@ def bundle_sha(bundle) -> str:
 
 
 def cache_meta(bundle, stream_spec: str, precisions: Mapping[str, str], backend: str) -> dict[str, Any]:
-    profiles = {t: p.to_json() for t, p in bundle.profiles.items()}
     return {"bundle": str(bundle.root), "bundle_sha": bundle_sha(bundle), "stream": stream_spec,
             "precisions": dict(precisions), "backend": backend, "host": platform.node(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "manifest": manifest_to_json(bundle.manifest),
-            "profiles": profiles, "class_names": list(bundle.model.labels)}
+            "profiles": profiles_json(bundle), "class_names": list(bundle.model.labels)}
+
+
+def profiles_json(bundle) -> dict[str, Any]:
+    """The bundle's latency profiles as a cache stores them (target -> profile JSON)."""
+    return {target: profile.to_json() for target, profile in bundle.profiles.items()}
 
 
 def with_current_profiles(cache: PredictionCache, bundle) -> PredictionCache:
     """`cache` carrying the bundle's latency profiles as they are now: profiles are not in the manifest (the
     cache key), so a bundle profiled again after the cache was built (`edge_anytime.profiling`) would
     otherwise be replayed with the old timings."""
-    profiles = {t: p.to_json() for t, p in bundle.profiles.items()}
+    profiles = profiles_json(bundle)
     if profiles == cache.meta.get("profiles"):
         return cache
     return dataclasses.replace(cache, meta={**cache.meta, "profiles": profiles})
