@@ -7,7 +7,11 @@
    full model's p99 latency (bare chain, measured first). Counts the loads whose first frame gets the full
    plan's answer, the best exit by validation accuracy (target: >= 99 of 100), for the default (inline) and
    the threaded controller.
-2. Soak: `--frames` real GTSRB test frames back to back with budgets uniform between 1x and 3x the full model's
+   Fresh vs settled: `--fresh-loads` more fresh loads (default 20) each serve FRESH_FRAMES frames at a tight
+   budget (the full model's median, where the plan's choice depends on the estimates), then SETTLE_FRAMES more,
+   then FRESH_FRAMES again: a fresh controller should do what it does once settled (on time and correct, exit
+   reached, time per call), from its first frame.
+2. Soak (skipped with `--frames 0`): `--frames` real GTSRB test frames back to back with budgets uniform between 1x and 3x the full model's
    median latency, for the default (inline) and the threaded controller in alternating blocks; reports
    results later than deadline + 1 ms (target: 0), the lateness distribution (delivered - deadline), exits
    reached and the counters. Then the same with `--cpu-load` of a core busy in another process per core
@@ -38,6 +42,8 @@ from edge_anytime.runners import close_runners, load_runners  # noqa: E402
 from bench.bench_controller import test_frames  # noqa: E402
 
 BLOCK = 500   # soak: the two controllers alternate every BLOCK frames
+FRESH_FRAMES = 64    # fresh vs settled: the first frames of a fresh load (its estimators' seed phase: 32 samples)
+SETTLE_FRAMES = 500  # ... and the same number again after this many more
 
 
 def percentiles(values, qs=(50, 90, 99, 99.9, 100)) -> dict:
@@ -73,6 +79,35 @@ def cold_starts(bundle: Bundle, frames: np.ndarray, loads: int, budget: float, o
         final += result.exit_index == best and result.met_deadline
         exits.append(-1 if result.exit_index is None else result.exit_index)
     return {"loads": loads, "first_frame_final_exit": int(final), "exits": np.bincount(np.array(exits) + 1).tolist()}
+
+
+def fresh_vs_settled(bundle: Bundle, frames: np.ndarray, labels: np.ndarray | None, loads: int,
+                     budget: float) -> dict:
+    """Per fresh load, the first FRESH_FRAMES frames and FRESH_FRAMES frames after SETTLE_FRAMES more, all at
+    `budget` (default controller, inline): on time and correct, mean exit (none = -1), median time per call."""
+    phases = {"fresh": [], "settled": []}
+    n = len(frames)
+    for load in range(loads):
+        with Controller.from_bundle(bundle) as ctrl:
+            offset = load * 7
+            for phase, start in (("fresh", 0), ("settle", FRESH_FRAMES), ("settled", FRESH_FRAMES + SETTLE_FRAMES)):
+                count = SETTLE_FRAMES if phase == "settle" else FRESH_FRAMES
+                for i in range(start, start + count):
+                    frame = frames[(offset + i) % n]
+                    t0 = time.perf_counter()
+                    r = ctrl.run(frame, budget)
+                    elapsed = time.perf_counter() - t0
+                    if phase != "settle":
+                        right = labels is None or r.label == labels[(offset + i) % n]
+                        phases[phase].append((elapsed <= budget and r.best is not None and right,
+                                              -1 if r.exit_index is None else r.exit_index, elapsed))
+    out = {"loads": loads, "budget_ms": budget * 1e3, "frames_each": FRESH_FRAMES}
+    for phase, rows in phases.items():
+        ok, exits, elapsed = (np.asarray(column) for column in zip(*rows))
+        out[phase] = {"on_time_correct_pct": round(100.0 * float(ok.mean()), 2),
+                      "mean_exit": round(float(exits.mean()), 3),
+                      "median_call_ms": round(float(np.median(elapsed)) * 1e3, 4)}
+    return out
 
 
 def test_set(count: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -136,6 +171,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--bundle", default="deploy/bundles/gtsrb-resann")
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--loads", type=int, default=100)
+    parser.add_argument("--fresh-loads", type=int, default=20, help="fresh loads for fresh vs settled (0: skip)")
     parser.add_argument("--cpu-load", type=float, default=1.0, help="busy fraction of each core for the loaded soak")
     parser.add_argument("--skip-loaded", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -154,24 +190,31 @@ def main(argv=None) -> dict:
         print(f"cold starts {name:8s}: first frame at 3x p99 ({3 * p99 * 1e3:.3f} ms) got the full plan's answer in "
               f"{cold[name]['first_frame_final_exit']} of {args.loads} fresh loads (exits -1..: {cold[name]['exits']})")
     report["cold_starts"] = cold
-    report["soak_quiet"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed, labels)
-    print_soak("soak quiet ", report["soak_quiet"])
-    if not args.skip_loaded:
-        from edge_anytime.realtime import RealtimeOptions, apply_realtime
-        from simulator.load import BackgroundLoad
+    if args.fresh_loads:
+        fresh = report["fresh_vs_settled"] = fresh_vs_settled(bundle, frames, labels, args.fresh_loads, median)
+        print(f"fresh vs settled, {args.fresh_loads} loads, {FRESH_FRAMES} frames each at {median * 1e3:.3f} ms: "
+              + "; ".join(f"{phase}: on time and correct {fresh[phase]['on_time_correct_pct']}%, mean exit "
+                          f"{fresh[phase]['mean_exit']}, median call {fresh[phase]['median_call_ms']} ms"
+                          for phase in ("fresh", "settled")))
+    if args.frames:   # 0: cold starts and fresh vs settled only
+        report["soak_quiet"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed, labels)
+        print_soak("soak quiet ", report["soak_quiet"])
+        if not args.skip_loaded:
+            from edge_anytime.realtime import RealtimeOptions, apply_realtime
+            from simulator.load import BackgroundLoad
 
-        with ExitStack() as stack:
-            for _ in range(os.cpu_count() or 1):
-                stack.enter_context(BackgroundLoad(args.cpu_load, max_seconds=1800))
-            report["soak_loaded"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed + 1, labels)
-            print_soak("soak loaded", report["soak_loaded"])
-            cpu = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-            rt = apply_realtime(RealtimeOptions(cpus=None if cpu is None else (cpu,), fifo_priority=50,
-                                                lock_memory=True, freeze_gc=True))
-            report["realtime"] = str(rt)
-            print(f"real-time settings: {rt}")
-            report["soak_loaded_realtime"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed + 2, labels)
-            print_soak("soak loaded+rt", report["soak_loaded_realtime"])
+            with ExitStack() as stack:
+                for _ in range(os.cpu_count() or 1):
+                    stack.enter_context(BackgroundLoad(args.cpu_load, max_seconds=1800))
+                report["soak_loaded"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed + 1, labels)
+                print_soak("soak loaded", report["soak_loaded"])
+                cpu = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+                rt = apply_realtime(RealtimeOptions(cpus=None if cpu is None else (cpu,), fifo_priority=50,
+                                                    lock_memory=True, freeze_gc=True))
+                report["realtime"] = str(rt)
+                print(f"real-time settings: {rt}")
+                report["soak_loaded_realtime"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed + 2, labels)
+                print_soak("soak loaded+rt", report["soak_loaded_realtime"])
     report["load_average_end"] = os.getloadavg()
     print(f"load average at the end {report['load_average_end']}")
     if args.json:

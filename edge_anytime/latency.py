@@ -14,8 +14,9 @@ a segment's.
   only the sliding window of online samples counts. A warm-up taken while the
   machine was busy therefore stops mattering after a few dozen frames.
 * The samples are kept sorted as they come (a binary-search insert and delete
-  per sample, no sorting on the frame's path); the typical and tail quantiles
-  are re-read every `refresh_every` samples.
+  per sample; the one sort on the frame's path is of the `min_online` online
+  samples, once, when the seeds give way); the typical and tail quantiles are
+  re-read at every sample while seeds count, then every `refresh_every`.
 * A burst guard: two consecutive samples above the tail raise it at once to
   their maximum (thermal throttling, another process); it decays by
   `burst_release` at each admission check, so nothing starves. It guards
@@ -182,7 +183,11 @@ class QuantileEstimator:
         seconds = float(seconds)
         window[slot] = seconds
         self._online = online = online + 1
-        if online <= self.min_online:          # seeds still count, or give way now: rebuild
+        if online < self.min_online:           # seeds still count: the sample joins them (one insert, no rebuild:
+            insort(self._sorted_list, seconds)  # a window of seeds re-sorted per sample: 25 us, six times a frame)
+            self._read_quantiles()
+            return
+        if online == self.min_online:          # measured on this host now: the seeds give way
             self._refresh()
             return
         ordered = self._sorted_list               # keep it sorted: one delete and one insert by bisection

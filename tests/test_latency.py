@@ -302,3 +302,38 @@ def test_one_stall_in_a_warm_up_does_not_become_the_tail():
     assert max(without_hiccups(warm_up)) == 1 * MS
     busy = [1 * MS] * 30 + [8 * MS] * 10                 # a quarter of the passes: the host is that slow
     assert without_hiccups(busy) == busy
+
+
+def test_seed_phase_inserts_each_sample_and_the_seeds_give_way_once():
+    # A profile seeds 1,000 samples (the last window's worth, 512, are kept); each online sample before min_online
+    # must join them as one more sample (the estimates of seeds and samples sorted together), and at min_online
+    # only the online samples remain.
+    rng = np.random.default_rng(3)
+    seeds = rng.uniform(1, 2, 1000) * MS
+    est = QuantileEstimator(0.99, typical_quantile=0.5, min_online=32, refresh_every=16)
+    est.seed(seeds)
+    online = list(rng.uniform(0.5, 1.9, 32) * MS)     # below the tail: no burst guard
+    for i, value in enumerate(online[:31]):
+        est.observe(float(value))
+        expected = np.sort(np.concatenate([seeds[-512:], online[:i + 1]]))
+        np.testing.assert_array_equal(est.samples(), expected)
+        assert est.tail() == expected[int(np.ceil(0.99 * expected.size)) - 1]
+        assert est.typical() == expected[int(np.ceil(0.5 * expected.size)) - 1]
+    est.observe(float(online[31]))
+    np.testing.assert_array_equal(est.samples(), np.sort(online))
+    assert est.count == 32
+    est.observe(5 * MS)                 # the window goes on from there: 33 samples
+    assert est.count == 33 and est.samples()[-1] == 5 * MS
+
+
+def test_seed_phase_does_not_rebuild_the_sorted_samples(monkeypatch):
+    # The rebuild sorts seeds + samples (500+ values, 25 us): once at seeding and once when the seeds give way,
+    # never per sample (a fresh controller paid it for six estimators on each of its first 32 frames).
+    est = QuantileEstimator(0.99, min_online=32)
+    est.seed(np.full(1000, 1 * MS))
+    rebuilds = []
+    original = est._refresh
+    monkeypatch.setattr(est, "_refresh", lambda: (rebuilds.append(est.online_count), original()))
+    for _ in range(40):
+        est.observe(1 * MS)
+    assert rebuilds == [32]
