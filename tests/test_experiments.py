@@ -316,3 +316,122 @@ def test_seed_table_compares_result_files(tmp_path, capsys):
     assert seeds.main([str(a), str(b), "--exit", "1"]) == 0
     assert "exit 2" in capsys.readouterr().out
     assert [r[0] for r in seeds.seed_table([a, b], exit_index=1)["rows"]] == ["const", "adaloss"]  # OPT: one exit
+
+
+TINY_I = {"blocks": 3, "width": 6, "num_subnets": 3, "bottleneck": 2, "cardinality": 6}  # 2 branches per group
+
+
+@pytest.mark.parametrize("kwargs", [TINY_I, dict(ensembles.ResNeXtSpec().i_resnext)])
+def test_solo_network_is_i_resnext_sub_network_alone(kwargs):
+    from training.evaluate import exit_costs
+    from training.experiments.resnext_solo import solo_kwargs
+    from training.models import create_model
+
+    joint = create_model("i-resnext", num_classes=43, **kwargs)
+    _, joint_params = exit_costs(joint)
+    own = ensembles.apriori_flops("i-resnext", kwargs, 43)
+    groups = kwargs["cardinality"] // kwargs["num_subnets"]
+    for k in range(1, kwargs["num_subnets"] + 1):
+        solo = solo_kwargs(kwargs, k)
+        assert solo["num_subnets"] == 1 and solo["cardinality"] == k * groups
+        model = create_model("i-resnext", num_classes=43, **solo)
+        assert ensembles.apriori_flops("i-resnext", solo, 43) == [own[k - 1]]
+        assert exit_costs(model)[1] == [joint_params[k - 1]] == [sum(p.numel() for p in model.parameters())]
+    if kwargs is not TINY_I:
+        return
+    # Same function: sub-network k's weights, concatenated per block, make the solo net compute its logits.
+    k = 2
+    model = create_model("i-resnext", num_classes=43, **solo_kwargs(kwargs, k))
+    with torch.no_grad():
+        for bn in joint.modules():  # non-trivial BN statistics and affine
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 2)
+        model.stem.weight.copy_(joint.stem.weight)
+        for l, (grp,) in enumerate(model.groups):
+            parts = joint.groups[l][:k]
+            grp.conv1.weight.copy_(torch.cat([g.conv1.weight for g in parts]))
+            grp.conv2.weight.copy_(torch.cat([g.conv2.weight for g in parts]))
+            grp.conv3.weight.copy_(torch.cat([g.conv3.weight for g in parts], 1))
+        model.norms[0].load_state_dict(joint.norms[k - 1].state_dict())
+        model.heads[0].load_state_dict(joint.heads[k - 1].state_dict())
+    joint.eval(), model.eval()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(model(x)[0], joint(x)[k - 1], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(model(x)[0], joint(x)[k - 2], atol=1e-3)
+
+
+def fake_run(tag: str, arch: str, kwargs: dict, acc: list[float], val: list[float], flops: list[int]) -> dict:
+    exits = [{"index": i, "flops": f, "params": 10 * (i + 1), "test_accuracy": a, "val_accuracy": v}
+             for i, (a, v, f) in enumerate(zip(acc, val, flops))]
+    return {"tag": tag, "arch": arch, "arch_kwargs": kwargs, "weighting": "const", "num_test": 10000,
+            "train_seconds": 5.0, "reused": False, "exits": exits, "curve": []}
+
+
+def test_solo_tables_from_fake_runs():
+    from training.experiments import resnext_solo
+
+    spec = resnext_solo.SoloSpec(i_resnext=TINY_I, shallow=TINY_RESANN)
+    own = [1_000_000, 2_000_000, 3_000_000]
+    joint = fake_run("i-resnext", "i-resnext", TINY_I, [0.80, 0.88, 0.90], [0.8, 0.9, 0.9], [1e6, 3e6, 6e6])
+    solos = [fake_run(f"i-resnext-solo{k}", "i-resnext", {}, [a], [a], [f])
+             for k, (a, f) in enumerate(zip([0.81, 0.87, 0.92], own), 1)]
+    const = fake_run("resann4-const", "resann", {}, [0.20, 0.40, 0.60, 0.70], [0.2, 0.4, 0.6, 0.7],
+                     [900_000, 1_900_000, 2_600_000, 4_000_000])
+    # OPT 3 costs 2.5 <= 3 MFLOPs but is worse on validation than OPT 2 (test accuracies say otherwise).
+    opts = [fake_run(f"resann4-opt{k}", "resann", {}, [a], [v], [f])
+            for k, (a, v, f) in enumerate(zip([0.25, 0.50, 0.70, 0.80], [0.25, 0.55, 0.50, 0.8],
+                                                       [800_000, 1_800_000, 2_500_000, 3_500_000]))]
+    tables, summary = resnext_solo.solo_tables(ExperimentConfig(), spec, joint, solos, const, opts, own)
+    thin, shallow, versus = tables
+    assert summary["joint_cost"]["thin"] == pytest.approx([-1.0, 1.0, -2.0])
+    assert summary["joint_cost"]["shallow"] == pytest.approx([-5.0, -10.0, -10.0, -10.0])
+    assert "thin 2.00, shallow 10.00" in summary["answer"]
+    assert [v for r in thin["rows"] for v in r[:6]] == pytest.approx([1, 1.0, 10, 81.0, 80.0, -1.0,
+                                                                      2, 2.0, 10, 87.0, 88.0, 1.0,
+                                                                      3, 3.0, 10, 92.0, 90.0, -2.0])
+    assert thin["rows"][0][6] == pytest.approx(196 * math.sqrt((0.8 * 0.2 + 0.81 * 0.19) / 10000))
+    assert shallow["rows"][1][1:6] == pytest.approx([1.8, 1.9, 50.0, 40.0, -10.0])
+    rows = versus["rows"]
+    assert [r[3] for r in rows] == ["1 (0.80 MF)", "2 (1.80 MF)", "2 (1.80 MF)"]  # chosen on val, not test
+    assert [r[5] for r in rows] == pytest.approx([56.0, 37.0, 42.0])  # solo thin - solo shallow
+    assert [r[8] for r in rows] == ["1 (0.90 MF)", "2 (1.90 MF)", "3 (2.60 MF)"]
+    assert [r[10] for r in rows] == pytest.approx([60.0, 48.0, 30.0])  # joint thin - joint shallow
+    none = resnext_solo.solo_tables(ExperimentConfig(), spec, joint, solos, const, opts, [500_000] + own[1:])[0][2]
+    assert none["rows"][0][3:7] == [None] * 4 and none["rows"][0][8:] == [None] * 3  # nothing that cheap
+
+
+def test_resnext_solo_experiment_and_references(config, tmp_path):
+    from training.experiments import resnext_solo
+
+    spec = resnext_solo.SoloSpec(i_resnext=TINY_I, shallow=TINY_RESANN)
+    result = resnext_solo.run(config, spec)
+    check_tables(result, config.out, "resnext-solo")
+    assert list(result["runs"]) == ["i-resnext", "i-resnext-solo1", "i-resnext-solo2", "i-resnext-solo3", "resann"]
+    assert list(result["opt"]) == ["0", "1", "2", "3"] and not any(r["reused"] for r in result["runs"].values())
+    assert [r["exits"][0]["flops"] for k, r in result["runs"].items() if "solo" in k] == result["own_flops"]
+    joint = [e["test_accuracy"] for e in result["runs"]["i-resnext"]["exits"]]
+    solo = [result["runs"][f"i-resnext-solo{k}"]["exits"][0]["test_accuracy"] for k in (1, 2, 3)]
+    assert result["joint_cost"]["thin"] == pytest.approx([100 * (j - s) for j, s in zip(joint, solo)])
+    assert "Joint - solo" in (Path(config.out) / "resnext-solo.md").read_text()
+
+    # Only the solo thin nets in a new OUT: the rest taken from the first run's result JSON.
+    reference = Path(config.out) / "resnext-solo.json"
+    other = dataclasses.replace(config, out=str(tmp_path / "other"), references=(str(reference),))
+    doc = json.loads(reference.read_text())
+    for tag in ("i-resnext-solo1", "i-resnext-solo2", "i-resnext-solo3"):
+        doc["runs"].pop(tag)
+    (tmp_path / "ref.json").write_text(json.dumps(doc))
+    other = dataclasses.replace(other, references=(str(tmp_path / "ref.json"),))
+    again = resnext_solo.run(other, spec)
+    assert again["runs"]["i-resnext"]["reference"] == str(tmp_path / "ref.json")
+    assert [r["reused"] for r in again["runs"].values()] == [True, False, False, False, True]
+    assert again["joint_cost"]["shallow"] == result["joint_cost"]["shallow"]
+    assert sorted(p.name for p in (tmp_path / "other" / "runs").iterdir()) == \
+        ["i-resnext-solo1", "i-resnext-solo2", "i-resnext-solo3"]
+    with pytest.raises(ValueError, match="another schedule"):
+        resnext_solo.run(dataclasses.replace(other, epochs=2), spec)
+    doc["runs"]["i-resnext"]["arch_kwargs"]["width"] = 12
+    (tmp_path / "ref.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="not i-resnext"):
+        resnext_solo.run(other, spec)
+    assert parse_args(["resnext-solo", "--reference", "a.json, b.json"])[1].references == ("a.json", "b.json")

@@ -14,6 +14,8 @@ tables as markdown, and writes OUT/NAME.json and OUT/NAME.md):
 - `eann`: EANN vs a single ANN of equal total FLOPs (ensembles.py)
 - `resnext`: IS-ResNeXt (thin) vs ResANN (shallow) exits at equal FLOPs (ensembles.py)
 - `budgets`: expected accuracy per budget distribution, Impatient DNNs Table 1 (budgets.py)
+- `resnext-solo`: I-ResNeXt's sub-networks and the ResANN's exits trained alone vs jointly,
+  IS-ResNeXt Fig. 3c (resnext_solo.py; `--reference` takes runs from earlier result JSONs)
 
 Runs are cached in OUT/runs/<tag>/ and shared between experiments (see common.py).
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import anytimenet, anytimenet_bn, budgets, ensembles, weightings
+from . import anytimenet, anytimenet_bn, budgets, ensembles, resnext_solo, weightings
 from .common import ExperimentConfig, RunSpec, schedule_note, train_run
 
 #: name -> function(config) -> result dict (with "tables"); in the order `all` runs them.
@@ -33,6 +35,7 @@ EXPERIMENTS: dict[str, Callable[[ExperimentConfig], dict]] = {
     "budgets": budgets.run,
     "resnext": ensembles.run_resnext,
     "eann": ensembles.run_eann,
+    "resnext-solo": resnext_solo.run,
 }
 
 __all__ = ["EXPERIMENTS", "ExperimentConfig", "RunSpec", "run_experiment", "schedule_note", "train_run"]

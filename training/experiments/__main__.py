@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[list[str], ExperimentConf
     p.add_argument("--opt-exits", default=None,
                    help="weighting only: comma-separated exits (1-based, as in its tables) that get an OPT network "
                         "(default 1,2,4,6)")
+    p.add_argument("--reference", default=None,
+                   help="resnext-solo only: comma-separated result JSONs of earlier experiments (same schedule) "
+                        "whose runs it takes by tag instead of training them (first file wins), e.g. "
+                        "docs/experiments/gtsrb32-full-6ep/budgets.json")
     p.add_argument("--figures", default=None, help="also copy plots into this folder (e.g. docs/figures)")
     p.add_argument("--log-every", type=int, default=defaults.log_every, help="batches between progress lines")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of markdown tables")
@@ -54,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[list[str], ExperimentConf
                               seed=args.seed, out=args.out, data_dir=args.data_dir, threads=args.threads,
                               figures=args.figures, device=args.device, log_every=args.log_every,
                               channels_last=args.channels_last, schemes=_names(args.schemes),
-                              opt_exits=_exits(p, args.opt_exits))
+                              opt_exits=_exits(p, args.opt_exits), references=_names(args.reference))
     names = list(EXPERIMENTS) if args.name == "all" else [args.name]
     return names, config, args.json
 

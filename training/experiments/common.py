@@ -44,6 +44,7 @@ class ExperimentConfig:
     schemes: tuple[str, ...] | None = None  # `weighting`: train these schemes; `budgets`: its other weightings (None: all)
     opt_exits: tuple[int, ...] | None = None  # `weighting` only: 0-based exits that get an OPT network (None: default)
     log_every: int = 25  # batches between progress lines (0: one line per epoch)
+    references: tuple[str, ...] | None = None  # `resnext-solo`: earlier result JSONs whose runs (by tag) it reuses
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)
@@ -118,6 +119,45 @@ def train_run(spec: RunSpec, config: ExperimentConfig, progress: str = "") -> di
     print(f"[experiments] {spec.tag} done in {time.time() - started:.0f}s: test accuracy "
           f"{[round(a, 4) for a in metrics['test_accuracy']]}", flush=True)
     return summarise(metrics, spec, reused=False, curve=read_curve(folder))
+
+
+#: The ExperimentConfig fields a run taken from an earlier result JSON must share with this one.
+SCHEDULE_KEYS = ("dataset", "epochs", "limit_train", "limit_eval", "batch_size", "lr", "seed", "device",
+                 "channels_last")
+
+
+def reference_runs(paths, config: ExperimentConfig) -> dict[str, dict]:
+    """{tag: run summary} of the runs in earlier experiments' result JSONs (OUT/NAME.json), for runs
+    whose folders are not in this OUT (e.g. the committed docs/experiments/*.json). Every file must
+    have been made under this config's schedule (SCHEDULE_KEYS), else ValueError; the first file
+    that holds a tag wins. Each summary is marked reused, with the file it came from."""
+    found: dict[str, dict] = {}
+    for path in paths or ():
+        result = json.loads(Path(path).read_text())
+        theirs = result.get("config", {})
+        differ = {k: (theirs.get(k), getattr(config, k)) for k in SCHEDULE_KEYS if theirs.get(k) != getattr(config, k)}
+        if differ:
+            raise ValueError(f"{path} was made under another schedule, {{field: (its, ours)}}: {differ}")
+        for run in result_runs(result):
+            found.setdefault(run["tag"], {**run, "reused": True, "reference": str(path)})
+    return found
+
+
+def train_or_reference(spec: RunSpec, config: ExperimentConfig, references: dict[str, dict],
+                       progress: str = "") -> dict:
+    """The run of `spec` from `references` (see `reference_runs`) if one has its tag, else `train_run`.
+    A referenced run must be the same model: arch, weighting and every kwarg of the spec (ValueError)."""
+    run = references.get(spec.tag)
+    if run is None:
+        return train_run(spec, config, progress)
+    kwargs = run.get("arch_kwargs", {})
+    if run.get("arch") != spec.arch or run.get("weighting") != spec.weighting or \
+            any(kwargs.get(k) != v for k, v in json.loads(json.dumps(spec.arch_kwargs)).items()):
+        raise ValueError(f"run {spec.tag!r} in {run['reference']} is {run.get('arch')} {kwargs} "
+                         f"weighting={run.get('weighting')}, not {spec.arch} {spec.arch_kwargs} "
+                         f"weighting={spec.weighting}")
+    print(f"[experiments] {progress}{spec.tag}: taken from {run['reference']}", flush=True)
+    return run
 
 
 def read_curve(folder: Path) -> list[dict]:
