@@ -1,6 +1,6 @@
 """A/B of the controller: a commit's `edge_anytime` against the working tree's, on the same frames, interleaved.
 
-    .venv/bin/python bench/bench_ab.py --against HEAD~1 [--frames 1000] [--bundle deploy/bundles/gtsrb-resann]
+    .venv/bin/python bench/bench_ab.py --against HEAD~1 [--frames 1000] [--fresh LOADS] [--bundle deploy/bundles/gtsrb-resann]
 
 How a runtime change is judged before it lands (docs/results.md reports these runs): the package of commit
 `--against` is extracted (`git archive`) into a temporary folder as the package `ea_ref` (the package imports
@@ -10,6 +10,12 @@ working tree's controller in rotating order, each timed around its call. Scenari
 0.6x, 0.8x and 1.0x the full model's median latency and three speed traces (bench/budget_traces.py, seed 0).
 Columns: on time and correct, calls that returned after the deadline (%). Pin it to a core
 (`taskset -c 0`) and run nothing else beside it: it measures differences of microseconds.
+
+`--fresh LOADS`: fresh controllers instead (what a controller does from its first frame): per load, both
+controllers are loaded anew and serve FRESH_FRAMES frames, interleaved, at 0.75x, 1.0x and 1.3x the full model's
+median; on time and correct (frames 0-31, the estimators' seed phase, and 32-63) and explorations. Run it
+unpinned when the bundle's profile was measured unpinned (a profile is used only on a host with the same number
+of usable CPUs).
 """
 
 from __future__ import annotations
@@ -57,10 +63,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--against", required=True, help="the git commit whose controller is the reference")
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--bundle", default=str(ROOT / "deploy/bundles/gtsrb-resann"))
+    parser.add_argument("--fresh", type=int, default=0, metavar="LOADS",
+                        help="compare fresh controllers over this many loads instead (see above)")
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as folder:
         reference = import_reference(args.against, Path(folder))
+        if args.fresh:
+            return fresh_ab(reference, args)
         bundle = Bundle.load(args.bundle)
         stream = open_stream("gtsrb-test", frames=args.frames)
         n = len(stream)
@@ -102,6 +112,53 @@ def main(argv=None) -> dict:
             for ctrl in controllers.values():
                 ctrl.close()
     print(f"on time and correct % (calls returned late %); load average at the end {os.getloadavg()}")
+    return report
+
+
+FRESH_FRAMES = 64
+FRESH_BUDGETS = (0.75, 1.0, 1.3)   # x the full model's median (bare chain)
+
+
+def fresh_ab(reference, args) -> dict:
+    """`--fresh`: per load, both controllers anew, FRESH_FRAMES frames each, interleaved (see the docstring)."""
+    from bench.bench_deadline import full_plan_latency, test_set
+
+    bundle = Bundle.load(args.bundle)
+    frames, labels = test_set(2000)
+    median, _ = full_plan_latency(bundle, frames, 500)
+    names = (f"ref {args.against}", "working tree")
+    report = {}
+    for factor in FRESH_BUDGETS:
+        budget = factor * median
+        good = {name: np.zeros((args.fresh, FRESH_FRAMES), bool) for name in names}
+        explorations = dict.fromkeys(names, 0)
+        for load in range(args.fresh):
+            controllers = {names[0]: reference.Controller.from_bundle(args.bundle),
+                           names[1]: Controller.from_bundle(bundle)}
+            try:
+                for i in range(FRESH_FRAMES):
+                    j = (load * 13 + i) % len(frames)
+                    order = names if (i + load) % 2 else names[::-1]
+                    for name in order:
+                        t0 = time.perf_counter()
+                        result = controllers[name].run(frames[j], budget)
+                        elapsed = time.perf_counter() - t0
+                        good[name][load, i] = (elapsed <= budget and result.best is not None
+                                               and (labels is None or result.label == labels[j]))
+            finally:
+                for name, ctrl in controllers.items():
+                    explorations[name] += ctrl.stats().explorations
+                    ctrl.close()
+        half = FRESH_FRAMES // 2
+        report[f"{factor}x"] = {name: {"on_time_correct": float(good[name].mean()),
+                                       "frames_0_31": float(good[name][:, :half].mean()),
+                                       "frames_32_63": float(good[name][:, half:].mean()),
+                                       "explorations": explorations[name]} for name in names}
+        print(f"fresh, {factor}x the full model's median ({budget * 1e3:.3f} ms), {args.fresh} loads: " + "; ".join(
+            f"{name}: {good[name].mean() * 100:.2f}% (frames 0-{half - 1} {good[name][:, :half].mean() * 100:.2f}, "
+            f"{half}-{FRESH_FRAMES - 1} {good[name][:, half:].mean() * 100:.2f}), explorations {explorations[name]}"
+            for name in names), flush=True)
+    print(f"on time and correct %; load average at the end {os.getloadavg()}")
     return report
 
 

@@ -219,6 +219,10 @@ class Controller:
             for index, times in slice_times.items():
                 policy.seed_slice(index, without_hiccups(times))
             policy.seed_steps(plan.warmup_steps)
+        elif not self._simulated_clock:   # the profile seeded them: its shapes, at this host's speed now
+            policy.calibrate_seeds([without_hiccups(samples) for samples in plan.warmup_samples],
+                                   [without_hiccups(samples) for samples in plan.warmup_reach],
+                                   {index: without_hiccups(times) for index, times in slice_times.items()})
         # the delivery path is this host's and mode's: always measured
         policy.delivery.seed(without_hiccups(self._warmup_delivery))
 
@@ -332,7 +336,8 @@ class Controller:
 
     def latency_estimates(self) -> dict[str, float]:
         """Current estimates (seconds): each segment's typical and tail latency, each a-priori slice's,
-        and the margin and watchdog guard in use (see DeadlinePolicy.estimates)."""
+        and the margin and watchdog guard in use; with a profile, the factors the warm-up applied to its seeds
+        (see DeadlinePolicy.estimates)."""
         if self._recorder is not None:
             self._recorder.drain()
         return self.policy.estimates()

@@ -30,6 +30,8 @@ a segment's.
   any other outcome (the estimate was right) doubles it, up to `explore_max`.
   Where a segment is refused on a good estimate, a stream of N frames pays
   about log2(N / explore_after) explorations, not one every few frames.
+  Seeds confirmed on this host (`trust_seeds`: a profile the warm-up agrees
+  with) wait longer for the first one.
 
 >>> est = QuantileEstimator(quantile=0.99, typical_quantile=0.5, min_online=4, refresh_every=1)
 >>> est.seed([5e-3] * 10)               # a warm-up on a busy machine
@@ -165,6 +167,18 @@ class QuantileEstimator:
         if values.size:
             self._seeds = np.concatenate([self._seeds, values])[-len(self._window):]
             self._refresh()
+
+    def scale_seeds(self, factor: float) -> None:
+        """Multiply the seed samples by `factor` (a profile brought to this host's speed now; see
+        `DeadlinePolicy.calibrate_seeds`); online samples are left as measured."""
+        if self._seeds.size and 0.0 < factor < math.inf:
+            self._seeds = self._seeds * float(factor)
+            self._refresh()
+
+    def trust_seeds(self, explore_after: int) -> None:
+        """The seeds were confirmed on this host (a profile the warm-up agrees with): wait `explore_after`
+        refusals in a row before the first exploration instead of the configured few."""
+        self._explore_after = min(self.explore_max, max(self._explore_after, int(explore_after)))
 
     def observe(self, seconds: float) -> None:
         """Record a latency measured while serving (ignored when frozen, or not a finite number >= 0)."""
@@ -305,6 +319,14 @@ class GaussianEstimator:
     def observe(self, seconds: float) -> None:
         if self.online and math.isfinite(seconds) and seconds >= 0:
             self.seed([seconds])
+
+    def trust_seeds(self, explore_after: int) -> None:
+        """No exploration here (see QuantileEstimator.trust_seeds)."""
+
+    def scale_seeds(self, factor: float) -> None:
+        """Multiply the samples by `factor` (called before serving, when all of them are seeds)."""
+        if 0.0 < factor < math.inf:
+            self._samples *= float(factor)
 
     observe_stopped = observe   # a stopped run is a sample like any other (see QuantileEstimator.observe_stopped)
 

@@ -64,6 +64,9 @@ BUSY_RATE = 1.0 / 64        # how fast the busy-arrival fraction follows the fra
 STEP_RATE = 1.0 / 64        # how fast a step's mean latency follows new samples
 SAVINGS_EVERY = 256         # step observations between recomputations of the slice savings
 SEED_DRAWS = 1000           # samples drawn per segment when a profile's per-graph samples seed it
+SEED_SCALE_LIMITS = (0.8, 1.25)   # how far a warm-up may move a profile's seeds (a busy boot must not x50 them)
+SEED_CONFIRMED = 0.1        # a warm-up within 10% of the profile confirms it: ...
+TRUSTED_EXPLORE_AFTER = 64  # ... and its segments are first explored after this many refusals, not 8
 
 
 class DeadlinePolicy:
@@ -102,6 +105,7 @@ class DeadlinePolicy:
         self._plan_candidates = [(p, self.segments[p].exit_index, self._segment_values[p]) for p in self.plan_order]
         self.lose_current = not simulated and not threaded   # inline on a real clock: an overrun is a late result
         self._first_guard_only = threaded and not simulated and options.margin_s is None   # see first_margin
+        self.seed_scales: dict[str, float] = {}   # calibrate_seeds(): estimator name -> factor applied
         self.busy = 0.0            # EMA: fraction of frames that arrive while the interpreter is still busy
         self.counts = {name: 0 for name in ControllerStats.__dataclass_fields__}
 
@@ -291,8 +295,24 @@ class DeadlinePolicy:
         for exit_index, samples in slice_samples(program, profile, precisions).items():
             self.seed_slice(exit_index, samples)
 
+    def calibrate_seeds(self, segments, reaches, slices: Mapping[int, list]) -> None:
+        """Bring a profile's seeds to this host's speed now, from a warm-up through the serving path: per
+        segment, exit reach and a-priori slice, the profile's samples are multiplied by the warm-up's median
+        over theirs, clipped to SEED_SCALE_LIMITS. The profile keeps the shape of each distribution (measured
+        over a thousand runs); the warm-up (a few dozen runs) sets its level, and adds what the profile's bare
+        graph timings leave out: the hooks between the steps and the exit's publication (5-6% of a segment
+        here). The clip keeps a warm-up on a busy machine from multiplying the seeds by 50; online samples
+        replace them after `min_online` frames either way."""
+        for position, samples in enumerate(segments):
+            self.seed_scales[f"segment{position}"] = _rescale(self.segment_estimators[position], samples)
+            self.seed_scales[f"reach{position}"] = _rescale(self.reach_estimators[position], reaches[position])
+        for index, samples in slices.items():
+            self.seed_scales[f"slice{index}"] = _rescale(self.slice_estimators[index], samples)
+
     def estimates(self) -> dict[str, float]:
-        """Current estimates in seconds, by name (segment<k>.typical/.tail, slice<k>.tail, delivery, guard)."""
+        """Current estimates in seconds, by name (segment<k>.typical/.tail, slice<k>.typical/.tail, margin, guard),
+        the fraction of frames that arrived while the interpreter was busy, and the factors a warm-up applied
+        to a profile's seeds (seed_scale.<estimator>; see calibrate_seeds)."""
         out = {}
         for position, est in enumerate(self.segment_estimators):
             out[f"segment{position}.typical"] = est.typical()
@@ -303,10 +323,25 @@ class DeadlinePolicy:
         out["margin"] = self.margin()
         out["guard"] = self.guard()
         out["busy_arrivals"] = self.busy
+        out.update({f"seed_scale.{name}": factor for name, factor in self.seed_scales.items()})
         return out
 
     def stats(self) -> ControllerStats:
         return ControllerStats(**self.counts)
+
+
+def _rescale(estimator, measured) -> float:
+    """Scale `estimator`'s seeds by median(measured) / their median, clipped to SEED_SCALE_LIMITS; the factor
+    applied (1.0 when there is nothing to compare)."""
+    seeded = estimator.typical()
+    if len(measured) < 3 or not (0.0 < seeded < math.inf):
+        return 1.0
+    low, high = SEED_SCALE_LIMITS
+    factor = min(high, max(low, float(np.median(measured)) / seeded))
+    estimator.scale_seeds(factor)
+    if abs(factor - 1.0) <= SEED_CONFIRMED:
+        estimator.trust_seeds(TRUSTED_EXPLORE_AFTER)
+    return factor
 
 
 def _draw_sums(program: Program, profile: LatencyProfile, precisions: Mapping[str, str], steps, seed: int):

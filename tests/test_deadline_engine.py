@@ -220,3 +220,62 @@ def test_every_profiling_path_stores_alike_merging_only_the_same_hosts_precision
     other = LatencyProfile("t", "litert", {"g": {"fp16": (80.0,)}}, fingerprint={**host_fingerprint(), "cpu": "x"})
     replaced = load_profile(store_profile(other, tmp_path))
     assert set(replaced.graphs["g"]) == {"fp16"}                      # another host: replaced, never mixed
+
+
+def _seeded_policy(seconds: float = 1e-3):
+    from edge_anytime.policy import DeadlinePolicy
+
+    program = tiny_program()
+    policy = DeadlinePolicy(program, ControllerOptions(), simulated=False, threaded=False)
+    for position in range(len(policy.segments)):
+        policy.seed_segment(position, [seconds] * 200)
+        policy.reach_estimators[position].seed([seconds * (position + 1)] * 200)
+    for index in policy.slice_estimators:
+        policy.seed_slice(index, [seconds] * 200)
+    return policy
+
+
+def test_a_warm_up_brings_a_profiles_seeds_to_this_hosts_speed_within_limits():
+    from edge_anytime.policy import SEED_SCALE_LIMITS
+
+    n = len(_seeded_policy().segments)
+    # the warm-up's serving path is 5% slower than the profile's bare graphs: the seeds follow, and are trusted
+    policy = _seeded_policy()
+    policy.calibrate_seeds([[1.05e-3] * 40] * n, [[1.05e-3 * (p + 1)] * 40 for p in range(n)],
+                           {index: [1.05e-3] * 40 for index in policy.slice_estimators})
+    estimates = policy.estimates()
+    assert estimates["segment0.typical"] == pytest.approx(1.05e-3)
+    assert estimates["seed_scale.segment0"] == pytest.approx(1.05) and estimates["seed_scale.reach1"] == pytest.approx(1.05)
+    refusals = 0
+    while not policy.segment_estimators[0].refused():
+        refusals += 1
+    assert refusals >= 63                  # a confirmed profile is not explored after 8 refusals
+    # a warm-up on a busy machine, 50x slower: the seeds move by the limit only, and keep the short wait
+    busy = _seeded_policy()
+    busy.calibrate_seeds([[50e-3] * 40] * n, [[50e-3] * 40] * n, {index: [50e-3] * 40 for index in busy.slice_estimators})
+    assert busy.estimates()["segment0.typical"] == pytest.approx(SEED_SCALE_LIMITS[1] * 1e-3)
+    refusals = 0
+    while not busy.segment_estimators[0].refused():
+        refusals += 1
+    assert refusals == 7
+    # too few warm-up samples: nothing to compare, nothing changes
+    few = _seeded_policy()
+    few.calibrate_seeds([[2e-3] * 2] * n, [[2e-3] * 2] * n, {})
+    assert few.estimates()["segment0.typical"] == pytest.approx(1e-3) and few.seed_scales["segment0"] == 1.0
+
+
+def test_a_profile_seeded_controller_is_calibrated_by_its_warm_up_on_a_real_clock():
+    from edge_anytime import Bundle
+    from edge_anytime.policy import SEED_SCALE_LIMITS
+
+    bundle = Bundle.load("deploy/bundles/gtsrb-resann")
+    target = sorted(bundle.profiles)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # CI may run on another host than the one that measured the profile
+        with Controller.from_bundle(bundle, options=ControllerOptions(profile_target=target)) as ctrl:
+            estimates = ctrl.latency_estimates()
+    scales = {k: v for k, v in estimates.items() if k.startswith("seed_scale.")}
+    assert len(scales) == 3 * len(bundle.program.anytime_segments())   # segments, reaches and slices (one per exit)
+    assert all(SEED_SCALE_LIMITS[0] <= v <= SEED_SCALE_LIMITS[1] for v in scales.values())
+    with Controller.from_bundle(bundle, options=ControllerOptions(profile_target=None, warmup_runs=5)) as ctrl:
+        assert not any(k.startswith("seed_scale.") for k in ctrl.latency_estimates())   # warm-up seeds: no profile

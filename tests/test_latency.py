@@ -337,3 +337,26 @@ def test_seed_phase_does_not_rebuild_the_sorted_samples(monkeypatch):
     for _ in range(40):
         est.observe(1 * MS)
     assert rebuilds == [32]
+
+
+def test_trusted_seeds_are_first_explored_after_many_refusals_not_a_few():
+    est = QuantileEstimator(0.99, min_online=32, explore_after=8)
+    est.seed([1 * MS] * 100)
+    est.trust_seeds(64)
+    refusals = 0
+    while not est.refused():
+        refusals += 1
+    assert refusals == 63                 # the 64th refusal in a row explores
+    est.observe(1 * MS)                   # as fast as the seeds said: the next wait doubles
+    refusals = 0
+    while not est.refused():
+        refusals += 1
+    assert refusals == 127
+
+
+def test_scaling_the_seeds_leaves_online_samples_as_measured():
+    est = QuantileEstimator(0.99, typical_quantile=0.5, min_online=32, refresh_every=1)
+    est.seed([1 * MS] * 100)
+    est.observe(3 * MS)
+    est.scale_seeds(1.2)
+    np.testing.assert_allclose(est.samples(), [1.2 * MS] * 100 + [3 * MS])
