@@ -164,14 +164,15 @@ class Controller:
     def warm_up(self, runs: int, max_seconds: float | None = None, record: bool = True) -> None:
         """Run frames through the serving path (same thread hand-off, same hooks) to seed the estimates.
 
-        The first COLD_PASSES frames are discarded (cold caches). With `record`, the rest seed every
-        segment's, every a-priori slice's and the delivery path's estimates; on a real clock warm-up goes on
+        Warm-up frames are mid-grey camera frames (see `_warmup_frame`); the first COLD_PASSES are discarded
+        (cold caches). With `record`, the rest seed every segment's, every a-priori slice's and the delivery
+        path's estimates (without it, with a profile, they rescale its seeds); on a real clock warm-up goes on
         until each estimator has `estimator.min_online` samples or `max_seconds` (default
         `options.warmup_seconds`) have passed. Seeds give way to online samples as frames are served.
         """
         max_seconds = self.options.warmup_seconds if max_seconds is None else max_seconds
         needed = self.options.estimator.min_online
-        neutral = np.zeros(self.model.input.shape, np.float32)   # the mean colour, once normalised
+        frame, neutral = self._warmup_frame()
         policy = self.policy
         plan = self._plan
         if self._recorder is not None:
@@ -189,7 +190,7 @@ class Controller:
             passes = 0
             returns: list[float] = []   # from delivered_s to the caller having the result: the return path
             while True:
-                result = self.run(neutral, deadline_s=self.clock.now() + 3600.0, frame_id=-1, mode="anytime")
+                result = self.run(frame, deadline_s=self.clock.now() + 3600.0, frame_id=-1, mode="anytime")
                 returns.append(self.clock.now() - result.delivered_s + self._return_allowance)
                 for index, segment in self.interpreter.slices.items():
                     t0 = self.clock.now()
@@ -225,6 +226,19 @@ class Controller:
                                    {index: without_hiccups(times) for index, times in slice_times.items()})
         # the delivery path is this host's and mode's: always measured
         policy.delivery.seed(without_hiccups(self._warmup_delivery))
+
+    def _warmup_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """(what warm-up passes to run(), the model input tensor it becomes): a mid-grey uint8 frame of the model's
+        size, so that the preprocessing every camera frame takes is warm too (a first frame paid 30 us more
+        for it), or the neutral tensor itself where frames are not preprocessed or are not images."""
+        neutral = np.zeros(self.model.input.shape, np.float32)   # the mean colour, once normalised
+        if not self.options.validate_frames:
+            return neutral, neutral
+        grey = np.full(self._preprocess.raw_shape, 128, np.uint8)
+        try:
+            return grey, self._preprocess(grey)
+        except FrameError:
+            return neutral, neutral
 
     # ----------------------------------------------------------------- public API
     def run(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,

@@ -279,3 +279,21 @@ def test_a_profile_seeded_controller_is_calibrated_by_its_warm_up_on_a_real_cloc
     assert all(SEED_SCALE_LIMITS[0] <= v <= SEED_SCALE_LIMITS[1] for v in scales.values())
     with Controller.from_bundle(bundle, options=ControllerOptions(profile_target=None, warmup_runs=5)) as ctrl:
         assert not any(k.startswith("seed_scale.") for k in ctrl.latency_estimates())   # warm-up seeds: no profile
+
+
+@pytest.mark.parametrize("validate, warmed_dtype", [(True, np.uint8), (False, np.float32)])
+def test_warm_up_takes_the_camera_frames_path(monkeypatch, validate, warmed_dtype):
+    # warm-up frames go through the preprocessing every camera frame takes (a first frame paid its cold start);
+    # a controller told frames arrive preprocessed (validate_frames=False) warms up with the input tensor itself
+    from edge_anytime.preprocess import Preprocessor
+
+    seen = []
+    original = Preprocessor.__call__
+    monkeypatch.setattr(Preprocessor, "__call__", lambda self, frame: (seen.append(frame.dtype), original(self, frame))[1])
+    options = ControllerOptions(warmup_runs=4, validate_frames=validate)
+    ctrl, _, _, _ = make(options=options)
+    assert ctrl.stats().frames == 0                       # warm-up frames are not served frames
+    if validate:
+        assert seen and set(seen) == {np.dtype(np.uint8)}
+    else:
+        assert not seen
