@@ -86,6 +86,7 @@ def fresh_vs_settled(bundle: Bundle, frames: np.ndarray, labels: np.ndarray | No
     """Per fresh load, the first FRESH_FRAMES frames and FRESH_FRAMES frames after SETTLE_FRAMES more, all at
     `budget` (default controller, inline): on time and correct, mean exit (none = -1), median time per call."""
     phases = {"fresh": [], "settled": []}
+    firsts: list[tuple[float, float]] = []   # per load: the first and the second frame's time per call
     n = len(frames)
     for load in range(loads):
         with Controller.from_bundle(bundle) as ctrl:
@@ -97,11 +98,15 @@ def fresh_vs_settled(bundle: Bundle, frames: np.ndarray, labels: np.ndarray | No
                     t0 = time.perf_counter()
                     r = ctrl.run(frame, budget)
                     elapsed = time.perf_counter() - t0
+                    if i == 1:
+                        firsts.append((phases["fresh"][0][2], elapsed))
                     if phase != "settle":
                         right = labels is None or r.label == labels[(offset + i) % n]
                         phases[phase].append((elapsed <= budget and r.best is not None and right,
                                               -1 if r.exit_index is None else r.exit_index, elapsed))
-    out = {"loads": loads, "budget_ms": budget * 1e3, "frames_each": FRESH_FRAMES}
+    first, second = np.median(np.asarray(firsts), axis=0) * 1e3
+    out = {"loads": loads, "budget_ms": budget * 1e3, "frames_each": FRESH_FRAMES,
+           "first_frame_median_call_ms": round(float(first), 4), "second_frame_median_call_ms": round(float(second), 4)}
     for phase, rows in phases.items():
         ok, exits, elapsed = (np.asarray(column) for column in zip(*rows))
         out[phase] = {"on_time_correct_pct": round(100.0 * float(ok.mean()), 2),
@@ -195,7 +200,8 @@ def main(argv=None) -> dict:
         print(f"fresh vs settled, {args.fresh_loads} loads, {FRESH_FRAMES} frames each at {median * 1e3:.3f} ms: "
               + "; ".join(f"{phase}: on time and correct {fresh[phase]['on_time_correct_pct']}%, mean exit "
                           f"{fresh[phase]['mean_exit']}, median call {fresh[phase]['median_call_ms']} ms"
-                          for phase in ("fresh", "settled")))
+                          for phase in ("fresh", "settled"))
+              + f"; first frame {fresh['first_frame_median_call_ms']} ms, second {fresh['second_frame_median_call_ms']} ms")
     if args.frames:   # 0: cold starts and fresh vs settled only
         report["soak_quiet"] = soak(bundle, frames, args.frames, median, 3 * median, args.seed, labels)
         print_soak("soak quiet ", report["soak_quiet"])
