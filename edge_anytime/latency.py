@@ -168,12 +168,14 @@ class QuantileEstimator:
             self._seeds = np.concatenate([self._seeds, values])[-len(self._window):]
             self._refresh()
 
-    def scale_seeds(self, factor: float) -> None:
+    def scale_seeds(self, factor: float) -> bool:
         """Multiply the seed samples by `factor` (a profile brought to this host's speed now; see
-        `DeadlinePolicy.calibrate_seeds`); online samples are left as measured."""
-        if self._seeds.size and 0.0 < factor < math.inf:
-            self._seeds = self._seeds * float(factor)
-            self._refresh()
+        `DeadlinePolicy.calibrate_seeds`); online samples are left as measured. False: no seeds left."""
+        if not (self._seeds.size and 0.0 < factor < math.inf):
+            return False
+        self._seeds = self._seeds * float(factor)
+        self._refresh()
+        return True
 
     def trust_seeds(self, explore_after: int) -> None:
         """The seeds were confirmed on this host (a profile the warm-up agrees with): wait `explore_after`
@@ -323,10 +325,12 @@ class GaussianEstimator:
     def trust_seeds(self, explore_after: int) -> None:
         """No exploration here (see QuantileEstimator.trust_seeds)."""
 
-    def scale_seeds(self, factor: float) -> None:
+    def scale_seeds(self, factor: float) -> bool:
         """Multiply the samples by `factor` (called before serving, when all of them are seeds)."""
-        if 0.0 < factor < math.inf:
-            self._samples *= float(factor)
+        if not (self.count and 0.0 < factor < math.inf):
+            return False
+        self._samples *= float(factor)
+        return True
 
     observe_stopped = observe   # a stopped run is a sample like any other (see QuantileEstimator.observe_stopped)
 

@@ -332,13 +332,14 @@ class DeadlinePolicy:
 
 def _rescale(estimator, measured) -> float:
     """Scale `estimator`'s seeds by median(measured) / their median, clipped to SEED_SCALE_LIMITS; the factor
-    applied (1.0 when there is nothing to compare)."""
+    applied (1.0 when there is nothing to compare, or no seeds are left: online samples replaced them)."""
     seeded = estimator.typical()
     if len(measured) < 3 or not (0.0 < seeded < math.inf):
         return 1.0
     low, high = SEED_SCALE_LIMITS
     factor = min(high, max(low, float(np.median(measured)) / seeded))
-    estimator.scale_seeds(factor)
+    if not estimator.scale_seeds(factor):
+        return 1.0
     if abs(factor - 1.0) <= SEED_CONFIRMED:
         estimator.trust_seeds(TRUSTED_EXPLORE_AFTER)
     return factor

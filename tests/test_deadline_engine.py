@@ -297,3 +297,16 @@ def test_warm_up_takes_the_camera_frames_path(monkeypatch, validate, warmed_dtyp
         assert seen and set(seen) == {np.dtype(np.uint8)}
     else:
         assert not seen
+
+
+def test_a_later_warm_up_leaves_online_estimates_alone():
+    n = len(_seeded_policy().segments)
+    policy = _seeded_policy()
+    for _ in range(40):                                   # served: online samples replaced the seeds
+        policy.segment_estimators[0].observe(2e-3)
+    policy.calibrate_seeds([[1.05e-3] * 40] * n, [[1.05e-3] * 40] * n, {})
+    assert policy.seed_scales["segment0"] == 1.0 and policy.estimates()["segment0.typical"] == pytest.approx(2e-3)
+    refusals = 0
+    while not policy.segment_estimators[0].refused():
+        refusals += 1
+    assert refusals == 7                                  # not trusted: nothing of the profile is left to trust
