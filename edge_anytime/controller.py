@@ -44,11 +44,10 @@ from .clock import MonotonicClock, time_source
 from .errors import FrameError
 from .frame_job import FrameJob, FrameTicket
 from .interpreter import ProgramInterpreter
-from .latency import without_hiccups
 from .manifest import ModelInfo
 from .options import ControllerOptions, ControllerStats, valid_confidence
 from .plan import FramePlan
-from .policy import DeadlinePolicy
+from .policy import DeadlinePolicy, WarmupSamples
 from .preprocess import Preprocessor
 from .handoff import HANDOFF_SAMPLES, Ping, hand_back_latency, tight_timer_slack, timer_lateness
 from .profile import LatencyProfile, choose_profile
@@ -164,15 +163,17 @@ class Controller:
     def warm_up(self, runs: int, max_seconds: float | None = None, record: bool = True) -> None:
         """Run frames through the serving path (same thread hand-off, same hooks) to seed the estimates.
 
-        Warm-up frames are mid-grey camera frames (see `_warmup_frame`); the first COLD_PASSES are discarded
-        (cold caches). With `record`, the rest seed every segment's, every a-priori slice's and the delivery
-        path's estimates (without it, with a profile, they rescale its seeds); on a real clock warm-up goes on
-        until each estimator has `estimator.min_online` samples or `max_seconds` (default
-        `options.warmup_seconds`) have passed. Seeds give way to online samples as frames are served.
+        Warm-up frames are mid-grey camera frames (`Preprocessor.sample_frame`); the first COLD_PASSES are
+        discarded (cold caches). The rest seed the estimates (`DeadlinePolicy.seed_from_warmup`: every
+        segment's, exit reach's, a-priori slice's and the delivery path's with `record`; without it, a
+        profile's seeds are rescaled to this host's speed). On a real clock warm-up goes on until each
+        estimator has `estimator.min_online` samples or `max_seconds` (default `options.warmup_seconds`) have
+        passed. Seeds give way to online samples as frames are served.
         """
         max_seconds = self.options.warmup_seconds if max_seconds is None else max_seconds
         needed = self.options.estimator.min_online
-        frame, neutral = self._warmup_frame()
+        frame, tensor = (self._preprocess.sample_frame() if self.options.validate_frames else
+                         (np.zeros(self.model.input.shape, np.float32),) * 2)   # frames arrive as tensors
         policy = self.policy
         plan = self._plan
         if self._recorder is not None:
@@ -195,7 +196,7 @@ class Controller:
                 for index, segment in self.interpreter.slices.items():
                     t0 = self.clock.now()
                     with self._inference_lock:
-                        self.interpreter.run_all(neutral, steps=segment.steps)
+                        self.interpreter.run_all(tensor, steps=segment.steps)
                     slice_times[index].append(self.clock.now() - t0)
                 passes += 1
                 if passes == COLD_PASSES:   # cold caches, lazy allocation: never recorded
@@ -211,34 +212,8 @@ class Controller:
             self._warming = plan.admit_all = False
         if returns and not self._simulated_clock:
             self._return_allowance = float(np.median(returns))
-        # A warm-up is a few dozen passes: one stall in it (a preemption) would be its 99th percentile and keep
-        # refinements refused for the first frames, so isolated hiccups are left out of the seeds.
-        if record:   # else a profile from this host seeds the segments; warm-up only warmed the caches
-            for position, samples in enumerate(plan.warmup_samples):
-                policy.seed_segment(position, without_hiccups(samples))
-                policy.reach_estimators[position].seed(without_hiccups(plan.warmup_reach[position]))
-            for index, times in slice_times.items():
-                policy.seed_slice(index, without_hiccups(times))
-            policy.seed_steps(plan.warmup_steps)
-        elif not self._simulated_clock:   # the profile seeded them: its shapes, at this host's speed now
-            policy.calibrate_seeds([without_hiccups(samples) for samples in plan.warmup_samples],
-                                   [without_hiccups(samples) for samples in plan.warmup_reach],
-                                   {index: without_hiccups(times) for index, times in slice_times.items()})
-        # the delivery path is this host's and mode's: always measured
-        policy.delivery.seed(without_hiccups(self._warmup_delivery))
-
-    def _warmup_frame(self) -> tuple[np.ndarray, np.ndarray]:
-        """(what warm-up passes to run(), the model input tensor it becomes): a mid-grey uint8 frame of the model's
-        size, so that the preprocessing every camera frame takes is warm too (a first frame paid 30 us more
-        for it), or the neutral tensor itself where frames are not preprocessed or are not images."""
-        neutral = np.zeros(self.model.input.shape, np.float32)   # the mean colour, once normalised
-        if not self.options.validate_frames:
-            return neutral, neutral
-        grey = np.full(self._preprocess.raw_shape, 128, np.uint8)
-        try:
-            return grey, self._preprocess(grey)
-        except FrameError:
-            return neutral, neutral
+        policy.seed_from_warmup(WarmupSamples(plan.warmup_samples, plan.warmup_reach, slice_times, plan.warmup_steps,
+                                              self._warmup_delivery), record)
 
     # ----------------------------------------------------------------- public API
     def run(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,

@@ -47,11 +47,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from .latency import make_estimator
+from .latency import make_estimator, without_hiccups
 from .options import ControllerOptions, ControllerStats
 from .profile import LatencyProfile
 from .program import Program, exit_values
@@ -67,6 +68,19 @@ SEED_DRAWS = 1000           # samples drawn per segment when a profile's per-gra
 SEED_SCALE_LIMITS = (0.8, 1.25)   # how far a warm-up may move a profile's seeds (a busy boot must not x50 them)
 SEED_CONFIRMED = 0.1        # a warm-up within 10% of the profile confirms it: ...
 TRUSTED_EXPLORE_AFTER = 64  # ... and its segments are first explored after this many refusals, not 8
+
+
+@dataclass(frozen=True)
+class WarmupSamples:
+    """What a warm-up measured through the serving path (seconds; cold passes left out): per anytime segment
+    position its latency and its exit's reach, per exit its a-priori slice, per step its latency, and the
+    delivery path."""
+
+    segments: Sequence[Sequence[float]]
+    reaches: Sequence[Sequence[float]]
+    slices: Mapping[int, Sequence[float]]
+    steps: Mapping[int, Sequence[float]] = field(default_factory=dict)
+    delivery: Sequence[float] = ()
 
 
 class DeadlinePolicy:
@@ -294,6 +308,26 @@ class DeadlinePolicy:
                          for i, step in enumerate(program.steps)})
         for exit_index, samples in slice_samples(program, profile, precisions).items():
             self.seed_slice(exit_index, samples)
+
+    def seed_from_warmup(self, warmup: WarmupSamples, record: bool) -> None:
+        """Seed the estimates from a warm-up. A warm-up is a few dozen passes: one stall in it (a preemption)
+        would be its 99th percentile and keep refinements refused for the first frames, so isolated hiccups are
+        left out (`without_hiccups`). With `record` the warm-up seeds every segment, reach and slice; without
+        it a profile seeded them, and on a real clock the warm-up brings that profile to this host's speed
+        (`calibrate_seeds`). The delivery path is this host's and mode's: always seeded from the warm-up."""
+        segments = [without_hiccups(samples) for samples in warmup.segments]
+        reaches = [without_hiccups(samples) for samples in warmup.reaches]
+        slices = {index: without_hiccups(samples) for index, samples in warmup.slices.items()}
+        if record:
+            for position, samples in enumerate(segments):
+                self.seed_segment(position, samples)
+                self.reach_estimators[position].seed(reaches[position])
+            for index, samples in slices.items():
+                self.seed_slice(index, samples)
+            self.seed_steps(warmup.steps)
+        elif not self.simulated:
+            self.calibrate_seeds(segments, reaches, slices)
+        self.delivery.seed(without_hiccups(warmup.delivery))
 
     def calibrate_seeds(self, segments, reaches, slices: Mapping[int, list]) -> None:
         """Bring a profile's seeds to this host's speed now, from a warm-up through the serving path: per
