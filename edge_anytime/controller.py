@@ -49,7 +49,7 @@ from .options import ControllerOptions, ControllerStats, valid_confidence
 from .plan import FramePlan
 from .policy import DeadlinePolicy, WarmupSamples
 from .preprocess import Preprocessor
-from .handoff import HANDOFF_SAMPLES, Ping, hand_back_latency, tight_timer_slack, timer_lateness
+from .handoff import HANDOFF_SAMPLES, CpuSharing, Ping, hand_back_latency, tight_timer_slack, timer_lateness
 from .profile import LatencyProfile, choose_profile
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
@@ -96,6 +96,7 @@ class Controller:
         self._close_runners_after_frame = False
         self._warming = False
         self._warmup_delivery: list[float] = []
+        self._warmup_handover: list[float] = []
         self._return_allowance = 0.0     # the return path after delivered_s is read (measured at warm-up)
         # Callbacks run on one delivery thread on a real clock (a slow callback never delays inference),
         # on the calling thread on a simulated clock (deterministic tests and simulations).
@@ -103,11 +104,11 @@ class Controller:
         self._watchdog: Watchdog | None = None
         self._queue: queue.SimpleQueue | None = None
         self._worker: threading.Thread | None = None
+        self._cpu_sharing: CpuSharing | None = None
         if self._threaded:
             self._queue = queue.SimpleQueue()
             self._watchdog = Watchdog(self.clock, self._on_watchdog)
-            self._worker = threading.Thread(target=self._inference_loop, name="edge-anytime-inference", daemon=True)
-            self._worker.start()
+            self._start_worker()
         self._recorder: SampleRecorder | None = None
         if not simulated and not self._threaded and self.options.record_in_background:
             self._recorder = SampleRecorder(self._apply_recorded,
@@ -182,12 +183,14 @@ class Controller:
         plan.reset_warmup()
         started = time.perf_counter()
         self._warmup_delivery: list[float] = []
+        self._warmup_handover: list[float] = []
+        wake_lateness: list[float] = []
         self._warming = plan.admit_all = True
         try:
             if self._threaded and not self._simulated_clock:
                 tight_timer_slack()
-                policy.wakeup.seed(timer_lateness(HANDOFF_SAMPLES))
-                policy.delivery.seed(hand_back_latency(self._queue, HANDOFF_SAMPLES))
+                wake_lateness = timer_lateness(HANDOFF_SAMPLES)
+                policy.delivery.seed(hand_back_latency(self._queue, HANDOFF_SAMPLES, self._cpu_sharing))
             passes = 0
             returns: list[float] = []   # from delivered_s to the caller having the result: the return path
             while True:
@@ -204,6 +207,7 @@ class Controller:
                     plan.reset_warmup()
                     slice_times = {index: [] for index in slice_times}
                     self._warmup_delivery = []
+                    self._warmup_handover = []
                 enough = all(len(v) >= needed for v in slice_times.values())
                 if passes >= runs + COLD_PASSES and (self._simulated_clock or enough or
                                                      time.perf_counter() - started >= max_seconds):
@@ -212,6 +216,9 @@ class Controller:
             self._warming = plan.admit_all = False
         if returns and not self._simulated_clock:
             self._return_allowance = float(np.median(returns))
+        if wake_lateness:   # the guard covers the timer's lateness and the hand-over after it
+            handover = float(np.median(self._warmup_handover)) if self._warmup_handover else 0.0
+            policy.wakeup.seed([late + handover for late in wake_lateness])
         policy.seed_from_warmup(WarmupSamples(plan.warmup_samples, plan.warmup_reach, slice_times, plan.warmup_steps,
                                               self._warmup_delivery), record)
 
@@ -248,26 +255,32 @@ class Controller:
         job.hand_back = True
         tight_timer_slack()
         self._ensure_worker()
-        self.policy.note_arrival(self._current is not None)
-        self._queue.put(job)
-        clock = self.clock
-        wait = job.fire_at - clock.now()
-        done = job.wait_done(wait)
-        now = clock.now()
-        if not done and not self._simulated_clock:
-            if wait > 0:        # a real timed wait: how late did it return?
-                self.policy.wakeup.observe(now - job.fire_at)
-            # else the guard left no time at all: nothing to measure (warm-up measured the wake-up)
-        if done and job.outcome is not None:
-            reason, error = job.outcome
-            result = job.finalize(reason, now, error=error)
-            if result is not None and not self._simulated_clock:   # the delivery path, with or without a result
-                self._observe_delivery(now - job.last_exit_s)
-        else:
-            result = job.finalize(StopReason.DEADLINE, now)
-        if result is None:          # interrupt() delivered it first
-            return job.result
-        return self._hand_over(result, job)
+        if self._cpu_sharing is not None:
+            job.caller_cpu = self._cpu_sharing.hand_in()
+        try:
+            self.policy.note_arrival(self._current is not None)
+            self._queue.put(job)
+            wait = job.fire_at - self.clock.now()
+            done = job.wait_done(wait)
+            now = self.clock.now()
+            if done and job.outcome is not None:
+                reason, error = job.outcome
+                result = job.finalize(reason, now, error=error)
+                if result is not None and not self._simulated_clock:   # the delivery path, with or without a result
+                    self._observe_delivery(now - job.last_exit_s)
+            else:
+                result = job.finalize(StopReason.DEADLINE, now)
+            if result is None:          # interrupt() delivered it first
+                return job.result
+            result = self._hand_over(result, job)
+            if not self._simulated_clock:
+                if not done and wait > 0:   # the watchdog path: timer wake-up, then the hand-over (the guard)
+                    self.policy.wakeup.observe(result.delivered_s - job.fire_at)
+                elif self._warming:         # the hand-over alone, added to the timer's lateness at warm-up
+                    self._warmup_handover.append(result.delivered_s - now)
+            return result
+        finally:   # after the hand-over: nothing between the wake-up and the delivery
+            CpuSharing.restore(job.caller_cpu)
 
     def submit(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,
                frame_id: int | None = None, mode: str | None = None, confidence_target: float | None = None,
@@ -424,11 +437,16 @@ class Controller:
             self._publish_final(result, job)
         return job
 
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(target=self._inference_loop, name="edge-anytime-inference", daemon=True)
+        self._worker.start()
+        if self.options.share_caller_cpu and not self._simulated_clock:
+            self._cpu_sharing = CpuSharing(self._worker.native_id)
+
     def _ensure_worker(self) -> None:
         if not self._worker.is_alive():   # it never dies by design; if it did, say so and start a new one
             self._report_error(RuntimeError("the inference thread had stopped; restarted"), "controller")
-            self._worker = threading.Thread(target=self._inference_loop, name="edge-anytime-inference", daemon=True)
-            self._worker.start()
+            self._start_worker()
 
     def _observe_delivery(self, seconds: float) -> None:
         if self._warming:
@@ -454,8 +472,10 @@ class Controller:
                 job.set()
                 continue
             if isinstance(job, Ping):
-                job.answer()
+                job.answer(self._cpu_sharing)
                 continue
+            if job.caller_cpu is not None:
+                self._cpu_sharing.unpin_worker()
             if job.counted:
                 with self._pending_lock:
                     self._pending -= 1
@@ -514,6 +534,8 @@ class Controller:
             reason = StopReason.DEGRADED   # an exit was invalid: the result is not the full plan's
         if job.hand_back:                  # run() waits for this frame: it finalizes and measures the hand-back
             job.outcome = (reason, text)
+            if job.caller_cpu is not None:
+                self._cpu_sharing.hand_back(job.caller_cpu)
             job.signal_done()
             return None
         now = self._now()                  # delivered_s: only assembling the result and returning it come after
