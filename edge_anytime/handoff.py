@@ -114,7 +114,12 @@ class CpuSharing:
 
     Pinned for the whole call instead, a caller whose step was stuck burning the CPU woke 1-2 ms after its
     timer in a quarter of such frames here (the step's thread could not be moved off the CPU); with the
-    pins lifted at once, 0.03-0.17 ms, as without pinning (docs/results.md, "Controller overhead").
+    pins lifted at once, 0.03-0.17 ms, as without pinning.
+
+    The trade-off, measured in docs/results.md ("Controller overhead"): the median frame costs 1.22x the
+    bare chain instead of 1.30-1.38x, but the tail is worse (the woken thread cannot dodge to another CPU
+    when something else holds this one): the budget that gives 99% of frames a result rose from 1.65-2.05x
+    to 2.0-2.3x exit 0's p99 reach. So `ControllerOptions.share_caller_cpu` is off by default.
     Linux only; elsewhere, or when the OS refuses, it turns itself off and nothing else changes.
 
     >>> worker = threading.Thread(target=time.sleep, args=(0.05,))

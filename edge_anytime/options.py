@@ -63,11 +63,12 @@ class ControllerOptions:
           thread and `run()` waits with a timeout, so it hands back the best result by the deadline even
           while a step is stuck, at the price of a hand-off and a timer wake-up per frame (measured in
           docs/results.md: it loses budget on sub-millisecond models). None means False.
-    share_caller_cpu: True (default; real clock, `threaded=True`): for the length of each `run()` call the
-          calling thread and the inference thread are pinned to the CPU the caller is on, so the hand-in and
-          hand-back are context switches on one core instead of cross-CPU wake-ups (`handoff.CpuSharing`;
-          measured in docs/results.md, "Controller overhead"). The caller's own affinity is restored before
-          `run()` returns. False: the scheduler places both threads. `submit()` never pins anything.
+    share_caller_cpu: False (default): the scheduler places the caller and the inference thread. True (real
+          clock, `threaded=True`): each hand-off of `run()` pins the woken thread to the waker's CPU until it
+          wakes (`handoff.CpuSharing`), so hand-in and hand-back are context switches on one core, not
+          cross-CPU wake-ups: a lower median (1.22x the bare chain against 1.30-1.38x here) but a worse tail at
+          tight budgets (measured in docs/results.md, "Controller overhead"). Choose it for throughput with
+          loose budgets; the caller's own affinity is the same after every call. `submit()` pins nothing.
     record_in_background: False (default): a frame's latency samples are fed to the estimators on the
           caller's thread, before its result is stamped. True (real clock, `threaded=False`): a background
           thread (`edge-anytime-recorder`, waking every 2 ms) does it, which takes that work (5-10 us a frame
@@ -92,7 +93,7 @@ class ControllerOptions:
     validate_frames: bool = True
     threaded: bool | None = False
     max_pending: int = 64
-    share_caller_cpu: bool = True
+    share_caller_cpu: bool = False
     record_in_background: bool = False
 
     def __post_init__(self) -> None:

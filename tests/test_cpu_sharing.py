@@ -126,7 +126,8 @@ def test_a_caller_on_one_cpu_and_an_os_that_refuses_change_nothing():
     assert os.sched_getaffinity(0) == before
 
 
-def test_share_caller_cpu_false_and_simulated_clocks_build_no_sharing():
+def test_share_caller_cpu_is_off_by_default_and_then_builds_no_sharing():
+    assert ControllerOptions().share_caller_cpu is False
     ctrl, _ = threaded(False)
     try:
         assert ctrl._cpu_sharing is None
