@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import math
 import os
 import queue
 import threading
@@ -42,10 +41,10 @@ from .bundle import Bundle
 from .callbacks import Callbacks, call_back
 from .clock import MonotonicClock, time_source
 from .errors import FrameError
-from .frame_job import FrameJob, FrameTicket
+from .frame_job import FrameJob, FrameTicket, check_request
 from .interpreter import ProgramInterpreter
 from .manifest import ModelInfo
-from .options import ControllerOptions, ControllerStats, valid_confidence
+from .options import ControllerOptions, ControllerStats
 from .plan import FramePlan
 from .policy import DeadlinePolicy, WarmupSamples
 from .preprocess import Preprocessor
@@ -399,29 +398,7 @@ class Controller:
             self._counts["frames"] += 1
         mode = mode or self.options.mode
         target = confidence_target if confidence_target is not None else self.options.confidence_target
-        error = None
-        deadline = now
-        if (budget_s is None) == (deadline_s is None):
-            error = "give exactly one of budget_s (relative, seconds) or deadline_s (absolute, controller clock)"
-        elif budget_s is not None:
-            if not (isinstance(budget_s, (int, float, np.integer, np.floating)) and math.isfinite(budget_s) and
-                    budget_s >= 0):
-                error = f"budget_s must be a finite number of seconds >= 0, got {budget_s!r}"
-            else:
-                deadline = now + float(budget_s)
-        elif not (isinstance(deadline_s, (int, float, np.integer, np.floating)) and math.isfinite(deadline_s)):
-            error = f"deadline_s must be a finite time on the controller's clock, got {deadline_s!r}"
-        else:
-            deadline = float(deadline_s)
-        if error is None and deadline <= now:
-            error = f"deadline already passed ({(now - deadline) * 1e3:.3f} ms ago); nothing can run"
-        if mode not in ("anytime", "apriori"):
-            error = f"mode must be 'anytime' or 'apriori', got {mode!r}"
-        if target is not None:
-            if isinstance(target, np.floating):
-                target = float(target)
-            if not valid_confidence(target):
-                error = f"confidence_target must be a number in (0, 1], got {target!r}"
+        deadline, target, error = check_request(now, budget_s, deadline_s, mode, target)
         tensor = None
         if error is None:
             try:

@@ -7,12 +7,52 @@ so a frame is delivered once and a late step can never overwrite it.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
 import numpy as np
 
+from .options import MODES, valid_confidence
 from .results import ExitResult, FrameResult, StopReason
+
+_NUMBER = (int, float, np.integer, np.floating)
+
+
+def check_request(now: float, budget_s, deadline_s, mode: str, target) -> tuple[float, Any, str | None]:
+    """A `run()`/`submit()` call's deadline and confidence target, and the error that names the fix (None if
+    the frame can run).
+
+    >>> check_request(10.0, 0.002, None, "anytime", None)
+    (10.002, None, None)
+    >>> check_request(10.0, 0.002, 11.0, "anytime", None)[2]
+    'give exactly one of budget_s (relative, seconds) or deadline_s (absolute, controller clock)'
+    >>> check_request(10.0, None, 9.0, "anytime", None)[2]
+    'deadline already passed (1000.000 ms ago); nothing can run'
+    """
+    error = None
+    deadline = now
+    if (budget_s is None) == (deadline_s is None):
+        error = "give exactly one of budget_s (relative, seconds) or deadline_s (absolute, controller clock)"
+    elif budget_s is not None:
+        if not (isinstance(budget_s, _NUMBER) and math.isfinite(budget_s) and budget_s >= 0):
+            error = f"budget_s must be a finite number of seconds >= 0, got {budget_s!r}"
+        else:
+            deadline = now + float(budget_s)
+    elif not (isinstance(deadline_s, _NUMBER) and math.isfinite(deadline_s)):
+        error = f"deadline_s must be a finite time on the controller's clock, got {deadline_s!r}"
+    else:
+        deadline = float(deadline_s)
+    if error is None and deadline <= now:
+        error = f"deadline already passed ({(now - deadline) * 1e3:.3f} ms ago); nothing can run"
+    if mode not in MODES:
+        error = f"mode must be 'anytime' or 'apriori', got {mode!r}"
+    if target is not None:
+        if isinstance(target, np.floating):
+            target = float(target)
+        if not valid_confidence(target):
+            error = f"confidence_target must be a number in (0, 1], got {target!r}"
+    return deadline, target, error
 
 
 class FrameJob:
