@@ -262,17 +262,18 @@ class Controller:
             wait = job.fire_at - self.clock.now()
             done = job.wait_done(wait)
             now = self.clock.now()
-            if done and job.outcome is not None:
+            handed_back = done and job.outcome is not None
+            if handed_back:
                 reason, error = job.outcome
                 result = job.finalize(reason, now, error=error)
-                if result is not None and not self._simulated_clock:   # the delivery path, with or without a result
-                    self._observe_delivery(now - job.last_exit_s)
             else:
                 result = job.finalize(StopReason.DEADLINE, now)
             if result is None:          # interrupt() delivered it first
                 return job.result
             result = self._hand_over(result, job)
             if not self._simulated_clock:
+                if handed_back:         # the delivery path, with or without a result, to the result's stamp
+                    self._observe_delivery(result.delivered_s - job.last_exit_s)
                 if not done and wait > 0:   # the watchdog path: timer wake-up, then the hand-over (the guard)
                     self.policy.wakeup.observe(result.delivered_s - job.fire_at)
                 elif self._warming:         # the hand-over alone, added to the timer's lateness at warm-up
@@ -521,9 +522,10 @@ class Controller:
         result = job.finalize(reason, now, error=text)
         if result is None:
             return job.result
-        if not self._simulated_clock:
-            self._observe_delivery(now - job.last_exit_s)
-        return self._hand_over(result, job)
+        result = self._hand_over(result, job)
+        if not self._simulated_clock:   # the whole delivery path: to the result's stamp as it leaves run()
+            self._observe_delivery(result.delivered_s - job.last_exit_s)
+        return result
 
     def _hand_over(self, result: FrameResult, job: FrameJob) -> FrameResult:
         """Count and publish the result `run()` is about to return. On a real clock `delivered_s` is stamped
