@@ -389,7 +389,8 @@ def main(argv=None) -> dict:
             print(f"real clock exit {r['exit']}: 99%-result budget / p99 reach (bare chain, timed alongside): "
                   f"default (inline) {r['anytime']['ratio']} (p99 {r['anytime']['p99_reach_ms']:.3f} ms), "
                   f"threaded {r['threaded']['ratio']} (p99 {r['threaded']['p99_reach_ms']:.3f} ms), threaded with "
-                  f"share_caller_cpu {r['threaded_shared']['ratio']} (p99 {r['threaded_shared']['p99_reach_ms']:.3f} ms)")
+                  f"share_caller_cpu {r['threaded_shared']['ratio']} "
+                  f"(p99 {r['threaded_shared']['p99_reach_ms']:.3f} ms)")
         report["real"] = _jsonable(rl)
     report["load_average_end"] = os.getloadavg()
     report["seconds"] = round(time.perf_counter() - started, 1)

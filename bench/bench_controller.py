@@ -160,7 +160,8 @@ def main(argv=None) -> dict:
     }
     print(f"staged plan, {n_steps} steps/frame, {args.frames} frames, medians: "
           f"bare {report['median_us']['bare']} us, controller inline {report['median_us']['inline']} us, "
-          f"controller threaded {report['median_us']['run']} us (share_caller_cpu {report['median_us']['run_shared']} us)")
+          f"controller threaded {report['median_us']['run']} us "
+          f"(share_caller_cpu {report['median_us']['run_shared']} us)")
     print(f"ratio controller/bare: inline (default) {report['ratio_inline_vs_bare']} (target <= 1.15), "
           f"threaded {report['ratio_run_vs_bare']} (target <= 1.25; share_caller_cpu "
           f"{report['ratio_run_shared_vs_bare']}); load average {os.getloadavg()}")

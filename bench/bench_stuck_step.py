@@ -4,9 +4,10 @@
 
 Two threaded controllers on the shipped bundle, the default (`share_caller_cpu=False`) and
 `share_caller_cpu=True`, alternating frame by frame on the real clock. On every third frame the bundle's
-first step (admitted whenever its typical latency fits, so every such frame is stuck) first burns the CPU for about 5 ms (SHA-256 over 8 MB: C code that releases the interpreter lock,
-as LiteRT's invoke does) against a budget of 2 ms, so `run()` can only return on time if its timed wait wakes
-while the step's thread holds a CPU. Prints, per controller, how late `run()` returned after the deadline on
+first step (admitted whenever its typical latency fits, so every such frame is stuck) first burns the CPU
+for about 5 ms (SHA-256 over 8 MB: C code that releases the interpreter lock, as LiteRT's invoke does)
+against a budget of 2 ms, so `run()` can only return on time if its timed wait wakes while the step's
+thread holds a CPU. Prints, per controller, how late `run()` returned after the deadline on
 the stuck frames (median, max, how many > 0.2 ms and > 1 ms), with 50 ms of idle time between frames.
 """
 
@@ -54,7 +55,8 @@ def main(argv=None) -> dict:
     burn_ms = (time.perf_counter() - started) * 1e3
     frame = np.full((32, 32, 3), 128, np.uint8)
     stuck = [False]
-    controllers = {name: Controller.from_bundle(args.bundle, options=ControllerOptions(threaded=True, share_caller_cpu=share))
+    controllers = {name: Controller.from_bundle(args.bundle,
+                                                options=ControllerOptions(threaded=True, share_caller_cpu=share))
                    for name, share in (("default", False), ("share_caller_cpu", True))}
     for ctrl in controllers.values():
         stick(ctrl, 0, stuck)
@@ -71,7 +73,8 @@ def main(argv=None) -> dict:
     finally:
         for ctrl in controllers.values():
             ctrl.close()
-    report = {"burn_ms": round(burn_ms, 2), "budget_ms": BUDGET_S * 1e3, "load_average": os.getloadavg(), "controllers": {}}
+    report = {"burn_ms": round(burn_ms, 2), "budget_ms": BUDGET_S * 1e3, "load_average": os.getloadavg(),
+              "controllers": {}}
     print(f"stuck step burns {burn_ms:.1f} ms against a {BUDGET_S * 1e3:.0f} ms budget; run() returned after the "
           f"deadline on the stuck frames (ms):")
     for name, values in lateness.items():

@@ -58,7 +58,8 @@ def check_request(now: float, budget_s, deadline_s, mode: str, target) -> tuple[
 class FrameJob:
     __slots__ = ("frame_id", "tensor", "start", "deadline", "fire_at", "budget", "mode", "confidence_target",
                  "user_data", "exits", "best", "best_rank", "steps_run", "steps_skipped", "late_steps", "error",
-                 "result", "stop_reason", "last_exit_s", "outcome", "hand_back", "caller_cpu", "counted", "admitted", "segment_start", "_lock", "_done")
+                 "result", "stop_reason", "last_exit_s", "outcome", "hand_back", "caller_cpu", "counted", "admitted",
+                 "segment_start", "_lock", "_done")
 
     def __init__(self, frame_id: int, tensor: np.ndarray | None, start: float, deadline: float, fire_at: float,
                  mode: str, confidence_target: float | None, user_data: Any, waitable: bool = True) -> None:

@@ -112,14 +112,16 @@ class CpuSharing:
     * `hand_back(caller)` (the inference thread, a frame done): narrows the caller's affinity to its own
       CPU just before waking it; the caller calls `restore(caller)` once awake.
 
-    Pinned for the whole call instead, a caller whose step was stuck burning the CPU woke 1-2 ms after its
-    timer in a quarter of such frames here (the step's thread could not be moved off the CPU); with the
-    pins lifted at once, 0.03-0.17 ms, as without pinning.
+    Nobody stays pinned: a caller pinned for the whole call, whose step was stuck burning that CPU, would
+    wait for the step's thread to give the CPU up. With a step stuck that way (`bench/bench_stuck_step.py`)
+    `run()` returned more than 1 ms late in 6 of 100 stuck frames with sharing and 6 of 100 without: a
+    caller whose timer fires on the step's CPU can wait out the step thread's time slice either way.
 
-    The trade-off, measured in docs/results.md ("Controller overhead"): the median frame costs 1.22x the
-    bare chain instead of 1.30-1.38x, but the tail is worse (the woken thread cannot dodge to another CPU
-    when something else holds this one): the budget that gives 99% of frames a result rose from 1.65-2.05x
-    to 2.0-2.3x exit 0's p99 reach. So `ControllerOptions.share_caller_cpu` is off by default.
+    The trade-off, measured in docs/results.md ("Controller overhead"): the median frame costs 1.20-1.25x
+    the bare chain instead of 1.30-1.38x, but the tail is worse (the woken thread cannot dodge to another
+    CPU when something else holds this one): the budget that gives 99% of frames a result rose from
+    1.90-1.95x to 2.05-2.30x exit 0's p99 reach (`bench/bench_budgets.py`, two runs). So
+    `ControllerOptions.share_caller_cpu` is off by default.
     Linux only; elsewhere, or when the OS refuses, it turns itself off and nothing else changes.
 
     >>> worker = threading.Thread(target=time.sleep, args=(0.05,))

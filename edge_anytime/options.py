@@ -66,7 +66,7 @@ class ControllerOptions:
     share_caller_cpu: False (default): the scheduler places the caller and the inference thread. True (real
           clock, `threaded=True`): each hand-off of `run()` pins the woken thread to the waker's CPU until it
           wakes (`handoff.CpuSharing`), so hand-in and hand-back are context switches on one core, not
-          cross-CPU wake-ups: a lower median (1.22x the bare chain against 1.30-1.38x here) but a worse tail at
+          cross-CPU wake-ups: a lower median (1.20-1.25x the bare chain against 1.30-1.38x here) but a worse tail at
           tight budgets (measured in docs/results.md, "Controller overhead"). Choose it for throughput with
           loose budgets; the caller's own affinity is the same after every call. `submit()` pins nothing.
     record_in_background: False (default): a frame's latency samples are fed to the estimators on the
