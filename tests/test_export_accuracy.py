@@ -47,3 +47,33 @@ def test_a_missing_precision_names_the_export_flag():
 
     with pytest.raises(ValueError, match="--precision fp32,bf16"):
         bundle_accuracy(DEMO_BUNDLE, ["bf16"], limit=4)
+
+
+def test_exit_ensembles_average_calibrated_probabilities():
+    pytest.importorskip("ai_edge_litert")
+    from edge_anytime.bundle import Bundle
+    from training.data import load_split
+    from training.export.accuracy import ensemble_accuracy
+    from training.export.parity import chain_logits
+    from training.export.pipeline import preprocess
+    from edge_anytime.backends import GraphLoadSpec, create_backend
+
+    n = 300
+    got = ensemble_accuracy(DEMO_BUNDLE, limit=n)
+    bundle = Bundle.load(DEMO_BUNDLE)
+    exits = bundle.program.exits
+    assert set(got) == {"exits 0+1", "exits 1+2", "exits 0..2"}
+    # the same ensemble by hand: softmax(logits / temperature), summed, argmax
+    frames, labels = load_split("gtsrb32", "test", data_dir())
+    backend = create_backend("litert", num_threads=1)
+    runners = {g: backend.load_graph(GraphLoadSpec(bundle.program.graphs[g], "fp32", bundle.graph_file(g, "fp32"),
+                                                   bundle.path_of(bundle.graph_file(g, "fp32").path)))
+               for g in bundle.program.graphs}
+    logits = chain_logits(bundle.program, runners, preprocess(bundle.model, frames[:n]))
+
+    def probs(k):
+        z = logits[exits[k].tensor] / exits[k].temperature
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    assert got["exits 1+2"] == float(np.mean((probs(1) + probs(2)).argmax(-1) == labels[:n]))
+    assert got["exits 0..2"] == float(np.mean((probs(0) + probs(1) + probs(2)).argmax(-1) == labels[:n]))

@@ -6,6 +6,7 @@ through the bundle's graphs one frame at a time (`parity.chain_logits`, the devi
 deployed path. For each precision: top-1 accuracy per exit, and argmax agreement with fp32.
 
     python -m training.export.accuracy --bundle deploy/bundles/gtsrb-resann --precision fp32,int8
+    python -m training.export.accuracy --bundle deploy/bundles/gtsrb-resann --precision fp32 --split val --ensembles
 
 prints a markdown table and, with --json FILE, writes the figures. The default is every one of the
 12,630 GTSRB test frames (about a minute per precision for the demo bundle on one core).
@@ -72,6 +73,42 @@ def bundle_accuracy(bundle_dir: str | Path, precisions: Sequence[str] = ("fp32",
     return rows
 
 
+def ensemble_accuracy(bundle_dir: str | Path, split: str = "test", limit: int | None = None,
+                      data_dir: str | None = None, dataset: str | None = None) -> dict[str, float]:
+    """fp32 accuracy of exit ensembles: the average of calibrated probabilities (each exit's softmax at its
+    temperature) of exits k-1 and k, and of exits 0..k, for every exit k >= 1 (by name, e.g. 'exits 1+2').
+    An ensemble of exits the anytime plan has already run costs nothing more (Zero Time Waste's idea; EANN's
+    running average over members)."""
+    from edge_anytime.backends import GraphLoadSpec, create_backend
+    from edge_anytime.bundle import Bundle
+
+    from ..data import load_split
+    from .parity import chain_logits
+    from .pipeline import preprocess
+
+    bundle = Bundle.load(bundle_dir)
+    frames, labels = load_split(dataset or bundle.model.dataset, split, data_dir)
+    if limit is not None:
+        frames, labels = frames[:limit], labels[:limit]
+    program = bundle.program
+    backend = create_backend("litert", num_threads=1)
+    runners = {g: backend.load_graph(GraphLoadSpec(program.graphs[g], "fp32", bundle.graph_file(g, "fp32"),
+                                                   bundle.path_of(bundle.graph_file(g, "fp32").path)))
+               for g in program.graphs}
+    logits = chain_logits(program, runners, preprocess(bundle.model, frames))
+    probs = []
+    for exit_ in program.exits:
+        z = logits[exit_.tensor] / (exit_.temperature or 1.0)
+        e = np.exp(z - z.max(-1, keepdims=True))
+        probs.append(e / e.sum(-1, keepdims=True))
+    out = {}
+    for k in range(1, len(probs)):
+        out[f"exits {k - 1}+{k}"] = float(np.mean((probs[k - 1] + probs[k]).argmax(-1) == labels))
+        if k > 1:
+            out[f"exits 0..{k}"] = float(np.mean(sum(probs[:k + 1]).argmax(-1) == labels))
+    return out
+
+
 def format_table(rows: Sequence[ExitAccuracy]) -> str:
     lines = ["| precision | exit | top-1 | argmax agreement with fp32 | frames |", "|---|---|---|---|---|"]
     lines += [f"| {r.precision} | {r.exit} | {100 * r.accuracy:.2f}% | {100 * r.agreement_with_fp32:.2f}% | "
@@ -89,11 +126,16 @@ def main(argv: list[str] | None = None) -> list[ExitAccuracy]:
     p.add_argument("--data-dir", default=None, help="folder holding the datasets (else $EDGE_ANYTIME_DATA)")
     p.add_argument("--threads", type=int, default=1, help="LiteRT threads")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--ensembles", action="store_true",
+                   help="also print fp32 exit ensembles (averaged calibrated probabilities of consecutive exits)")
     args = p.parse_args(argv)
     started = time.time()
     rows = bundle_accuracy(args.bundle, [s.strip() for s in args.precision.split(",") if s.strip()], args.split,
                            args.limit, args.data_dir, args.threads, args.dataset)
     print(format_table(rows))
+    if args.ensembles:
+        ensembles = ensemble_accuracy(args.bundle, args.split, args.limit, args.data_dir, args.dataset)
+        print("\nfp32 exit ensembles: " + ", ".join(f"{name} {100 * acc:.2f}%" for name, acc in ensembles.items()))
     print(f"\n{args.bundle}, {args.split} split, {time.time() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
