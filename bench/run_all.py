@@ -31,6 +31,8 @@ def benches(quick: bool) -> list[tuple[str, list[str]]]:
         ("replay", ["bench/bench_replay.py", "--json", str(RESULTS / "replay.json")]),
         ("footprint", ["bench/bench_footprint.py", "--json"]),
         ("preprocess", ["bench/bench_preprocess.py", "--frames", "300" if quick else "2000"]),
+        ("stuck_step", ["bench/bench_stuck_step.py", "--frames", "30" if quick else "300",
+                        "--json", str(RESULTS / "stuck_step.json")]),
     ]
 
 
