@@ -25,6 +25,7 @@ frames are then watched by the watchdog thread.
 
 from __future__ import annotations
 
+import collections
 import gc
 import itertools
 import os
@@ -96,6 +97,7 @@ class Controller:
         self._warming = False
         self._warmup_delivery: list[float] = []
         self._warmup_handover: list[float] = []
+        self._stamped_samples: collections.deque = collections.deque()   # (estimator, seconds) measured after a stamp
         self._return_allowance = 0.0     # the return path after delivered_s is read (measured at warm-up)
         # Callbacks run on one delivery thread on a real clock (a slow callback never delays inference),
         # on the calling thread on a simulated clock (deterministic tests and simulations).
@@ -275,7 +277,7 @@ class Controller:
                 if handed_back:         # the delivery path, with or without a result, to the result's stamp
                     self._observe_delivery(result.delivered_s - job.last_exit_s)
                 if not done and wait > 0:   # the watchdog path: timer wake-up, then the hand-over (the guard)
-                    self.policy.wakeup.observe(result.delivered_s - job.fire_at)
+                    self._stamped_samples.append((self.policy.wakeup, result.delivered_s - job.fire_at))
                 elif self._warming:         # the hand-over alone, added to the timer's lateness at warm-up
                     self._warmup_handover.append(result.delivered_s - now)
             return result
@@ -427,12 +429,13 @@ class Controller:
             self._start_worker()
 
     def _observe_delivery(self, seconds: float) -> None:
+        """A delivery path measured after its result's stamp: applied with the next frame's samples."""
         if self._warming:
             self._warmup_delivery.append(seconds)
         elif self._recorder is not None:
             self._recorder.put(float(seconds))   # the recorder thread is the estimators' writer (inline frames)
         else:
-            self.policy.delivery.observe(seconds)
+            self._stamped_samples.append((self.policy.delivery, seconds))
 
     def _apply_recorded(self, item) -> None:
         """The recorder thread: a frame's samples (a batch), or a delivery-path time (seconds)."""
@@ -499,6 +502,10 @@ class Controller:
     def _record_samples(self) -> None:
         try:
             self._plan.record_samples()
+            stamped = self._stamped_samples
+            while stamped:
+                estimator, seconds = stamped.popleft()
+                estimator.observe(seconds)
         except Exception as exc:  # noqa: BLE001 - estimates are not worth a frame
             self._report_error(exc, "controller:estimates")
 
