@@ -186,12 +186,13 @@ class Controller:
         self._warmup_delivery: list[float] = []
         self._warmup_handover: list[float] = []
         wake_lateness: list[float] = []
+        hand_back: list[float] = []
         self._warming = plan.admit_all = True
         try:
             if self._threaded and not self._simulated_clock:
                 tight_timer_slack()
                 wake_lateness = timer_lateness(HANDOFF_SAMPLES)
-                policy.delivery.seed(hand_back_latency(self._queue, HANDOFF_SAMPLES, self._cpu_sharing))
+                hand_back = hand_back_latency(self._queue, HANDOFF_SAMPLES, self._cpu_sharing)
             passes = 0
             returns: list[float] = []   # from delivered_s to the caller having the result: the return path
             while True:
@@ -217,11 +218,9 @@ class Controller:
             self._warming = plan.admit_all = False
         if returns and not self._simulated_clock:
             self._return_allowance = float(np.median(returns))
-        if wake_lateness:   # the guard covers the timer's lateness and the hand-over after it
-            handover = float(np.median(self._warmup_handover)) if self._warmup_handover else 0.0
-            policy.wakeup.seed([late + handover for late in wake_lateness])
         policy.seed_from_warmup(WarmupSamples(plan.warmup_samples, plan.warmup_reach, slice_times, plan.warmup_steps,
-                                              self._warmup_delivery), record)
+                                              self._warmup_delivery, hand_back, wake_lateness,
+                                              self._warmup_handover), record)
 
     # ----------------------------------------------------------------- public API
     def run(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,

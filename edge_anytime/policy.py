@@ -74,13 +74,17 @@ TRUSTED_EXPLORE_AFTER = 64  # ... and its segments are first explored after this
 class WarmupSamples:
     """What a warm-up measured through the serving path (seconds; cold passes left out): per anytime segment
     position its latency and its exit's reach, per exit its a-priori slice, per step its latency, and the
-    delivery path."""
+    delivery path; threaded, also the thread hand-back (`handoff.hand_back_latency`), how late timed waits
+    woke (`handoff.timer_lateness`) and the hand-over of each result after its wake-up."""
 
     segments: Sequence[Sequence[float]]
     reaches: Sequence[Sequence[float]]
     slices: Mapping[int, Sequence[float]]
     steps: Mapping[int, Sequence[float]] = field(default_factory=dict)
     delivery: Sequence[float] = ()
+    hand_back: Sequence[float] = ()
+    wake_lateness: Sequence[float] = ()
+    handover: Sequence[float] = ()
 
 
 class DeadlinePolicy:
@@ -314,7 +318,8 @@ class DeadlinePolicy:
         would be its 99th percentile and keep refinements refused for the first frames, so isolated hiccups are
         left out (`without_hiccups`). With `record` the warm-up seeds every segment, reach and slice; without
         it a profile seeded them, and on a real clock the warm-up brings that profile to this host's speed
-        (`calibrate_seeds`). The delivery path is this host's and mode's: always seeded from the warm-up."""
+        (`calibrate_seeds`). The delivery path and the watchdog's path (timer lateness plus the hand-over after
+        it: the guard) are this host's and mode's: always seeded from the warm-up."""
         segments = [without_hiccups(samples) for samples in warmup.segments]
         reaches = [without_hiccups(samples) for samples in warmup.reaches]
         slices = {index: without_hiccups(samples) for index, samples in warmup.slices.items()}
@@ -327,7 +332,11 @@ class DeadlinePolicy:
             self.seed_steps(warmup.steps)
         elif not self.simulated:
             self.calibrate_seeds(segments, reaches, slices)
+        self.delivery.seed(warmup.hand_back)
         self.delivery.seed(without_hiccups(warmup.delivery))
+        if warmup.wake_lateness:
+            handover = float(np.median(warmup.handover)) if len(warmup.handover) else 0.0
+            self.wakeup.seed([late + handover for late in warmup.wake_lateness])
 
     def calibrate_seeds(self, segments, reaches, slices: Mapping[int, list]) -> None:
         """Bring a profile's seeds to this host's speed now, from a warm-up through the serving path: per

@@ -109,6 +109,22 @@ def test_threaded_first_segment_reserves_the_guard_not_the_hand_back_tail():
     assert fixed.first_margin() == 0.3 * MS                       # an explicit margin is kept everywhere
 
 
+def test_a_threaded_warm_up_seeds_the_guard_with_the_timers_lateness_plus_the_hand_over():
+    from edge_anytime.policy import DeadlinePolicy, WarmupSamples
+    from edge_anytime.program import Exit, GraphSignature, Port, Program, Step
+
+    x, y = Port("x", (1, 2)), Port("y", (1, 2))
+    program = Program("image", {"g": GraphSignature("g", (x,), (y,))},
+                      (Step("s0", "g", {"x": "image"}, {"y": "l0"}),), (Exit(0, "l0", val_accuracy=0.9),))
+    policy = DeadlinePolicy(program, ControllerOptions(threaded=True), simulated=False, threaded=True)
+    policy.seed_from_warmup(WarmupSamples([[0.1 * MS] * 20], [[0.1 * MS] * 20], {0: [0.1 * MS] * 20},
+                                          delivery=[0.03 * MS] * 20, hand_back=[0.05 * MS] * 100,
+                                          wake_lateness=[0.02 * MS] * 100, handover=[0.01 * MS, 0.03 * MS]),
+                            record=True)
+    assert policy.guard() == pytest.approx(0.04 * MS)       # 0.02 late + the median hand-over, 0.02
+    assert sorted(policy.delivery.samples()) == pytest.approx(sorted([0.05 * MS] * 100 + [0.03 * MS] * 20))
+
+
 def test_frozen_estimator_ignores_online_samples():
     est = make_estimator(EstimatorOptions(online=False))
     est.seed([1 * MS] * 10)
