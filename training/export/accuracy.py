@@ -33,69 +33,67 @@ class ExitAccuracy:
     frames: int
 
 
-def bundle_accuracy(bundle_dir: str | Path, precisions: Sequence[str] = ("fp32",), split: str = "test",
-                    limit: int | None = None, data_dir: str | None = None, threads: int = 1,
-                    dataset: str | None = None) -> list[ExitAccuracy]:
-    """Accuracy of every exit of the bundle at each precision (fp32 is always run: the agreement reference)."""
-    from edge_anytime.backends import GraphLoadSpec, create_backend
-    from edge_anytime.bundle import Bundle
-
+def _labelled_images(bundle, split: str, limit: int | None, data_dir: str | None, dataset: str | None):
+    """The split's frames preprocessed as on the device, and their labels."""
     from ..data import load_split
-    from .parity import chain_logits
     from .pipeline import preprocess
 
-    bundle = Bundle.load(bundle_dir)
     dataset = dataset or bundle.model.dataset
     if not dataset:
-        raise ValueError(f"{bundle_dir} does not name its dataset in manifest.json; pass --dataset")
+        raise ValueError(f"{bundle.root} does not name its dataset in manifest.json; pass --dataset")
     frames, labels = load_split(dataset, split, data_dir)
     if limit is not None:
         frames, labels = frames[:limit], labels[:limit]
+    return preprocess(bundle.model, frames), labels
+
+
+def _exit_logits(bundle, precision: str, images: np.ndarray, threads: int) -> dict[str, np.ndarray]:
+    """Every exit tensor of the bundle's `precision` graphs, chained on LiteRT frame by frame."""
+    from edge_anytime.backends import GraphLoadSpec, create_backend
+
+    from .parity import chain_logits
+
+    backend = create_backend("litert", num_threads=threads)
+    program = bundle.program
+    runners = {g: backend.load_graph(GraphLoadSpec(program.graphs[g], precision, bundle.graph_file(g, precision),
+                                                   bundle.path_of(bundle.graph_file(g, precision).path)))
+               for g in program.graphs}
+    return chain_logits(program, runners, images)
+
+
+def _evaluate(bundle_dir, precisions: Sequence[str], split: str, limit: int | None, data_dir: str | None,
+              threads: int, dataset: str | None):
+    """(rows of `bundle_accuracy`, the bundle, the fp32 logits, the labels)."""
+    from edge_anytime.bundle import Bundle
+
+    bundle = Bundle.load(bundle_dir)
     missing = [p for p in precisions if p not in bundle.precisions()]
     if missing:
         raise ValueError(f"{bundle_dir} has no {missing} graphs (it has {list(bundle.precisions())}); "
                          f"export with --precision {','.join(dict.fromkeys(['fp32', *precisions]))}")
-    images = preprocess(bundle.model, frames)
-    backend = create_backend("litert", num_threads=threads)
-    program = bundle.program
-    logits = {}
-    for precision in dict.fromkeys(["fp32", *precisions]):
-        runners = {g: backend.load_graph(GraphLoadSpec(program.graphs[g], precision, bundle.graph_file(g, precision),
-                                                       bundle.path_of(bundle.graph_file(g, precision).path)))
-                   for g in program.graphs}
-        logits[precision] = chain_logits(program, runners, images)
+    images, labels = _labelled_images(bundle, split, limit, data_dir, dataset)
+    logits = {p: _exit_logits(bundle, p, images, threads) for p in dict.fromkeys(["fp32", *precisions])}
     rows = []
-    for precision in dict.fromkeys(["fp32", *precisions]):
-        for exit_ in program.exits:
-            got, ref = logits[precision][exit_.tensor].argmax(-1), logits["fp32"][exit_.tensor].argmax(-1)
+    for precision, out in logits.items():
+        for exit_ in bundle.program.exits:
+            got, ref = out[exit_.tensor].argmax(-1), logits["fp32"][exit_.tensor].argmax(-1)
             rows.append(ExitAccuracy(precision, exit_.index, float(np.mean(got == labels)), float(np.mean(got == ref)),
                                      len(labels)))
-    return rows
+    return rows, bundle, logits["fp32"], labels
 
 
-def ensemble_accuracy(bundle_dir: str | Path, split: str = "test", limit: int | None = None,
-                      data_dir: str | None = None, dataset: str | None = None) -> dict[str, float]:
-    """fp32 accuracy of exit ensembles: the average of calibrated probabilities (each exit's softmax at its
+def bundle_accuracy(bundle_dir: str | Path, precisions: Sequence[str] = ("fp32",), split: str = "test",
+                    limit: int | None = None, data_dir: str | None = None, threads: int = 1,
+                    dataset: str | None = None) -> list[ExitAccuracy]:
+    """Accuracy of every exit of the bundle at each precision (fp32 is always run: the agreement reference)."""
+    return _evaluate(bundle_dir, precisions, split, limit, data_dir, threads, dataset)[0]
+
+
+def exit_ensembles(program, logits: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+    """Accuracy of exit ensembles: the average of calibrated probabilities (each exit's softmax at its
     temperature) of exits k-1 and k, and of exits 0..k, for every exit k >= 1 (by name, e.g. 'exits 1+2').
     An ensemble of exits the anytime plan has already run costs nothing more (Zero Time Waste's idea; EANN's
     running average over members)."""
-    from edge_anytime.backends import GraphLoadSpec, create_backend
-    from edge_anytime.bundle import Bundle
-
-    from ..data import load_split
-    from .parity import chain_logits
-    from .pipeline import preprocess
-
-    bundle = Bundle.load(bundle_dir)
-    frames, labels = load_split(dataset or bundle.model.dataset, split, data_dir)
-    if limit is not None:
-        frames, labels = frames[:limit], labels[:limit]
-    program = bundle.program
-    backend = create_backend("litert", num_threads=1)
-    runners = {g: backend.load_graph(GraphLoadSpec(program.graphs[g], "fp32", bundle.graph_file(g, "fp32"),
-                                                   bundle.path_of(bundle.graph_file(g, "fp32").path)))
-               for g in program.graphs}
-    logits = chain_logits(program, runners, preprocess(bundle.model, frames))
     probs = []
     for exit_ in program.exits:
         z = logits[exit_.tensor] / (exit_.temperature or 1.0)
@@ -107,6 +105,16 @@ def ensemble_accuracy(bundle_dir: str | Path, split: str = "test", limit: int | 
         if k > 1:
             out[f"exits 0..{k}"] = float(np.mean(sum(probs[:k + 1]).argmax(-1) == labels))
     return out
+
+
+def ensemble_accuracy(bundle_dir: str | Path, split: str = "test", limit: int | None = None,
+                      data_dir: str | None = None, dataset: str | None = None) -> dict[str, float]:
+    """fp32 accuracy of the bundle's exit ensembles (see `exit_ensembles`) on a labelled split."""
+    from edge_anytime.bundle import Bundle
+
+    bundle = Bundle.load(bundle_dir)
+    images, labels = _labelled_images(bundle, split, limit, data_dir, dataset)
+    return exit_ensembles(bundle.program, _exit_logits(bundle, "fp32", images, 1), labels)
 
 
 def format_table(rows: Sequence[ExitAccuracy]) -> str:
@@ -130,11 +138,11 @@ def main(argv: list[str] | None = None) -> list[ExitAccuracy]:
                    help="also print fp32 exit ensembles (averaged calibrated probabilities of consecutive exits)")
     args = p.parse_args(argv)
     started = time.time()
-    rows = bundle_accuracy(args.bundle, [s.strip() for s in args.precision.split(",") if s.strip()], args.split,
-                           args.limit, args.data_dir, args.threads, args.dataset)
+    rows, bundle, fp32, labels = _evaluate(args.bundle, [s.strip() for s in args.precision.split(",") if s.strip()],
+                                           args.split, args.limit, args.data_dir, args.threads, args.dataset)
     print(format_table(rows))
-    if args.ensembles:
-        ensembles = ensemble_accuracy(args.bundle, args.split, args.limit, args.data_dir, args.dataset)
+    if args.ensembles:   # from the fp32 logits already chained
+        ensembles = exit_ensembles(bundle.program, fp32, labels)
         print("\nfp32 exit ensembles: " + ", ".join(f"{name} {100 * acc:.2f}%" for name, acc in ensembles.items()))
     print(f"\n{args.bundle}, {args.split} split, {time.time() - started:.0f} s")
     if args.json:
