@@ -13,6 +13,8 @@ import queue
 import threading
 import time
 
+from .realtime import libc, set_timer_slack
+
 COLD = 3                 # first measurements dropped (cold caches, lazy allocation)
 TIMER_SLACK_NS = 1000    # Linux timer slack of threads that wait with timeouts (the default is 50 us)
 HANDOFF_SAMPLES = 200    # warm-up measurements of the hand-back and the timer wake-up (their 95th percentile)
@@ -30,12 +32,12 @@ class Ping:
         self.caller_cpu = caller_cpu     # CpuSharing's record of the caller, as for a frame
 
     def answer(self, sharing: "CpuSharing | None" = None) -> None:
-        if sharing is not None and self.caller_cpu is not None:   # as a frame's hand-offs are done
+        shared = sharing is not None and self.caller_cpu is not None   # as a frame's hand-offs are done
+        if shared:
             sharing.unpin_worker()
-            self.signal_s = time.perf_counter()
+        self.signal_s = time.perf_counter()
+        if shared:
             sharing.hand_back(self.caller_cpu)
-        else:
-            self.signal_s = time.perf_counter()
         self.done.release()
 
 
@@ -71,20 +73,16 @@ _THREAD_STATE = threading.local()
 def tight_timer_slack() -> None:
     """Once per thread: timed waits of this thread wake within microseconds, not the default 50 us."""
     if not getattr(_THREAD_STATE, "slack_set", False):
-        from .realtime import set_timer_slack
-
         set_timer_slack(TIMER_SLACK_NS)
         _THREAD_STATE.slack_set = True
 
 
 def _sched_getcpu():
     """libc's `sched_getcpu` (the CPU the calling thread runs on, through the vDSO), or None where absent."""
-    try:
-        getcpu = ctypes.CDLL(None).sched_getcpu
-    except (AttributeError, OSError):
-        return None
-    getcpu.restype = ctypes.c_int
-    getcpu.argtypes = ()
+    getcpu = getattr(libc(), "sched_getcpu", None)
+    if getcpu is not None:
+        getcpu.restype = ctypes.c_int
+        getcpu.argtypes = ()
     return getcpu
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 from dataclasses import dataclass
@@ -78,13 +79,21 @@ def _fifo(priority: int) -> RealtimeStep:
                                                  f"limit in /etc/security/limits.conf")
 
 
+@functools.lru_cache(maxsize=1)
+def libc():
+    """The C library through ctypes (errno kept), or None where it cannot be loaded."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _mlock() -> RealtimeStep:
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
+    lib = libc()
+    if lib is None or not hasattr(lib, "mlockall"):
         return RealtimeStep("lock_memory", False, "libc not found")
-    libc = ctypes.CDLL(libc_name, use_errno=True)
     mcl_current, mcl_future = 1, 2
-    if libc.mlockall(mcl_current | mcl_future) != 0:
+    if lib.mlockall(mcl_current | mcl_future) != 0:
         errno = ctypes.get_errno()
         return RealtimeStep("lock_memory", False, f"mlockall failed: {os.strerror(errno)}; grant CAP_IPC_LOCK "
                                                   f"or raise the memlock limit (ulimit -l)")
@@ -115,7 +124,6 @@ def set_timer_slack(nanoseconds: int) -> bool:
     timed wait to batch wake-ups (50 us by default, as much as a small model's whole frame). Returns whether
     it was applied; never raises."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        return libc.prctl(PR_SET_TIMERSLACK, int(nanoseconds), 0, 0, 0) == 0
-    except (OSError, AttributeError):
+        return libc().prctl(PR_SET_TIMERSLACK, int(nanoseconds), 0, 0, 0) == 0
+    except (OSError, AttributeError):   # no libc (None has no prctl) or no prctl
         return False
