@@ -237,9 +237,10 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
                 if p in controllers:   # timed around the call like every other policy
                     t0 = time.perf_counter()
                     r = controllers[p].run(frames[i], budget)
+                    answer = r.label          # read in the timed span, as every baseline's argmax is
                     late[p][i] = time.perf_counter() - t0 > budget
                     on_time[p][i] = r.best is not None and not late[p][i]
-                    label[p][i] = -1 if r.label is None else r.label
+                    label[p][i] = -1 if answer is None else answer
                     compute[p][i] = (slice_flops[r.exit_index] if r.exit_index is not None else 0.0) \
                         if p == "apriori" else step_flops[:r.steps_run].sum() / total
                     return

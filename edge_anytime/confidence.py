@@ -37,7 +37,7 @@ def calibrated_prediction(logits: np.ndarray, temperature: float = 1.0, labels: 
     if not np.all(np.isfinite(probs)):
         raise ValueError("exit produced non-finite logits")
     k = min(top_k, probs.size)
-    order = np.argsort(-probs)[:max(k, 2)]
+    order = np.argsort(-probs, kind="stable")[:max(k, 2)]   # ties: the first, as argmax (ExitResult.label)
     label = int(order[0])
     confidence = float(probs[label])
     second = float(probs[order[1]]) if probs.size > 1 else 0.0

@@ -25,8 +25,8 @@ frames are then watched by the watchdog thread.
 
 from __future__ import annotations
 
-import collections
 import gc
+import math
 import itertools
 import os
 import queue
@@ -51,6 +51,7 @@ from .policy import DeadlinePolicy, WarmupSamples
 from .preprocess import Preprocessor
 from .handoff import HANDOFF_SAMPLES, CpuSharing, Ping, hand_back_latency, tight_timer_slack, timer_lateness
 from .profile import LatencyProfile, choose_profile
+from .recording import SampleBacklog
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
 from .runners import load_runners
@@ -86,6 +87,7 @@ class Controller:
         self._counts = self.policy.counts
         self._plan = FramePlan(self.interpreter, model, self.options, self.policy, self.clock, self._publish_exit,
                                self._report_error, emulate_watchdog=simulated)
+        self._backlog = SampleBacklog(self._plan.apply_samples, self._now)   # samples recorded in spare time
         self._frame_ids = itertools.count()
         self._current: FrameJob | None = None
         self._inference_lock = threading.Lock()
@@ -97,7 +99,6 @@ class Controller:
         self._warming = False
         self._warmup_delivery: list[float] = []
         self._warmup_handover: list[float] = []
-        self._stamped_samples: collections.deque = collections.deque()   # (estimator, seconds) measured after a stamp
         self._return_allowance = 0.0     # the return path after delivered_s is read (measured at warm-up)
         # Callbacks run on one delivery thread on a real clock (a slow callback never delays inference),
         # on the calling thread on a simulated clock (deterministic tests and simulations).
@@ -178,8 +179,7 @@ class Controller:
                          (np.zeros(self.model.input.shape, np.float32),) * 2)   # frames arrive as tensors
         policy = self.policy
         plan = self._plan
-        if self._recorder is not None:
-            self._recorder.drain()   # warm-up seeds the estimators: nothing else may write them meanwhile
+        self._drain_samples()   # warm-up seeds the estimators: nothing else may write them meanwhile
         slice_times: dict[int, list[float]] = {index: [] for index in self.interpreter.slices}
         plan.reset_warmup()
         started = time.perf_counter()
@@ -271,12 +271,12 @@ class Controller:
                 result = job.finalize(StopReason.DEADLINE, now)
             if result is None:          # interrupt() delivered it first
                 return job.result
-            result = self._hand_over(result, job)
+            self._publish_final(result, job, stamp=not self._simulated_clock)
             if not self._simulated_clock:
-                if handed_back:         # the delivery path, with or without a result, to the result's stamp
-                    self._observe_delivery(result.delivered_s - job.last_exit_s)
+                if handed_back and job.best is not None:   # the delivery path of a result, to its stamp
+                    self._observe_delivery(result.delivered_s - job.last_exit_s - job.recording_s)
                 if not done and wait > 0:   # the watchdog path: timer wake-up, then the hand-over (the guard)
-                    self._stamped_samples.append((self.policy.wakeup, result.delivered_s - job.fire_at))
+                    self._backlog.add_stamped(self.policy.wakeup, result.delivered_s - job.fire_at)
                 elif self._warming:         # the hand-over alone, added to the timer's lateness at warm-up
                     self._warmup_handover.append(result.delivered_s - now)
             return result
@@ -341,8 +341,7 @@ class Controller:
         """Current estimates (seconds): each segment's typical and tail latency, each a-priori slice's,
         and the margin and watchdog guard in use; with a profile, the factors the warm-up applied to its seeds
         (see DeadlinePolicy.estimates)."""
-        if self._recorder is not None:
-            self._recorder.drain()
+        self._drain_samples()
         return self.policy.estimates()
 
     def stats(self) -> ControllerStats:
@@ -354,8 +353,7 @@ class Controller:
             done = threading.Event()
             self._queue.put(done)
             done.wait(timeout)
-        if self._recorder is not None:
-            self._recorder.drain()
+        self._drain_samples()
         if self._delivery is not None:
             self._delivery.flush(timeout)
 
@@ -434,7 +432,7 @@ class Controller:
         elif self._recorder is not None:
             self._recorder.put(float(seconds))   # the recorder thread is the estimators' writer (inline frames)
         else:
-            self._stamped_samples.append((self.policy.delivery, seconds))
+            self._backlog.add_stamped(self.policy.delivery, seconds)
 
     def _apply_recorded(self, item) -> None:
         """The recorder thread: a frame's samples (a batch), or a delivery-path time (seconds)."""
@@ -484,10 +482,13 @@ class Controller:
                     if self._recorder is not None and not job.hand_back:
                         self._recorder.put(self._plan.take_samples())   # recorded off the caller's path
                     else:
-                        # Before the result is stamped or handed back: part of the delivery path the margin
-                        # covers. (Recording after a threaded hand-back would only move the work onto the next
-                        # frame: the caller and this thread share one interpreter lock.)
-                        self._record_samples()
+                        # Before the result is stamped or handed back, in the time the frame has to spare
+                        # (recording.py); the delivery path the margin covers leaves it out. (Recording after a
+                        # threaded hand-back would only move the work onto the next frame: the caller and this
+                        # thread share one interpreter lock.)
+                        self._backlog.add(self._plan.take_samples())
+                        left = math.inf if self._simulated_clock else job.deadline - self._now()
+                        job.recording_s = self._record_samples(left)
                 finally:
                     self._frame_owner = 0
                     if self._close_runners_after_frame:
@@ -498,15 +499,21 @@ class Controller:
             self._current = None
         return self._finish(job, reason, error, where)
 
-    def _record_samples(self) -> None:
+    def _record_samples(self, time_left: float) -> float:
+        """Record waiting samples in the frame's spare time (recording.py); the seconds it took."""
         try:
-            self._plan.record_samples()
-            stamped = self._stamped_samples
-            while stamped:
-                estimator, seconds = stamped.popleft()
-                estimator.observe(seconds)
+            return self._backlog.record(time_left, self.policy.margin())
         except Exception as exc:  # noqa: BLE001 - estimates are not worth a frame
             self._report_error(exc, "controller:estimates")
+            return 0.0
+
+    def _drain_samples(self) -> None:
+        """Apply every sample still waiting (reading estimates, flush, close: off a frame's path)."""
+        if self._recorder is not None:
+            self._recorder.drain()
+        if self._backlog.pending:
+            with self._inference_lock:
+                self._backlog.drain()
 
     def _finish(self, job: FrameJob, reason: StopReason, error: BaseException | None, where: str) -> FrameResult | None:
         text = None
@@ -528,17 +535,9 @@ class Controller:
         result = job.finalize(reason, now, error=text)
         if result is None:
             return job.result
-        result = self._hand_over(result, job)
-        if not self._simulated_clock:   # the whole delivery path: to the result's stamp as it leaves run()
-            self._observe_delivery(result.delivered_s - job.last_exit_s)
-        return result
-
-    def _hand_over(self, result: FrameResult, job: FrameJob) -> FrameResult:
-        """Count and publish the result `run()` is about to return. On a real clock `delivered_s` is stamped
-        with the time it leaves the controller (the clock read after counting and queueing it, plus the return
-        path measured at warm-up, about a microsecond) before it is judged missed or not, so a result handed
-        back after its deadline is never reported as met."""
         self._publish_final(result, job, stamp=not self._simulated_clock)
+        if not self._simulated_clock and job.best is not None:   # a result's delivery path, to its stamp
+            self._observe_delivery(result.delivered_s - job.last_exit_s - job.recording_s)
         return result
 
     def _on_watchdog(self, job: FrameJob) -> None:
@@ -551,8 +550,10 @@ class Controller:
             self._dispatch(("on_result", exit_result))
 
     def _publish_final(self, result: FrameResult, job: FrameJob, stamp: bool = False) -> None:
-        """Count the result and hand it to the callbacks; `stamp`: first set `delivered_s` to now (plus the
-        measured return path), the result being about to leave `run()`."""
+        """Count the result and hand it to the callbacks. `stamp` (a real clock, the result about to leave `run()`):
+        `delivered_s` is set to the clock read after counting and queueing it, plus the return path measured at
+        warm-up (about a microsecond), before it is judged missed or not: a result handed back after its
+        deadline is never reported as met."""
         if not self._warming:
             counts = self._counts
             counts[_STATUS_NAMES[result.status]] += 1

@@ -59,7 +59,7 @@ class FrameJob:
     __slots__ = ("frame_id", "tensor", "start", "deadline", "fire_at", "budget", "mode", "confidence_target",
                  "user_data", "exits", "best", "best_rank", "steps_run", "steps_skipped", "late_steps", "error",
                  "result", "stop_reason", "last_exit_s", "outcome", "hand_back", "caller_cpu", "counted", "admitted",
-                 "segment_start", "_lock", "_done")
+                 "segment_start", "recording_s", "_lock", "_done")
 
     def __init__(self, frame_id: int, tensor: np.ndarray | None, start: float, deadline: float, fire_at: float,
                  mode: str, confidence_target: float | None, user_data: Any, waitable: bool = True) -> None:
@@ -82,6 +82,7 @@ class FrameJob:
         self.result: FrameResult | None = None
         self.stop_reason: StopReason | None = None   # set by a hook that ends the frame early (confidence)
         self.segment_start = start
+        self.recording_s = 0.0                       # spent recording samples before delivery (recording.py)
         self.last_exit_s = start                     # when the latest exit became available
         self.outcome: tuple | None = None            # (reason, error text) when the caller finalizes (run())
         self.counted = False                         # counted in the controller's submit() queue

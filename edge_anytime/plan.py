@@ -76,7 +76,7 @@ class FramePlan:
         self.started = 0.0
         self.counts = policy.counts
         # Samples measured during a frame are kept here and recorded in one go once its last exit is decided
-        # (`record_samples`, or `take_samples` for the recorder thread): no estimator work between steps.
+        # (`take_samples`, applied by the controller's SampleBacklog or recorder thread): no estimator work between steps.
         # (position or exit, seconds, reach, censored)
         self._segment_samples: list[tuple[int, float, float, bool]] = []
         self._step_samples: list[tuple[int, float]] = []
@@ -94,11 +94,6 @@ class FramePlan:
         self.warmup_samples: list[list[float]] = [[] for _ in self.interpreter.segments]
         self.warmup_reach: list[list[float]] = [[] for _ in self.interpreter.segments]
         self.warmup_steps: dict[int, list[float]] = {i: [] for i in range(len(self.interpreter.steps))}
-
-    def record_samples(self) -> None:
-        """Feed what the last frame measured to the policy's estimators now (on a real clock the controller
-        hands `take_samples()` to its recorder thread instead, unless `record_in_background=False`)."""
-        self.apply_samples(self.take_samples())
 
     def take_samples(self) -> tuple:
         """What the last frame measured, as a batch for `apply_samples` (possibly on another thread)."""
@@ -217,7 +212,7 @@ class FramePlan:
         return sum(mean[later.index] for later in steps[steps.index(step) + 1:])
 
     def _measured(self, segment: BoundSegment, seconds: float, ended: float, censored: bool = False) -> None:
-        """Keep a served segment's (or a-priori slice's) latency for its estimators (`record_samples`);
+        """Keep a served segment's (or a-priori slice's) latency for its estimators (`take_samples`);
         `censored`: it was stopped after a late step (`seconds` adds the typical time of the steps it skipped)."""
         self._segment_samples.append((segment.exit_index if self.apriori else segment.position, seconds,
                                       ended - self.started, censored))
@@ -289,3 +284,7 @@ class _PredictionSource:
 
     def __call__(self):
         return self.plan.predict(self.exit, self.logits, self.coarse_logits)
+
+    def label(self) -> int:
+        """The prediction's label alone: the argmax of the logits (a temperature does not move it)."""
+        return int(self.logits.argmax())

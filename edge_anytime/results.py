@@ -77,6 +77,12 @@ class ExitResult:
 
     @property
     def label(self) -> int:
+        """The predicted class: the argmax of the exit's logits, read without computing the whole prediction
+        (the calibrated softmax, top-k and entropy cost 20-30 us; the argmax about 1 us)."""
+        if self._prediction is None:
+            label = getattr(self._compute, "label", None)
+            if label is not None:
+                return label()
         return self.prediction.label
 
     @property
@@ -131,7 +137,7 @@ class FrameResult:
 
     @property
     def label(self) -> int | None:
-        return None if self.best is None else self.best.prediction.label
+        return None if self.best is None else self.best.label
 
     @property
     def label_name(self) -> str | None:

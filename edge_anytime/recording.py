@@ -1,0 +1,99 @@
+"""Recording a frame's latency samples in time the frame has to spare.
+
+Feeding a frame's samples to the estimators (an insertion into each sorted
+window, 4-5 us a frame here) happens between the frame's last step and its
+delivery, so it lengthens the delivery path the margin reserves; at a budget
+just above a segment's latency those microseconds decide between a result and
+none. `SampleBacklog` records a frame's batch only while the frame has time to
+spare before its deadline, less what its delivery still needs (the margin), else keeps it for a later frame that has
+(at most `max_batches` wait: the oldest is dropped, and counted). A frame that
+is already past its deadline records everything waiting: its result is late
+anyway, and a slowdown that makes every frame late must still reach the
+estimates.
+
+Samples measured after a result's stamp (the delivery path, the watchdog's
+path) wait here too (`add_stamped`) and are applied with the next batch.
+
+>>> applied = []
+>>> backlog = SampleBacklog(applied.append, clock=lambda: 0.0)
+>>> backlog.add("frame 1"); backlog.record(time_left=2e-6)    # no time to spare: it waits
+0.0
+>>> backlog.add("frame 2"); backlog.record(time_left=1.0, reserve=1e-4), applied
+(0.0, ['frame 1', 'frame 2'])
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from typing import Any, Callable
+
+MAX_BATCHES = 8          # frames' batches that may wait for a frame with time to spare
+MAX_STAMPED = 64         # samples measured after a stamp that may wait
+COST_RATE = 1.0 / 16     # how fast the cost of recording a batch follows new measurements
+FIRST_COST = 5e-6        # seconds: the cost assumed until one is measured
+COST_SAFETY = 2.0        # a batch is recorded only where twice its mean cost fits: the cost varies
+
+
+class SampleBacklog:
+    """Batches of latency samples waiting to be applied; see the module docstring."""
+
+    def __init__(self, apply: Callable[[Any], None], clock: Callable[[], float] = time.perf_counter,
+                 max_batches: int = MAX_BATCHES) -> None:
+        self._apply = apply
+        self._clock = clock
+        self._batches: collections.deque = collections.deque()
+        self._stamped: collections.deque = collections.deque(maxlen=MAX_STAMPED)
+        self.max_batches = max_batches
+        self.cost = FIRST_COST   # seconds to apply one batch (EMA of measured applications)
+        self.dropped = 0         # batches dropped unrecorded: no frame had time to spare for them
+
+    @property
+    def pending(self) -> int:
+        return len(self._batches) + len(self._stamped)
+
+    def add(self, batch: Any) -> None:
+        """A frame's batch (see `FramePlan.take_samples`)."""
+        if len(self._batches) >= self.max_batches:
+            self._batches.popleft()
+            self.dropped += 1
+        self._batches.append(batch)
+
+    def add_stamped(self, estimator, seconds: float) -> None:
+        """A sample measured after its result's stamp, for `estimator` (applied with the next batch)."""
+        self._stamped.append((estimator, seconds))
+
+    def record(self, time_left: float, reserve: float = 0.0) -> float:
+        """Apply waiting batches, oldest first, while each fits (at COST_SAFETY times its measured cost) in
+        `time_left - reserve` seconds (`time_left`: to the deadline; `reserve`: what delivery still needs); all
+        of them when `time_left` is infinite (no deadline to keep) or negative (missed already). Returns the
+        seconds spent."""
+        batches = self._batches
+        if not batches:
+            return 0.0
+        everything = time_left < 0.0 or math.isinf(time_left)
+        slack = time_left - reserve
+        if not everything and slack < COST_SAFETY * self.cost:
+            return 0.0
+        clock = self._clock
+        start = clock()
+        spent = 0.0
+        while batches and (everything or spent + COST_SAFETY * self.cost <= slack):
+            before = spent
+            self._apply(batches.popleft())
+            stamped = self._stamped
+            while stamped:
+                estimator, seconds = stamped.popleft()
+                estimator.observe(seconds)
+            spent = clock() - start
+            self.cost += (spent - before - self.cost) * COST_RATE
+        return spent
+
+    def drain(self) -> None:
+        """Apply everything waiting (off a frame's path: estimates read, flush, close)."""
+        self.record(math.inf)
+        stamped = self._stamped
+        while stamped:
+            estimator, seconds = stamped.popleft()
+            estimator.observe(seconds)
