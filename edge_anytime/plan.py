@@ -288,3 +288,7 @@ class _PredictionSource:
     def label(self) -> int:
         """The prediction's label alone: the argmax of the logits (a temperature does not move it)."""
         return int(self.logits.argmax())
+
+    def label_name(self) -> str:
+        labels, label = self.plan.model.labels, self.label()
+        return str(labels[label]) if label < len(labels) else str(label)   # as calibrated_prediction names it

@@ -86,6 +86,15 @@ class ExitResult:
         return self.prediction.label
 
     @property
+    def label_name(self) -> str:
+        """The predicted class's name, read like `label` (without computing the whole prediction)."""
+        if self._prediction is None:
+            name = getattr(self._compute, "label_name", None)
+            if name is not None:
+                return name()
+        return self.prediction.label_name
+
+    @property
     def confidence(self) -> float:
         return self.prediction.confidence
 
@@ -141,7 +150,7 @@ class FrameResult:
 
     @property
     def label_name(self) -> str | None:
-        return None if self.best is None else self.best.prediction.label_name
+        return None if self.best is None else self.best.label_name
 
     @property
     def confidence(self) -> float | None:

@@ -118,7 +118,8 @@ def test_a_results_label_is_its_predictions_label_without_computing_it():
         for frame in frames:
             result = ctrl.run(frame, 0.5)
             assert result.status is StopReason.FINAL
-            label = result.label
+            label, name = result.label, result.label_name
             assert result.best._prediction is None           # the label alone computed nothing else
             assert label == result.best.prediction.label == result.best.label
+            assert name == result.best.prediction.label_name == result.best.label_name
             assert [e.label for e in result.exits] == [e.prediction.label for e in result.exits]
