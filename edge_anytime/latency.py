@@ -271,6 +271,13 @@ class QuantileEstimator:
             return 0.0
         return bisect_right(data, seconds) / len(data)
 
+    def lower_bound(self, probability: float) -> float:
+        """The least `seconds` at which `fit_probability(seconds)` can reach `probability` (inf: no samples)."""
+        data = self._sorted_list
+        if not data:
+            return math.inf
+        return data[min(len(data), max(1, math.ceil(probability * len(data)))) - 1]
+
     def typical(self) -> float:
         """Latency at `typical_quantile` (inf when nothing is known)."""
         return self._typical
@@ -351,6 +358,14 @@ class GaussianEstimator:
         if std <= 0:
             return 1.0 if seconds >= mean else 0.0
         return NormalDist(mean, std).cdf(seconds)
+
+    def lower_bound(self, probability: float) -> float:
+        from statistics import NormalDist
+
+        mean, std = self._moments()
+        if not math.isfinite(mean) or std <= 0:
+            return mean
+        return NormalDist(mean, std).inv_cdf(min(max(probability, 1e-9), 1 - 1e-9))
 
     def tail(self) -> float:
         mean, std = self._moments()

@@ -68,6 +68,8 @@ SEED_DRAWS = 1000           # samples drawn per segment when a profile's per-gra
 SEED_SCALE_LIMITS = (0.8, 1.25)   # how far a warm-up may move a profile's seeds (a busy boot must not x50 them)
 SEED_CONFIRMED = 0.1        # a warm-up within 10% of the profile confirms it: ...
 TRUSTED_EXPLORE_AFTER = 64  # ... and its segments are first explored after this many refusals, not 8
+PLAN_FLOOR_EVERY = 32       # frames between recomputations of the time left below which no slice can fit ...
+PLAN_FLOOR_SLACK = 0.1      # ... which is kept 10% low: samples move it between recomputations
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class DeadlinePolicy:
         self.exit_gap = 0.0                          # mean time from an exit's publication to the next admission
         self._online_steps = options.estimator.online
         self._savings: list[float] | None = None     # cached slice_savings(), recomputed every SAVINGS_EVERY steps
+        self._plan_floor = 0.0          # below this time left no slice can be planned (see plan_frame) ...
+        self._plan_floor_age = PLAN_FLOOR_EVERY     # ... recomputed every PLAN_FLOOR_EVERY frames
         self._step_updates = 0
         self._skipped = []
         for seg in self.segments:
@@ -221,6 +225,11 @@ class DeadlinePolicy:
         is chosen only when it is worth more.
         """
         remaining = limit - now
+        self._plan_floor_age += 1
+        if self._plan_floor_age >= PLAN_FLOOR_EVERY:
+            self._plan_floor = self._slice_floor()
+        if remaining < self._plan_floor:
+            return None        # no slice fits yet (a frame at a tight budget pays one comparison)
         last = self.reach_estimators[-1].fit_probability(remaining)
         if last >= 1.0:
             return None        # the whole anytime plan surely fits: no slice is worth more
@@ -256,6 +265,19 @@ class DeadlinePolicy:
             if worth > score:
                 chosen, score = index, worth
         return chosen
+
+    def _slice_floor(self) -> float:
+        """The time left below which no a-priori slice reaches `min_fit_probability` (see plan_frame's
+        candidates), less PLAN_FLOOR_SLACK for the samples that arrive before it is recomputed."""
+        self._plan_floor_age = 0
+        saved, min_p = self.slice_savings(), self.options.min_fit_probability
+        floors = []
+        for position, index, _ in self._plan_candidates:
+            if saved[position] > 0:
+                measured = self.slice_estimators[index]
+                floors.append(measured.lower_bound(min_p) if measured.online_count >= self.options.estimator.min_online
+                              else self.reach_estimators[position].lower_bound(min_p) - saved[position])
+        return (1.0 - PLAN_FLOOR_SLACK) * min(floors, default=math.inf)
 
     def slice_savings(self) -> list[float]:
         """Per anytime segment position: the mean time its exit's a-priori slice saves over the anytime prefix:
@@ -296,9 +318,11 @@ class DeadlinePolicy:
     # ----------------------------------------------------------------- measurements
     def seed_segment(self, position: int, samples) -> None:
         self.segment_estimators[position].seed(samples)
+        self._plan_floor_age = PLAN_FLOOR_EVERY     # seeds moved: recompute the planning floor
 
     def seed_slice(self, exit_index: int, samples) -> None:
         self.slice_estimators[exit_index].seed(samples)
+        self._plan_floor_age = PLAN_FLOOR_EVERY
 
     def seed_from_profile(self, program: Program, profile: LatencyProfile, precisions: Mapping[str, str]) -> None:
         """Seed every segment, exit reach and slice with sums of the profile's per-graph samples
@@ -351,6 +375,7 @@ class DeadlinePolicy:
             self.seed_scales[f"reach{position}"] = _rescale(self.reach_estimators[position], reaches[position])
         for index, samples in slices.items():
             self.seed_scales[f"slice{index}"] = _rescale(self.slice_estimators[index], samples)
+        self._plan_floor_age = PLAN_FLOOR_EVERY
 
     def estimates(self) -> dict[str, float]:
         """Current estimates in seconds, by name (segment<k>.typical/.tail, slice<k>.typical/.tail, margin, guard),

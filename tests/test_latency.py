@@ -376,3 +376,36 @@ def test_scaling_the_seeds_leaves_online_samples_as_measured():
     est.observe(3 * MS)
     est.scale_seeds(1.2)
     np.testing.assert_allclose(est.samples(), [1.2 * MS] * 100 + [3 * MS])
+
+
+@pytest.mark.parametrize("kind", ["quantile", "gaussian"])
+def test_lower_bound_is_where_the_fit_probability_reaches_it(kind):
+    estimator = make_estimator(EstimatorOptions(kind=kind))
+    estimator.seed(np.random.default_rng(3).lognormal(np.log(1e-3), 0.2, 300))
+    for p in (0.01, 0.05, 0.5, 0.9):
+        bound = estimator.lower_bound(p)
+        assert estimator.fit_probability(bound) >= p - 1e-9
+        assert estimator.fit_probability(bound * (1 - 1e-6)) < p
+    assert make_estimator(EstimatorOptions()).lower_bound(0.05) == float("inf")   # nothing known: no bound
+
+
+def test_planning_skips_its_candidates_below_the_slice_floor_with_the_same_choices():
+    from edge_anytime.policy import DeadlinePolicy
+    from tests.conftest import tiny_program
+
+    def seeded():
+        policy = DeadlinePolicy(tiny_program(3, val_accuracy=(0.9, 0.95, 0.97)), ControllerOptions(),
+                                simulated=False, threaded=False)
+        rng = np.random.default_rng(0)
+        for position in range(3):
+            policy.seed_segment(position, rng.lognormal(np.log(1 * MS), 0.15, 200))
+            policy.reach_estimators[position].seed(rng.lognormal(np.log((position + 1) * MS), 0.15, 200))
+        policy.seed_steps({1: [0.1 * MS], 3: [0.1 * MS]})
+        return policy
+
+    with_floor, without = seeded(), seeded()
+    without._slice_floor = lambda: 0.0          # the same policy, every candidate checked every frame
+    budgets = np.random.default_rng(1).uniform(0.5 * MS, 4 * MS, 400)
+    assert [with_floor.plan_frame(0.0, b) for b in budgets] == [without.plan_frame(0.0, b) for b in budgets]
+    assert 0.0 < with_floor._plan_floor < 2 * MS
+    assert with_floor.plan_frame(0.0, 0.9 * with_floor._plan_floor) is None
