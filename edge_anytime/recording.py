@@ -7,9 +7,10 @@ just above a segment's latency those microseconds decide between a result and
 none. `SampleBacklog` records a frame's batch only while the frame has time to
 spare before its deadline, less what its delivery still needs (the margin), else keeps it for a later frame that has
 (at most `max_batches` wait: the oldest is dropped, and counted). A frame that
-is already past its deadline records everything waiting: its result is late
-anyway, and a slowdown that makes every frame late must still reach the
-estimates.
+is already past its deadline records two batches, its own and the oldest
+waiting: its result is late anyway, and a slowdown that makes every frame late
+must still reach the estimates (two, not all: the frame is not held longer
+than that, nor, threaded, the next frame's start).
 
 Samples measured after a result's stamp (the delivery path, the watchdog's
 path) wait here too (`add_stamped`) and are applied with the next batch.
@@ -34,6 +35,7 @@ MAX_STAMPED = 64         # samples measured after a stamp that may wait
 COST_RATE = 1.0 / 16     # how fast the cost of recording a batch follows new measurements
 FIRST_COST = 5e-6        # seconds: the cost assumed until one is measured
 COST_SAFETY = 2.0        # a batch is recorded only where twice its mean cost fits: the cost varies
+LATE_BATCHES = 2         # batches a late frame records: the backlog shrinks, and the frame is not held long
 
 
 class SampleBacklog:
@@ -67,19 +69,24 @@ class SampleBacklog:
     def record(self, time_left: float, reserve: float = 0.0) -> float:
         """Apply waiting batches, oldest first, while each fits (at COST_SAFETY times its measured cost) in
         `time_left - reserve` seconds (`time_left`: to the deadline; `reserve`: what delivery still needs); all
-        of them when `time_left` is infinite (no deadline to keep) or negative (missed already). Returns the
-        seconds spent."""
+        of them when `time_left` is infinite (no deadline to keep), LATE_BATCHES when it is negative (missed
+        already). Returns the seconds spent."""
         batches = self._batches
         if not batches:
             return 0.0
-        everything = time_left < 0.0 or math.isinf(time_left)
+        late = time_left < 0.0
+        everything = math.isinf(time_left)
         slack = time_left - reserve
-        if not everything and slack < COST_SAFETY * self.cost:
+        if not (everything or late) and slack < COST_SAFETY * self.cost:
             return 0.0
         clock = self._clock
         start = clock()
         spent = 0.0
-        while batches and (everything or spent + COST_SAFETY * self.cost <= slack):
+        count = 0
+        while batches:
+            if not everything and (count >= LATE_BATCHES if late else spent + COST_SAFETY * self.cost > slack):
+                break
+            count += 1
             before = spent
             self._apply(batches.popleft())
             stamped = self._stamped

@@ -53,15 +53,17 @@ def test_only_the_batches_that_fit_are_recorded():
     assert applied == ["a", "b"] and backlog.pending == 2
 
 
-def test_a_late_frame_or_one_without_deadline_records_everything():
+def test_a_late_frame_records_two_batches_and_one_without_deadline_everything():
     applied = []
     backlog = SampleBacklog(applied.append, Ticks(1e-6))
     backlog.cost = 1.0
-    backlog.add("a")
+    for name in "abc":
+        backlog.add(name)
     backlog.record(time_left=-1e-6, reserve=1e-5)   # past its deadline already: the result is late anyway
-    backlog.add("b")
-    backlog.record(time_left=math.inf)
     assert applied == ["a", "b"]
+    backlog.add("d")
+    backlog.record(time_left=math.inf)
+    assert applied == ["a", "b", "c", "d"]
 
 
 def test_the_backlog_is_bounded_and_counts_what_it_drops():
