@@ -5,12 +5,13 @@ window, 4-5 us a frame here) happens between the frame's last step and its
 delivery, so it lengthens the delivery path the margin reserves; at a budget
 just above a segment's latency those microseconds decide between a result and
 none. `SampleBacklog` records a frame's batch only while the frame has time to
-spare before its deadline, less what its delivery still needs (the margin), else keeps it for a later frame that has
-(at most `max_batches` wait: the oldest is dropped, and counted). A frame that
-is already past its deadline records two batches, its own and the oldest
-waiting: its result is late anyway, and a slowdown that makes every frame late
-must still reach the estimates (two, not all: the frame is not held longer
-than that, nor, threaded, the next frame's start).
+spare before its deadline, less what its delivery still needs (the margin),
+else keeps it for a later frame that has (at most `max_batches` wait: the
+oldest is dropped, and counted). A frame that is already past its deadline
+records the two oldest batches waiting (its own among them when no more wait):
+its result is late anyway, and a slowdown that makes every frame late must
+still reach the estimates (two, not all: the frame is not held longer than
+that, nor, threaded, the next frame's start).
 
 Samples measured after a result's stamp (the delivery path, the watchdog's
 path) wait here too (`add_stamped`) and are applied with the next batch.
