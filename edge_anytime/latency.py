@@ -291,6 +291,16 @@ class QuantileEstimator:
             return burst
         return self._tail
 
+    def refuse_unchecked(self) -> bool:
+        """A refusal decided without an admission check (`DeadlinePolicy.first_exit_only`): counted like one,
+        unless it would be the refusal that starts an exploration; then False, and the caller lets admission
+        check the segment (and explore it)."""
+        if self.online and math.isfinite(self._tail):
+            if self._refusals + 1 >= self._explore_after:
+                return False
+            self._refusals += 1
+        return True
+
     def refused(self) -> bool:
         """Admission refused the segment. True: explore it, i.e. run it once anyway (see the module docstring)."""
         if not self.online or not math.isfinite(self._tail):
@@ -373,6 +383,9 @@ class GaussianEstimator:
 
     def refused(self) -> bool:
         return False
+
+    def refuse_unchecked(self) -> bool:
+        return True
 
 
 

@@ -85,6 +85,7 @@ class FramePlan:
         self._published_position = -1        # the anytime segment whose exit this frame published last
         self._frames = 0
         self._sample_steps = False           # this frame's step latencies are kept (one frame in STEP_SAMPLE_EVERY)
+        self._first_segment = interpreter.segments[:1]   # an anytime frame where nothing can follow its first exit
         # steps a frame stopped before segment i skips, for the anytime plan (None) and each a-priori slice
         self._steps_after = {None: _suffix_steps(interpreter.segments),
                              **{index: _suffix_steps(plan) for index, plan in interpreter.slice_plans.items()}}
@@ -136,8 +137,13 @@ class FramePlan:
         interpreter = self.interpreter
         counts = self.counts
         chosen = None
-        if job.mode == "anytime" and self.options.plan_frames and job.confidence_target is None and not self.admit_all:
-            chosen = self.policy.plan_frame(started, limit)
+        first_only = False
+        if job.mode == "anytime" and not self.admit_all:
+            policy = self.policy
+            policy.tick_floors()
+            if self.options.plan_frames and job.confidence_target is None:
+                chosen = policy.plan_frame(started, limit)
+            first_only = chosen is None and policy.first_exit_only(limit - started)
         if job.mode == "apriori" or chosen is not None:
             if chosen is None:
                 chosen = self.policy.choose_apriori(started, limit)
@@ -150,11 +156,11 @@ class FramePlan:
             segments = interpreter.slice_plans[chosen]
         else:
             self.apriori = False
-            segments = interpreter.segments
+            segments = self._first_segment if first_only else interpreter.segments
         outcome = interpreter.execute(job.tensor, segments, self, self.now)
         if outcome.stopped == "error":
             return StopReason.DEGRADED, outcome.error, outcome.where
-        if outcome.stopped == "done":
+        if outcome.stopped == "done" and not first_only:
             return StopReason.FINAL, None, ""
         # refused, or a hook stopped it: a late step (deadline), confidence, or no exit ahead worth more (final)
         remaining = self._steps_after[chosen if self.apriori else None][outcome.segments_run]

@@ -70,6 +70,7 @@ SEED_CONFIRMED = 0.1        # a warm-up within 10% of the profile confirms it: .
 TRUSTED_EXPLORE_AFTER = 64  # ... and its segments are first explored after this many refusals, not 8
 PLAN_FLOOR_EVERY = 32       # frames between recomputations of the time left below which no slice can fit ...
 PLAN_FLOOR_SLACK = 0.1      # ... which is kept 10% low: samples move it between recomputations
+FIRST_ONLY_QUANTILE = 0.01  # the first segment's fast tail, when judging whether a refinement could follow it
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,9 @@ class DeadlinePolicy:
         self.exit_gap = 0.0                          # mean time from an exit's publication to the next admission
         self._online_steps = options.estimator.online
         self._savings: list[float] | None = None     # cached slice_savings(), recomputed every SAVINGS_EVERY steps
-        self._plan_floor = 0.0          # below this time left no slice can be planned (see plan_frame) ...
-        self._plan_floor_age = PLAN_FLOOR_EVERY     # ... recomputed every PLAN_FLOOR_EVERY frames
+        self._plan_floor = 0.0          # below this time left no slice can be planned (see plan_frame), ...
+        self._refine_floor = 0.0        # ... no segment can follow the first exit (first_exit_only), ...
+        self._plan_floor_age = PLAN_FLOOR_EVERY     # ... recomputed every PLAN_FLOOR_EVERY frames (tick_floors)
         self._step_updates = 0
         self._skipped = []
         for seg in self.segments:
@@ -225,9 +227,6 @@ class DeadlinePolicy:
         is chosen only when it is worth more.
         """
         remaining = limit - now
-        self._plan_floor_age += 1
-        if self._plan_floor_age >= PLAN_FLOOR_EVERY:
-            self._plan_floor = self._slice_floor()
         if remaining < self._plan_floor:
             return None        # no slice fits yet (a frame at a tight budget pays one comparison)
         last = self.reach_estimators[-1].fit_probability(remaining)
@@ -266,10 +265,37 @@ class DeadlinePolicy:
                 chosen, score = index, worth
         return chosen
 
+    def tick_floors(self) -> None:
+        """An anytime frame starts: every PLAN_FLOOR_EVERY frames, recompute the time left below which no
+        slice can be planned (`plan_frame`) and no segment can follow the first exit (`first_exit_only`)."""
+        self._plan_floor_age += 1
+        if self._plan_floor_age >= PLAN_FLOOR_EVERY:
+            self._plan_floor_age = 0
+            self._plan_floor = self._slice_floor()
+            self._refine_floor = self._refinement_floor()
+
+    def first_exit_only(self, remaining: float) -> bool:
+        """With `remaining` seconds to the frame's limit, can no segment after the first be admitted however
+        early the first exit comes? Then the frame runs its first segment alone, delivered like an a-priori
+        slice, without an admission check after its exit (at a budget just above the first exit's latency,
+        that check and its bookkeeping were the difference between on time and late). The second segment's
+        refusal is counted as admission would count it, and the frame that would explore it runs in full."""
+        return remaining < self._refine_floor and self.segment_estimators[1].refuse_unchecked()
+
+    def _refinement_floor(self) -> float:
+        """The first segment's fast tail (FIRST_ONLY_QUANTILE) plus the least time at which the second reaches
+        `min_fit_probability`, less PLAN_FLOOR_SLACK; 0 (never first-only) while either is unknown."""
+        if len(self.segments) < 2:
+            return 0.0
+        first = self.segment_estimators[0].lower_bound(FIRST_ONLY_QUANTILE)
+        second = self.segment_estimators[1].lower_bound(self.options.min_fit_probability)
+        floor = (1.0 - PLAN_FLOOR_SLACK) * (first + second)
+        return floor if math.isfinite(floor) else 0.0
+
     def _slice_floor(self) -> float:
         """The time left below which no a-priori slice reaches `min_fit_probability` (see plan_frame's
-        candidates), less PLAN_FLOOR_SLACK for the samples that arrive before it is recomputed."""
-        self._plan_floor_age = 0
+        candidates), less PLAN_FLOOR_SLACK for the samples that arrive before it is recomputed; 0 (no floor)
+        while a candidate's latency is unknown."""
         saved, min_p = self.slice_savings(), self.options.min_fit_probability
         floors = []
         for position, index, _ in self._plan_candidates:
@@ -277,7 +303,8 @@ class DeadlinePolicy:
                 measured = self.slice_estimators[index]
                 floors.append(measured.lower_bound(min_p) if measured.online_count >= self.options.estimator.min_online
                               else self.reach_estimators[position].lower_bound(min_p) - saved[position])
-        return (1.0 - PLAN_FLOOR_SLACK) * min(floors, default=math.inf)
+        floor = (1.0 - PLAN_FLOOR_SLACK) * min(floors, default=math.inf)
+        return floor if math.isfinite(floor) or not floors else 0.0
 
     def slice_savings(self) -> list[float]:
         """Per anytime segment position: the mean time its exit's a-priori slice saves over the anytime prefix:

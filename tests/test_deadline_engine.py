@@ -331,3 +331,32 @@ def test_a_later_warm_up_leaves_online_estimates_alone():
     while not policy.segment_estimators[0].refused():
         refusals += 1
     assert refusals == 7                                  # not trusted: nothing of the profile is left to trust
+
+
+def test_a_frame_where_nothing_can_follow_the_first_exit_runs_its_first_segment_alone(raw_frame):
+    # segments: 1.2 ms (stem + head) then 1.2 ms (body + head); at 1.6 ms, 0.3 ms of margin, segment 1 cannot
+    # follow exit 0 however early it comes: the frame runs segment 0 alone, with no admission check after it,
+    # and reports what a refused segment 1 would (status deadline, its steps skipped)
+    ctrl, _, _, _ = make()
+    checked = []
+    admits = ctrl.policy.admits
+    ctrl.policy.admits = lambda position, *args: (checked.append(position), admits(position, *args))[1]
+    results = [ctrl.run(raw_frame, 1.6 * MS) for _ in range(40)]
+    assert all(r.exit_index == 0 and r.status is StopReason.DEADLINE and r.steps_skipped == 4 for r in results)
+    # segment 0's admission on every frame; segment 1's only on the frames its exploration is due
+    assert checked.count(0) == 40 and checked.count(1) <= 3
+    # at a budget where segment 1 may follow, it is checked (and here admitted) as before
+    assert ctrl.run(raw_frame, 2.8 * MS).exit_index == 1
+
+
+def test_first_exit_only_frames_keep_the_second_segments_explorations_on_schedule(raw_frame):
+    # a warm-up on a busy machine left segment 1 at 5 ms (it takes 1.2): at 4 ms it is refused, but every
+    # few frames explored; the first-exit-only shortcut counts its refusals and lets the exploring frame
+    # run in full, so the deepest exit comes back
+    body = Phase(5 * MS, [1 * MS])
+    options = ControllerOptions(warmup_runs=30, margin_s=0.3 * MS, watchdog_guard_s=0.1 * MS)
+    ctrl, _, _, _ = make(latency={"stem": 1 * MS, "head": 0.2 * MS, "body": body}, options=options)
+    body.on = True
+    exits = [ctrl.run(raw_frame, 4.0 * MS).exit_index for _ in range(80)]
+    assert ctrl.stats().explorations >= 1
+    assert exits[-1] == 2 and ctrl.stats().missed_deadlines == 0
