@@ -76,7 +76,8 @@ class FramePlan:
         self.started = 0.0
         self.counts = policy.counts
         # Samples measured during a frame are kept here and recorded in one go once its last exit is decided
-        # (`take_samples`, applied by the controller's SampleBacklog or recorder thread): no estimator work between steps.
+        # (`take_samples`, applied by the controller's SampleBacklog or recorder thread): no estimator work
+        # between steps.
         # (position or exit, seconds, reach, censored)
         self._segment_samples: list[tuple[int, float, float, bool]] = []
         self._step_samples: list[tuple[int, float]] = []
