@@ -24,8 +24,10 @@ points does not risk a result worth 88 (inline). In a-priori mode the exit with
 the highest `p * accuracy` is chosen.
 
 `margin` is the measured delivery path, the time from the last step's end to
-the result being in the caller's hands, sampled at warm-up and on every
-frame: with `threaded=True` the 95th percentile of the thread hand-back; inline
+the result being in the caller's hands (less the sample recording, done only
+in time a frame can spare: recording.py), sampled at warm-up and on every
+frame that delivers a result: with `threaded=True` the 95th percentile of the
+thread hand-back; inline
 the 90th percentile of result assembly (its rare outliers are preemptions that
 no margin absorbs); 0 on a simulated clock. The
 watchdog fires `guard` before the deadline, where `guard` is the tail of its own
