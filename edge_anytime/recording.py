@@ -90,10 +90,7 @@ class SampleBacklog:
             count += 1
             before = spent
             self._apply(batches.popleft())
-            stamped = self._stamped
-            while stamped:
-                estimator, seconds = stamped.popleft()
-                estimator.observe(seconds)
+            self._apply_stamped()
             spent = clock() - start
             self.cost += (spent - before - self.cost) * COST_RATE
         return spent
@@ -101,6 +98,9 @@ class SampleBacklog:
     def drain(self) -> None:
         """Apply everything waiting (off a frame's path: estimates read, flush, close)."""
         self.record(math.inf)
+        self._apply_stamped()
+
+    def _apply_stamped(self) -> None:
         stamped = self._stamped
         while stamped:
             estimator, seconds = stamped.popleft()
