@@ -13,6 +13,9 @@ Frames: the GTSRB test set (all 12,630 by default) through the bundle. Policies,
 * `int8`        - the default controller on the bundle's int8 graphs (real clock only; about 2x faster here,
                   0-0.27 points less accurate per exit): what `precision="int8"` buys at tight budgets. It
                   runs other graphs than every other policy, so it is reported beside them, not judged against them;
+* `fallback`    - the default controller with `fallback_precision="int8"` (real clock only): fp32 graphs, and
+                  the int8 first exit where planning finds it worth more (a budget too tight for the fp32 one).
+                  It too runs other graphs at tight budgets: reported beside the others, not judged against them;
 * `apriori`     - the controller in a-priori mode;
 * `static:k`    - exit k as a stand-alone model, deadline-unaware;
 * `best-static` - the best static exit whose slice fits the smallest budget of the scenario;
@@ -72,7 +75,7 @@ THRESHOLD = 0.9
 CONSTANT_FRACTIONS = tuple(round(0.3 + 0.1 * i, 1) for i in range(13))
 TIE = 0.003   # ties within 0.3 points
 CAUTIOUS_FIT = 0.9   # the `cautious` variant's min_fit_probability
-CONTROLLER_VARIANTS = ("threaded", "cautious", "int8")   # the default controller under other options (real clock)
+CONTROLLER_VARIANTS = ("threaded", "cautious", "int8", "fallback")   # the default controller, other options (real clock)
 BLOCK = 50    # real clock, --real-order blocks: policies take turns every BLOCK frames
 
 
@@ -216,6 +219,8 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
                    "cautious": Controller.from_bundle(
                        bundle, options=dataclasses.replace(options, min_fit_probability=CAUTIOUS_FIT)),
                    "int8": Controller.from_bundle(bundle, options=dataclasses.replace(options, precision="int8")),
+                   "fallback": Controller.from_bundle(
+                       bundle, options=dataclasses.replace(options, fallback_precision="int8")),
                    "apriori": Controller.from_bundle(bundle, options=dataclasses.replace(options, mode="apriori"))}
     policies = list(controllers) + [f"static:{k}" for k in range(exits)] + list(thresholds)
     # measured in the result-budget ratios only: threaded with each hand-off on the caller's CPU

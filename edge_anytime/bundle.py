@@ -27,6 +27,7 @@ from .profile import LatencyProfile, load_profile
 from .program import Program
 
 MANIFEST_NAME = "manifest.json"
+PARITY_NAME = "parity.json"      # the exporter's parity report (optional)
 PROFILE_DIR = "profiles"
 
 
@@ -107,6 +108,15 @@ class Bundle:
 
     def path_of(self, relative: str) -> Path:
         return _safe_join(self.root, relative, "bundle")
+
+    def argmax_agreement(self, precision: str) -> list[float] | None:
+        """Per exit, how often the `precision` graphs' argmax agreed with fp32's in the bundle's parity report
+        (`parity.json`, written by the exporter: docs/export.md); None without one."""
+        try:
+            report = json.loads(self.path_of(PARITY_NAME).read_text())
+            return [float(e["argmax_agreement"]) for e in report["backends"][f"litert:{precision}"]["exits"]]
+        except (OSError, ValueError, KeyError, TypeError, BundleError):
+            return None
 
     def resolve_precisions(self, precision: str | Mapping[str, str]) -> dict[str, str]:
         """Per-graph precision from one name ('fp32') or a mapping {graph: precision}

@@ -47,17 +47,17 @@ from .interpreter import ProgramInterpreter
 from .manifest import ModelInfo
 from .options import ControllerOptions, ControllerStats
 from .plan import FramePlan
-from .policy import DeadlinePolicy, WarmupSamples
+from .policy import FALLBACK, DeadlinePolicy
 from .preprocess import Preprocessor
-from .handoff import HANDOFF_SAMPLES, CpuSharing, Ping, hand_back_latency, tight_timer_slack, timer_lateness
+from .handoff import CpuSharing, Ping, tight_timer_slack
 from .profile import LatencyProfile, choose_profile
 from .recording import SampleBacklog
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
-from .runners import load_runners
+from .runners import fallback_slice, load_fallback, load_runners
+from .warmup import warm_up_controller
 from .workers import DeliveryThread, SampleRecorder, Watchdog
 
-COLD_PASSES = 3   # warm-up frames never recorded: cold caches, lazy allocation
 
 
 class Controller:
@@ -69,7 +69,11 @@ class Controller:
 
     def __init__(self, program: Program, runners: Mapping[str, GraphRunner], model: ModelInfo, *,
                  clock=None, options: ControllerOptions | None = None, callbacks: Callbacks | None = None,
-                 precisions: Mapping[str, str] | None = None, profile: LatencyProfile | None = None) -> None:
+                 precisions: Mapping[str, str] | None = None, profile: LatencyProfile | None = None,
+                 fallback_runners: Mapping[str, GraphRunner] | None = None,
+                 fallback_agreement: float | None = None) -> None:
+        """`fallback_runners`: the first exit's graphs at `options.fallback_precision`, whose argmax agrees with
+        `runners`' that often (`fallback_agreement`; see `runners.load_fallback`)."""
         self.options = options or ControllerOptions()
         self.program = program
         self.model = model
@@ -83,10 +87,14 @@ class Controller:
         self._preprocess = Preprocessor(model.input)
         self._callbacks: list[Callbacks] = [callbacks] if callbacks is not None else []
         self.interpreter = ProgramInterpreter(program, self._runners)
-        self.policy = DeadlinePolicy(program, self.options, simulated=simulated, threaded=self._threaded)
+        self._fallback_runners = dict(fallback_runners or {})
+        fallback = fallback_slice(program, self._runners, self._fallback_runners)
+        self._warmup_slices = {**self.interpreter.slices, **({FALLBACK: fallback} if fallback else {})}
+        self.policy = DeadlinePolicy(program, self.options, simulated=simulated, threaded=self._threaded,
+                                     fallback=fallback is not None, fallback_agreement=fallback_agreement)
         self._counts = self.policy.counts
         self._plan = FramePlan(self.interpreter, model, self.options, self.policy, self.clock, self._publish_exit,
-                               self._report_error, emulate_watchdog=simulated)
+                               self._report_error, emulate_watchdog=simulated, fallback=fallback)
         self._backlog = SampleBacklog(self._plan.apply_samples, self._now)   # samples recorded in spare time
         self._frame_ids = itertools.count()
         self._current: FrameJob | None = None
@@ -96,9 +104,7 @@ class Controller:
         self._pending = 0                  # submit()ted frames not yet taken by the inference thread
         self._pending_lock = threading.Lock()
         self._close_runners_after_frame = False
-        self._warming = False
-        self._warmup_delivery: list[float] = []
-        self._warmup_handover: list[float] = []
+        self._warming = False              # warm_up() is running (its delivery and hand-over lists are then set)
         self._return_allowance = 0.0     # the return path after delivered_s is read (measured at warm-up)
         # Callbacks run on one delivery thread on a real clock (a slow callback never delays inference),
         # on the calling thread on a simulated clock (deterministic tests and simulations).
@@ -139,8 +145,10 @@ class Controller:
         backend_name = backend if isinstance(backend, str) else getattr(backend, "name", "")
         profile = choose_profile(bundle, options.profile_target, backend_name, options.num_threads)
         runners = load_runners(bundle, precisions, backend, options.num_threads, **backend_options)
+        fallback, agreement = load_fallback(bundle, options.fallback_precision, backend, options.num_threads,
+                                            **backend_options)
         return cls(bundle.program, runners, bundle.model, clock=clock, options=options, callbacks=callbacks,
-                   precisions=precisions, profile=profile)
+                   precisions=precisions, profile=profile, fallback_runners=fallback, fallback_agreement=agreement)
 
     @classmethod
     def from_program(cls, program: Program, model: ModelInfo, backend: Any, *, clock=None,
@@ -166,61 +174,14 @@ class Controller:
     def warm_up(self, runs: int, max_seconds: float | None = None, record: bool = True) -> None:
         """Run frames through the serving path (same thread hand-off, same hooks) to seed the estimates.
 
-        Warm-up frames are mid-grey camera frames (`Preprocessor.sample_frame`); the first COLD_PASSES are
+        Warm-up frames are mid-grey camera frames (`Preprocessor.sample_frame`); the first `warmup.COLD_PASSES` are
         discarded (cold caches). The rest seed the estimates (`DeadlinePolicy.seed_from_warmup`: every
         segment's, exit reach's, a-priori slice's and the delivery path's with `record`; without it, a
         profile's seeds are rescaled to this host's speed). On a real clock warm-up goes on until each
         estimator has `estimator.min_online` samples or `max_seconds` (default `options.warmup_seconds`) have
         passed. Seeds give way to online samples as frames are served.
         """
-        max_seconds = self.options.warmup_seconds if max_seconds is None else max_seconds
-        needed = self.options.estimator.min_online
-        frame, tensor = (self._preprocess.sample_frame() if self.options.validate_frames else
-                         (np.zeros(self.model.input.shape, np.float32),) * 2)   # frames arrive as tensors
-        policy = self.policy
-        plan = self._plan
-        self._drain_samples()   # warm-up seeds the estimators: nothing else may write them meanwhile
-        slice_times: dict[int, list[float]] = {index: [] for index in self.interpreter.slices}
-        plan.reset_warmup()
-        started = time.perf_counter()
-        self._warmup_delivery: list[float] = []
-        self._warmup_handover: list[float] = []
-        wake_lateness: list[float] = []
-        hand_back: list[float] = []
-        self._warming = plan.admit_all = True
-        try:
-            if self._threaded and not self._simulated_clock:
-                tight_timer_slack()
-                wake_lateness = timer_lateness(HANDOFF_SAMPLES)
-                hand_back = hand_back_latency(self._queue, HANDOFF_SAMPLES, self._cpu_sharing)
-            passes = 0
-            returns: list[float] = []   # from delivered_s to the caller having the result: the return path
-            while True:
-                result = self.run(frame, deadline_s=self.clock.now() + 3600.0, frame_id=-1, mode="anytime")
-                returns.append(self.clock.now() - result.delivered_s + self._return_allowance)
-                for index, segment in self.interpreter.slices.items():
-                    t0 = self.clock.now()
-                    with self._inference_lock:
-                        self.interpreter.run_all(tensor, steps=segment.steps)
-                    slice_times[index].append(self.clock.now() - t0)
-                passes += 1
-                if passes == COLD_PASSES:   # cold caches, lazy allocation: never recorded
-                    returns.clear()
-                    plan.reset_warmup()
-                    slice_times = {index: [] for index in slice_times}
-                    self._warmup_delivery = []
-                    self._warmup_handover = []
-                enough = all(len(v) >= needed for v in slice_times.values())
-                if passes >= runs + COLD_PASSES and (self._simulated_clock or enough or
-                                                     time.perf_counter() - started >= max_seconds):
-                    break
-        finally:
-            self._warming = plan.admit_all = False
-        if returns and not self._simulated_clock:
-            self._return_allowance = float(np.median(returns))
-        policy.seed_from_warmup(WarmupSamples(plan.warmup_samples, plan.warmup_reach, slice_times, plan.warmup_steps,
-                                              self._warmup_delivery, hand_back, wake_lateness,
-                                              self._warmup_handover), record)
+        warm_up_controller(self, runs, self.options.warmup_seconds if max_seconds is None else max_seconds, record)
 
     # ----------------------------------------------------------------- public API
     def run(self, frame: np.ndarray, budget_s: float | None = None, *, deadline_s: float | None = None,
@@ -377,7 +338,7 @@ class Controller:
             self._close_runners()
 
     def _close_runners(self) -> None:
-        for runner in self._runners.values():
+        for runner in (*self._runners.values(), *self._fallback_runners.values()):
             runner.close()
 
     def __enter__(self) -> "Controller":

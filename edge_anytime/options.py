@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Union
 
 from .latency import EstimatorOptions
+from .manifest import PRECISIONS
 
 MODES = ("anytime", "apriori")
 
@@ -51,6 +52,10 @@ class ControllerOptions:
           profile recorded on a host like this one, if any; a target name (warns if its host differs);
           None never.
     precision: 'fp32' | 'fp16' | 'int8', or a mapping {graph: precision, '*': default}.
+    fallback_precision: None (default), or a precision of the bundle ('int8') whose graphs answer the first
+          exit when planning finds them worth more than the `precision` graphs: a budget too tight for the
+          first exit at `precision` gets the faster graphs' answer instead of none (docs/runtime.md
+          "Precision fallback"; anytime mode, `from_bundle`).
     num_threads: interpreter threads per graph (1 is best on small boards, see docs/toolchain.md).
     top_k: how many classes each Prediction lists.
     coarse_below: with hierarchical labels, mark a prediction 'coarse' when the fine confidence is below this.
@@ -87,6 +92,7 @@ class ControllerOptions:
     warmup_seconds: float = 1.0
     profile_target: str | None = "auto"
     precision: Union[str, Mapping[str, str]] = "fp32"
+    fallback_precision: str | None = None
     num_threads: int = 1
     top_k: int = 5
     coarse_below: float | None = None
@@ -110,6 +116,9 @@ class ControllerOptions:
             raise ValueError(f"min_fit_probability must be in (0, 1], got {self.min_fit_probability!r}")
         if self.warmup_runs < 0:
             raise ValueError("warmup_runs must be >= 0")
+        if self.fallback_precision is not None and self.fallback_precision not in PRECISIONS:
+            raise ValueError(f"fallback_precision must be None or one of {PRECISIONS}, got "
+                             f"{self.fallback_precision!r}")
         if not (isinstance(self.max_pending, int) and self.max_pending >= 1):
             raise ValueError(f"max_pending must be an integer >= 1, got {self.max_pending!r}")
 
@@ -136,3 +145,4 @@ class ControllerStats:
     invalid_exits: int = 0        # exits skipped because their logits were not finite or mis-shaped
     callback_errors: int = 0
     explorations: int = 0         # segments run although refused, to re-measure them (edge_anytime/latency.py)
+    fallback_frames: int = 0      # frames answered by the fallback precision's first exit (fallback_precision)

@@ -23,7 +23,7 @@ from .frame_job import FrameJob
 from .interpreter import BoundSegment, ProgramInterpreter
 from .manifest import ModelInfo
 from .options import ControllerOptions
-from .policy import DeadlinePolicy
+from .policy import FALLBACK, DeadlinePolicy
 from .results import ExitResult, StopReason
 
 
@@ -52,7 +52,9 @@ class FramePlan:
 
     def __init__(self, interpreter: ProgramInterpreter, model: ModelInfo, options: ControllerOptions,
                  policy: DeadlinePolicy, clock, publish: Callable[[ExitResult], None],
-                 report: Callable[[BaseException, str], None], emulate_watchdog: bool) -> None:
+                 report: Callable[[BaseException, str], None], emulate_watchdog: bool,
+                 fallback: BoundSegment | None = None) -> None:
+        """`fallback`: the first exit's slice bound to the fallback precision's graphs (planned as FALLBACK)."""
         program = interpreter.program
         self.interpreter = interpreter
         self.model = model
@@ -88,8 +90,12 @@ class FramePlan:
         self._sample_steps = False           # this frame's step latencies are kept (one frame in STEP_SAMPLE_EVERY)
         self._first_segment = interpreter.segments[:1]   # an anytime frame where nothing can follow its first exit
         # steps a frame stopped before segment i skips, for the anytime plan (None) and each a-priori slice
+        self._slice_plans = dict(interpreter.slice_plans)
+        if fallback is not None:
+            self._slice_plans[FALLBACK] = (fallback,)
+        self._slice_key = None               # the a-priori slice this frame runs (an exit index, or FALLBACK)
         self._steps_after = {None: _suffix_steps(interpreter.segments),
-                             **{index: _suffix_steps(plan) for index, plan in interpreter.slice_plans.items()}}
+                             **{index: _suffix_steps(plan) for index, plan in self._slice_plans.items()}}
 
     def reset_warmup(self) -> None:
         """Forget what warm-up frames measured (the cold passes)."""
@@ -154,7 +160,11 @@ class FramePlan:
                 counts["steps_skipped"] += skipped
                 return StopReason.DEADLINE, None, ""
             self.apriori = True
-            segments = interpreter.slice_plans[chosen]
+            self._slice_key = chosen
+            segments = self._slice_plans[chosen]
+            if chosen == FALLBACK:
+                self._sample_steps = False   # its steps are the fallback's graphs, not the ones step means follow
+                counts["fallback_frames"] += 1
         else:
             self.apriori = False
             segments = self._first_segment if first_only else interpreter.segments
@@ -221,7 +231,7 @@ class FramePlan:
     def _measured(self, segment: BoundSegment, seconds: float, ended: float, censored: bool = False) -> None:
         """Keep a served segment's (or a-priori slice's) latency for its estimators (`take_samples`);
         `censored`: it was stopped after a late step (`seconds` adds the typical time of the steps it skipped)."""
-        self._segment_samples.append((segment.exit_index if self.apriori else segment.position, seconds,
+        self._segment_samples.append((self._slice_key if self.apriori else segment.position, seconds,
                                       ended - self.started, censored))
 
     def publish(self, segment: BoundSegment, env, started: float, ended: float) -> bool:

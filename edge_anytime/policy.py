@@ -73,6 +73,8 @@ TRUSTED_EXPLORE_AFTER = 64  # ... and its segments are first explored after this
 PLAN_FLOOR_EVERY = 32       # frames between recomputations of the time left below which no slice can fit ...
 PLAN_FLOOR_SLACK = 0.1      # ... which is kept 10% low: samples move it between recomputations
 FIRST_ONLY_QUANTILE = 0.01  # the first segment's fast tail, when judging whether a refinement could follow it
+FALLBACK = "fallback"       # the key of the fallback precision's first-exit slice (slice_estimators, plans)
+FALLBACK_UNKNOWN_PENALTY = 0.01   # value lost by a fallback whose agreement with the primary is not measured
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,11 @@ class WarmupSamples:
 class DeadlinePolicy:
     """Estimates, margins, admission and counters of one controller; see the module docstring."""
 
-    def __init__(self, program: Program, options: ControllerOptions, *, simulated: bool, threaded: bool) -> None:
+    def __init__(self, program: Program, options: ControllerOptions, *, simulated: bool, threaded: bool,
+                 fallback: bool = False, fallback_agreement: float | None = None) -> None:
+        """`fallback`: the controller has a fallback precision (`ControllerOptions.fallback_precision`), whose
+        first exit agrees with this one's `fallback_agreement` of the time (None: not measured, taken as
+        1 - FALLBACK_UNKNOWN_PENALTY)."""
         self.options = options
         self.simulated = simulated
         self.threaded = threaded
@@ -121,6 +127,11 @@ class DeadlinePolicy:
         self.delivery = make_estimator(delivery_options, INLINE_DELIVERY_QUANTILE)
         self.wakeup = make_estimator(delivery_options, 0.5)
         self.values = exit_values(program)
+        self.fallback_value: float | None = None     # what the fallback's first exit is worth (see plan_frame)
+        if fallback:
+            agreement = 1.0 - FALLBACK_UNKNOWN_PENALTY if fallback_agreement is None else fallback_agreement
+            self.fallback_value = self.values[self.segments[0].exit_index] - (1.0 - agreement)
+            self.slice_estimators[FALLBACK] = make_estimator(options.estimator)
         self.reach_values = [max(self.values[e] for e in range(seg.exit_index, len(self.values)))
                              for seg in self.segments]
         self.apriori_order = sorted(range(len(program.exits)), key=lambda i: -self.values[i])
@@ -214,7 +225,7 @@ class DeadlinePolicy:
                     self.counts["explorations"] += 1
         return chosen
 
-    def plan_frame(self, now: float, limit: float) -> int | None:
+    def plan_frame(self, now: float, limit: float) -> int | str | None:
         """Planning at a frame's start, when the deadline is known: the exit whose a-priori slice to run
         instead of the anytime plan, or None to run the anytime plan.
 
@@ -225,8 +236,10 @@ class DeadlinePolicy:
         the result in hand at risk, so at a budget where the anytime plan would stop at exit k, a slice of a
         deeper exit that fits nearly surely is worth more). The a-priori slice of exit k is worth
         P(slice k fits) * value_k (its own samples once it has run, else the exit's reach minus what the slice
-        skips: the heads of earlier exits and their hand-overs, whose results would be superseded). The slice
-        is chosen only when it is worth more.
+        skips: the heads of earlier exits and their hand-overs, whose results would be superseded). With a
+        fallback precision its first-exit slice (key FALLBACK) is a candidate too, worth P(it fits) times the
+        first exit's value less its measured disagreement with the primary graphs. The slice is chosen only
+        when it is worth more.
         """
         remaining = limit - now
         if remaining < self._plan_floor:
@@ -247,6 +260,10 @@ class DeadlinePolicy:
                 p = self.reach_estimators[position].fit_probability(remaining + saved[position])
             if p >= min_p:
                 candidates.append((p * value, index))
+        if self.fallback_value is not None:   # the fallback precision's first exit: its own samples, seeds or not
+            p = self.slice_estimators[FALLBACK].fit_probability(remaining, guarded=False)
+            if p >= min_p:
+                candidates.append((p * self.fallback_value, FALLBACK))
         if not candidates:
             return None        # no slice can run (the usual case at tight budgets: one cheap check per slice)
         reach = [est.fit_probability(remaining) for est in self._early_reach] + [last]
@@ -305,6 +322,8 @@ class DeadlinePolicy:
                 measured = self.slice_estimators[index]
                 floors.append(measured.lower_bound(min_p) if measured.online_count >= self.options.estimator.min_online
                               else self.reach_estimators[position].lower_bound(min_p) - saved[position])
+        if self.fallback_value is not None:
+            floors.append(self.slice_estimators[FALLBACK].lower_bound(min_p))
         floor = (1.0 - PLAN_FLOOR_SLACK) * min(floors, default=math.inf)
         return floor if math.isfinite(floor) or not floors else 0.0
 
@@ -383,8 +402,12 @@ class DeadlinePolicy:
             for index, samples in slices.items():
                 self.seed_slice(index, samples)
             self.seed_steps(warmup.steps)
-        elif not self.simulated:
-            self.calibrate_seeds(segments, reaches, slices)
+        else:
+            for index, samples in slices.items():
+                if not self.slice_estimators[index].count:   # a slice the profile did not seed (the fallback)
+                    self.seed_slice(index, samples)
+            if not self.simulated:
+                self.calibrate_seeds(segments, reaches, slices)
         self.delivery.seed(warmup.hand_back)
         self.delivery.seed(without_hiccups(warmup.delivery))
         if warmup.wake_lateness:

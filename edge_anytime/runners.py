@@ -43,6 +43,29 @@ def load_runners(bundle: Bundle, precisions: Mapping[str, str], backend: Any = "
     return runners
 
 
+def load_fallback(bundle: Bundle, precision: str | None, backend: Any = "litert", threads: int = 1,
+                  **backend_options) -> tuple[dict, float | None]:
+    """The graphs of the first exit's slice at `precision` (`ControllerOptions.fallback_precision`; none when
+    None) and how often that exit's argmax agreed with fp32's in the bundle's parity report (None if it has
+    none). A bundle without those files is refused with the export command that adds them."""
+    if precision is None:
+        return {}, None
+    program = bundle.program
+    first = program.anytime_segments()[0].exit_index
+    graphs = {program.steps[i].graph: precision for i in program.apriori_plan(first)}
+    runners = load_runners(bundle, graphs, backend, threads, **backend_options)
+    agreement = bundle.argmax_agreement(precision)
+    return runners, (agreement[first] if agreement and first < len(agreement) else None)
+
+
+def fallback_slice(program: Program, runners: Mapping, fallback_runners: Mapping):
+    """The first exit's a-priori slice bound to `fallback_runners` (its graphs), or None without them."""
+    if not fallback_runners:
+        return None
+    first = program.anytime_segments()[0].exit_index
+    return ProgramInterpreter(program, {**runners, **fallback_runners}).slices[first]
+
+
 def close_runners(runners: Mapping) -> None:
     for runner in runners.values():
         runner.close()

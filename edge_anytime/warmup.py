@@ -1,0 +1,71 @@
+"""Warm-up: frames run through a controller's serving path at load, to seed its latency estimates.
+
+`Controller.warm_up` (called by the constructor with `ControllerOptions.warmup_runs`) runs mid-grey camera
+frames (`Preprocessor.sample_frame`) through `run()` with a generous deadline, so they take the same thread
+hand-off and hooks as served frames, and times each a-priori slice (the fallback precision's first exit
+included) with the one interpreter. The first COLD_PASSES are discarded (cold caches, lazy allocation); the
+rest seed the estimates (`DeadlinePolicy.seed_from_warmup`). Threaded, it also measures the timer's lateness
+and the thread hand-back on this host (`handoff`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .handoff import HANDOFF_SAMPLES, hand_back_latency, tight_timer_slack, timer_lateness
+from .policy import WarmupSamples
+
+COLD_PASSES = 3   # warm-up frames never recorded: cold caches, lazy allocation
+
+
+def warm_up_controller(ctrl, runs: int, max_seconds: float, record: bool) -> None:
+    """`ctrl.warm_up(runs, max_seconds, record)`: see `Controller.warm_up` (this module is its body)."""
+    needed = ctrl.options.estimator.min_online
+    frame, tensor = (ctrl._preprocess.sample_frame() if ctrl.options.validate_frames else
+                     (np.zeros(ctrl.model.input.shape, np.float32),) * 2)   # frames arrive as tensors
+    policy = ctrl.policy
+    plan = ctrl._plan
+    ctrl._drain_samples()   # warm-up seeds the estimators: nothing else may write them meanwhile
+    slice_times: dict = {index: [] for index in ctrl._warmup_slices}
+    plan.reset_warmup()
+    started = time.perf_counter()
+    ctrl._warmup_delivery = []    # filled by run() while ctrl._warming: the delivery path, ...
+    ctrl._warmup_handover = []    # ... and threaded, the hand-over after a wake-up
+    wake_lateness: list[float] = []
+    hand_back: list[float] = []
+    ctrl._warming = plan.admit_all = True
+    try:
+        if ctrl._threaded and not ctrl._simulated_clock:
+            tight_timer_slack()
+            wake_lateness = timer_lateness(HANDOFF_SAMPLES)
+            hand_back = hand_back_latency(ctrl._queue, HANDOFF_SAMPLES, ctrl._cpu_sharing)
+        passes = 0
+        returns: list[float] = []   # from delivered_s to the caller having the result: the return path
+        while True:
+            result = ctrl.run(frame, deadline_s=ctrl.clock.now() + 3600.0, frame_id=-1, mode="anytime")
+            returns.append(ctrl.clock.now() - result.delivered_s + ctrl._return_allowance)
+            for index, segment in ctrl._warmup_slices.items():
+                t0 = ctrl.clock.now()
+                with ctrl._inference_lock:
+                    ctrl.interpreter.run_all(tensor, steps=segment.steps)
+                slice_times[index].append(ctrl.clock.now() - t0)
+            passes += 1
+            if passes == COLD_PASSES:   # cold caches, lazy allocation: never recorded
+                returns.clear()
+                plan.reset_warmup()
+                slice_times = {index: [] for index in slice_times}
+                ctrl._warmup_delivery = []
+                ctrl._warmup_handover = []
+            enough = all(len(v) >= needed for v in slice_times.values())
+            if passes >= runs + COLD_PASSES and (ctrl._simulated_clock or enough or
+                                                 time.perf_counter() - started >= max_seconds):
+                break
+    finally:
+        ctrl._warming = plan.admit_all = False
+    if returns and not ctrl._simulated_clock:
+        ctrl._return_allowance = float(np.median(returns))
+    policy.seed_from_warmup(WarmupSamples(plan.warmup_samples, plan.warmup_reach, slice_times, plan.warmup_steps,
+                                          ctrl._warmup_delivery, hand_back, wake_lateness,
+                                          ctrl._warmup_handover), record)

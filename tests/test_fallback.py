@@ -1,0 +1,98 @@
+"""The precision fallback (`ControllerOptions.fallback_precision`): the first exit from faster graphs when the
+primary ones cannot make the deadline; planned like an a-priori slice, measured on its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_anytime import BundleError, Controller, ControllerOptions, SimulatedClock, StopReason
+from edge_anytime.backends.base import GraphLoadSpec
+from edge_anytime.backends.fake import FakeBackend
+from edge_anytime.policy import FALLBACK
+from tests.conftest import DEMO_BUNDLE, tiny_model, tiny_program
+from tests.test_bundle import write_bundle
+from tests.test_controller_sim import depth_outputs
+
+MS = 1e-3
+
+
+def with_fallback(agreement=0.99, **options):
+    """Primary graphs: stem 1 ms, head 0.2 ms, body 1 ms (exit 0 at 1.2 ms); the fallback's stem 0.4 ms and
+    head 0.1 ms (exit 0 at 0.5 ms)."""
+    clock = SimulatedClock()
+    program = tiny_program(3, val_accuracy=(0.9, 0.95, 0.97))
+    primary = FakeBackend(latency={"stem": 1 * MS, "body": 1 * MS, "head": 0.2 * MS}, outputs=depth_outputs,
+                          clock=clock)
+    faster = FakeBackend(latency={"stem": 0.4 * MS, "head": 0.1 * MS}, outputs=depth_outputs, clock=clock)
+    runners = {name: primary.load_graph(GraphLoadSpec(sig, "fp32")) for name, sig in program.graphs.items()}
+    fallback = {name: faster.load_graph(GraphLoadSpec(program.graphs[name], "int8")) for name in ("stem", "head")}
+    opts = ControllerOptions(warmup_runs=2, margin_s=0.0, watchdog_guard_s=0.0, **options)
+    ctrl = Controller(program, runners, tiny_model(), clock=clock, options=opts, fallback_runners=fallback,
+                      fallback_agreement=agreement)
+    return ctrl, primary, faster
+
+
+def test_a_budget_too_tight_for_the_primary_first_exit_gets_the_fallbacks(raw_frame):
+    ctrl, primary, faster = with_fallback()
+    before = primary.runners["stem"].calls, faster.runners["stem"].calls
+    result = ctrl.run(raw_frame, 0.8 * MS)      # the primary exit 0 needs 1.2 ms, the fallback's 0.5
+    assert result.exit_index == 0 and result.met_deadline
+    assert ctrl.stats().fallback_frames == 1
+    assert (primary.runners["stem"].calls, faster.runners["stem"].calls) == (before[0], before[1] + 1)
+    # its latency goes to the fallback's own estimator, not to the primary first segment's
+    assert ctrl.policy.slice_estimators[FALLBACK].online_count == 1
+    assert ctrl.policy.segment_estimators[0].online_count == 0
+
+
+def test_the_primary_graphs_answer_whenever_they_surely_can(raw_frame):
+    ctrl, _, _ = with_fallback()
+    assert ctrl.run(raw_frame, 1.5 * MS).exit_index == 0      # primary exit 0 fits surely: worth more
+    assert ctrl.run(raw_frame, 50 * MS).status is StopReason.FINAL
+    assert ctrl.stats().fallback_frames == 0
+
+
+def test_nothing_fits_means_no_result_with_or_without_a_fallback(raw_frame):
+    ctrl, _, _ = with_fallback()
+    result = ctrl.run(raw_frame, 0.3 * MS)
+    assert result.best is None and ctrl.stats().fallback_frames == 0
+
+
+def test_a_fallback_that_often_disagrees_is_worth_less_than_a_likely_primary_answer(raw_frame):
+    # values: exit 0 is worth 0.90; a fallback agreeing 60% of the time is worth 0.50
+    ctrl, _, _ = with_fallback(agreement=0.6)
+    assert ctrl.policy.fallback_value == pytest.approx(0.5)
+    ctrl.policy.seed_segment(0, [1.0 * MS] * 60 + [1.5 * MS] * 40)       # the primary fits 60% at 1.2 ms ...
+    ctrl.policy.reach_estimators[0].seed([1.0 * MS] * 60 + [1.5 * MS] * 40)
+    assert ctrl.policy.plan_frame(0.0, 1.2 * MS) is None                # ... 0.6 * 0.9 > 1.0 * 0.5
+    trusted, _, _ = with_fallback(agreement=0.99)
+    trusted.policy.seed_segment(0, [1.0 * MS] * 60 + [1.5 * MS] * 40)
+    trusted.policy.reach_estimators[0].seed([1.0 * MS] * 60 + [1.5 * MS] * 40)
+    assert trusted.policy.plan_frame(0.0, 1.2 * MS) == FALLBACK         # 1.0 * 0.89 > 0.6 * 0.9
+
+
+def test_without_a_measured_agreement_the_fallback_pays_a_penalty():
+    ctrl, _, _ = with_fallback(agreement=None)
+    assert ctrl.policy.fallback_value == pytest.approx(0.9 - 0.01)
+
+
+def test_a_bundle_without_the_fallback_precision_is_refused_with_the_export_command(tmp_path):
+    with pytest.raises(BundleError, match="--precision int8"):
+        Controller.from_bundle(write_bundle(tmp_path), backend=FakeBackend(),
+                               options=ControllerOptions(fallback_precision="int8", warmup_runs=0))
+    with pytest.raises(ValueError, match="fallback_precision"):
+        ControllerOptions(fallback_precision="int4")
+
+
+@pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
+def test_the_demo_bundles_int8_graphs_answer_where_fp32_cannot():
+    frames = np.random.default_rng(2).integers(0, 255, (200, 32, 32, 3), dtype=np.uint8)
+    options = ControllerOptions(fallback_precision="int8")
+    with Controller.from_bundle(DEMO_BUNDLE, options=options) as ctrl:
+        assert 0.99 <= ctrl.policy.fallback_value / ctrl.policy.values[0] < 1.0   # from parity.json
+        fp32_exit0 = ctrl.latency_estimates()["segment0.typical"]
+        tight = [ctrl.run(frame, 0.8 * fp32_exit0) for frame in frames]         # fp32 exit 0 cannot make it
+        assert ctrl.stats().fallback_frames >= 150
+        assert sum(r.exit_index == 0 for r in tight) >= 100
+        loose = [ctrl.run(frame, 0.05) for frame in frames[:20]]
+        assert all(r.exit_index == 2 for r in loose)
