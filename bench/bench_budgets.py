@@ -5,7 +5,9 @@
 
 Frames: the GTSRB test set (all 12,630 by default) through the bundle. Policies, side by side:
 
-* `anytime`     - the controller with its defaults (steps on the caller's thread);
+* `anytime`     - the controller with its defaults (steps on the caller's thread; on the real clock its
+                  `fallback_precision="auto"` answers the first exit from the bundle's int8 graphs where
+                  planning finds them worth more: a budget too tight for the fp32 first exit);
 * `threaded`    - the controller with `threaded=True` (real clock only: `run()` returns by the deadline
                   even while a step is stuck, at the price of a thread hand-off per frame);
 * `cautious`    - the default controller with `min_fit_probability=0.9` (real clock only): a segment runs
@@ -13,11 +15,13 @@ Frames: the GTSRB test set (all 12,630 by default) through the bundle. Policies,
 * `int8`        - the default controller on the bundle's int8 graphs (real clock only; about 2x faster here,
                   0-0.27 points less accurate per exit): what `precision="int8"` buys at tight budgets. It
                   runs other graphs than every other policy, so it is reported beside them, not judged against them;
-* `fallback`    - the default controller with `fallback_precision="int8"` (real clock only): fp32 graphs, and
-                  the int8 first exit where planning finds it worth more (a budget too tight for the fp32 one).
-                  It too runs other graphs at tight budgets: reported beside the others, not judged against them;
+* `fp32-only`   - the default controller without the fallback (`fallback_precision=None`, real clock only):
+                  fp32 graphs for every frame, what `anytime` was before the fallback;
 * `apriori`     - the controller in a-priori mode;
 * `static:k`    - exit k as a stand-alone model, deadline-unaware;
+* `static:0/int8` - exit 0 on the bundle's int8 graphs, deadline-unaware (real clock only): the static
+                  counterpart of the fallback's graphs. The verdict line judges `anytime` against the fp32
+                  policies (the graphs the issue's baselines run); a second count includes this one;
 * `best-static` - the best static exit whose slice fits the smallest budget of the scenario;
 * `threshold`   - stop at the first exit with calibrated confidence >= 0.9, deadline-unaware;
 * `router`      - per-exit thresholds calibrated on the validation split for a 1-point accuracy drop
@@ -75,7 +79,8 @@ THRESHOLD = 0.9
 CONSTANT_FRACTIONS = tuple(round(0.3 + 0.1 * i, 1) for i in range(13))
 TIE = 0.003   # ties within 0.3 points
 CAUTIOUS_FIT = 0.9   # the `cautious` variant's min_fit_probability
-CONTROLLER_VARIANTS = ("threaded", "cautious", "int8", "fallback")   # the default controller, other options (real clock)
+CONTROLLER_VARIANTS = ("threaded", "cautious", "int8", "fp32-only")   # the default controller, other options
+INT8_BASELINES = ("static:0/int8",)   # deadline-unaware policies on int8 graphs (real clock)
 BLOCK = 50    # real clock, --real-order blocks: policies take turns every BLOCK frames
 
 
@@ -219,14 +224,17 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
                    "cautious": Controller.from_bundle(
                        bundle, options=dataclasses.replace(options, min_fit_probability=CAUTIOUS_FIT)),
                    "int8": Controller.from_bundle(bundle, options=dataclasses.replace(options, precision="int8")),
-                   "fallback": Controller.from_bundle(
-                       bundle, options=dataclasses.replace(options, fallback_precision="int8")),
+                   "fp32-only": Controller.from_bundle(
+                       bundle, options=dataclasses.replace(options, fallback_precision=None)),
                    "apriori": Controller.from_bundle(bundle, options=dataclasses.replace(options, mode="apriori"))}
-    policies = list(controllers) + [f"static:{k}" for k in range(exits)] + list(thresholds)
+    policies = list(controllers) + [f"static:{k}" for k in range(exits)] + list(INT8_BASELINES) + list(thresholds)
     # measured in the result-budget ratios only: threaded with each hand-off on the caller's CPU
     controllers["threaded_shared"] = Controller.from_bundle(
         bundle, options=dataclasses.replace(options, threaded=True, share_caller_cpu=True))
-    baselines = {p: Unaware(bundle, own_runners()) for p in policies if p not in controllers}
+    baselines = {p: Unaware(bundle, own_runners()) for p in policies if p not in controllers and p not in INT8_BASELINES}
+    for p in INT8_BASELINES:
+        runner_sets.append(load_runners(bundle, bundle.resolve_precisions("int8")))
+        baselines[p] = Unaware(bundle, runner_sets[-1])
     table = {}
     try:
         for ctrl in controllers.values():    # settle: online estimates of this host and stream
@@ -251,7 +259,7 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
                     return
                 t0 = time.perf_counter()
                 if p.startswith("static"):
-                    k = int(p.split(":")[1])
+                    k = int(p.split(":")[1].split("/")[0])
                     label[p][i], _ = baselines[p].static(frames[i], k)
                     compute[p][i] = slice_flops[k]
                 else:
@@ -322,17 +330,23 @@ def print_table(title: str, table: dict) -> dict:
     order = ["anytime"] + [p for p in (*CONTROLLER_VARIANTS, "apriori") if p in policies] + \
             [p for p in policies if p not in (*variants, "apriori")]
     print(f"\n{title}: on time and correct (%)")
-    print(f"{'scenario':<26}" + "".join(f"{p:>12}" for p in order) + "   anytime vs best other")
+    print(f"{'scenario':<26}" + "".join(f"{p:>14}" for p in order) + "   anytime vs best other")
     wins = ties = losses = 0
+    with_int8 = [0, 0, 0]      # the same count against every policy, static int8 exits included
     for name, rows in table.items():
-        others = [rows[p].on_time_correct for p in rows if p not in variants]
+        others = [rows[p].on_time_correct for p in rows if p not in variants and p not in INT8_BASELINES]
         margin = rows["anytime"].on_time_correct - max(others)
         verdict = "win" if margin > TIE else ("tie" if margin >= -TIE else "LOSS")
         wins, ties, losses = wins + (verdict == "win"), ties + (verdict == "tie"), losses + (verdict == "LOSS")
-        print(f"{name:<26}" + "".join(f"{rows[p].on_time_correct * 100:12.1f}" if p in rows else f"{'-':>12}"
+        every = rows["anytime"].on_time_correct - max(r.on_time_correct for p, r in rows.items() if p not in variants)
+        with_int8[0 if every > TIE else (1 if every >= -TIE else 2)] += 1
+        print(f"{name:<26}" + "".join(f"{rows[p].on_time_correct * 100:14.1f}" if p in rows else f"{'-':>14}"
                                       for p in order) + f"   {verdict} ({margin * 100:+.1f})")
     print(f"{title}: anytime wins {wins}, ties {ties} (within {TIE * 100:.1f} points), loses {losses} "
-          f"of {len(table)} scenarios")
+          f"of {len(table)} scenarios against the fp32 policies")
+    if any(p in INT8_BASELINES for p in policies):
+        print(f"{title}: against every policy, static int8 exits included: wins {with_int8[0]}, ties "
+              f"{with_int8[1]}, losses {with_int8[2]}")
     print(f"{'scenario':<26}" + "".join(f"{p + ' res/acc/cmp':>28}" for p in ("anytime", "threshold", "router")))
     for name, rows in table.items():
         cells = []
@@ -343,11 +357,11 @@ def print_table(title: str, table: dict) -> dict:
         print(f"{name:<26}" + "".join(cells))
     if all(r.returned_late is not None for rows in table.values() for r in rows.values()):
         print(f"\n{title}: calls that returned after the deadline (%), result or not")
-        print(f"{'scenario':<26}" + "".join(f"{p:>12}" for p in order))
+        print(f"{'scenario':<26}" + "".join(f"{p:>14}" for p in order))
         for name, rows in table.items():
-            print(f"{name:<26}" + "".join(f"{rows[p].returned_late * 100:12.1f}" if p in rows else f"{'-':>12}"
+            print(f"{name:<26}" + "".join(f"{rows[p].returned_late * 100:14.1f}" if p in rows else f"{'-':>14}"
                                           for p in order))
-    return {"wins": wins, "ties": ties, "losses": losses}
+    return {"wins": wins, "ties": ties, "losses": losses, "with_int8": dict(zip(("wins", "ties", "losses"), with_int8))}
 
 
 def main(argv=None) -> dict:

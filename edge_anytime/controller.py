@@ -145,7 +145,8 @@ class Controller:
         backend_name = backend if isinstance(backend, str) else getattr(backend, "name", "")
         profile = choose_profile(bundle, options.profile_target, backend_name, options.num_threads)
         runners = load_runners(bundle, precisions, backend, options.num_threads, **backend_options)
-        fallback, agreement = load_fallback(bundle, options.fallback_precision, backend, options.num_threads,
+        fallback, agreement = load_fallback(bundle, options.fallback_precision, precisions,
+                                            bool(getattr(clock, "simulated", False)), backend, options.num_threads,
                                             **backend_options)
         return cls(bundle.program, runners, bundle.model, clock=clock, options=options, callbacks=callbacks,
                    precisions=precisions, profile=profile, fallback_runners=fallback, fallback_agreement=agreement)

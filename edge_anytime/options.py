@@ -52,10 +52,12 @@ class ControllerOptions:
           profile recorded on a host like this one, if any; a target name (warns if its host differs);
           None never.
     precision: 'fp32' | 'fp16' | 'int8', or a mapping {graph: precision, '*': default}.
-    fallback_precision: None (default), or a precision of the bundle ('int8') whose graphs answer the first
-          exit when planning finds them worth more than the `precision` graphs: a budget too tight for the
-          first exit at `precision` gets the faster graphs' answer instead of none (docs/runtime.md
-          "Precision fallback"; anytime mode, `from_bundle`).
+    fallback_precision: a precision of the bundle ('int8') whose graphs answer the first exit when planning
+          finds them worth more than the `precision` graphs (a budget too tight for the first exit at
+          `precision` then gets the faster graphs' answer instead of none), or None (never). 'auto' (default):
+          'int8' on a real clock when the bundle holds the first exit's int8 graphs and its parity report
+          shows them agreeing with the primary ones on >= 99% of the images at that exit, else None
+          (docs/runtime.md "Precision fallback"; `from_bundle`).
     num_threads: interpreter threads per graph (1 is best on small boards, see docs/toolchain.md).
     top_k: how many classes each Prediction lists.
     coarse_below: with hierarchical labels, mark a prediction 'coarse' when the fine confidence is below this.
@@ -92,7 +94,7 @@ class ControllerOptions:
     warmup_seconds: float = 1.0
     profile_target: str | None = "auto"
     precision: Union[str, Mapping[str, str]] = "fp32"
-    fallback_precision: str | None = None
+    fallback_precision: str | None = "auto"
     num_threads: int = 1
     top_k: int = 5
     coarse_below: float | None = None
@@ -116,8 +118,8 @@ class ControllerOptions:
             raise ValueError(f"min_fit_probability must be in (0, 1], got {self.min_fit_probability!r}")
         if self.warmup_runs < 0:
             raise ValueError("warmup_runs must be >= 0")
-        if self.fallback_precision is not None and self.fallback_precision not in PRECISIONS:
-            raise ValueError(f"fallback_precision must be None or one of {PRECISIONS}, got "
+        if self.fallback_precision not in (None, "auto", *PRECISIONS):
+            raise ValueError(f"fallback_precision must be None, 'auto' or one of {PRECISIONS}, got "
                              f"{self.fallback_precision!r}")
         if not (isinstance(self.max_pending, int) and self.max_pending >= 1):
             raise ValueError(f"max_pending must be an integer >= 1, got {self.max_pending!r}")

@@ -128,10 +128,12 @@ class DeadlinePolicy:
         self.wakeup = make_estimator(delivery_options, 0.5)
         self.values = exit_values(program)
         self.fallback_value: float | None = None     # what the fallback's first exit is worth (see plan_frame)
+        self._apriori_candidates: list = sorted(range(len(program.exits)), key=lambda i: -self.values[i])
         if fallback:
             agreement = 1.0 - FALLBACK_UNKNOWN_PENALTY if fallback_agreement is None else fallback_agreement
             self.fallback_value = self.values[self.segments[0].exit_index] - (1.0 - agreement)
             self.slice_estimators[FALLBACK] = make_estimator(options.estimator)
+            self._apriori_candidates.append(FALLBACK)
         self.reach_values = [max(self.values[e] for e in range(seg.exit_index, len(self.values)))
                              for seg in self.segments]
         self.apriori_order = sorted(range(len(program.exits)), key=lambda i: -self.values[i])
@@ -209,15 +211,16 @@ class DeadlinePolicy:
             return True
         return False
 
-    def choose_apriori(self, now: float, limit: float) -> int | None:
-        """The exit with the highest chance-weighted accuracy p * value whose slice has p >= min_fit_probability;
-        None if none does."""
+    def choose_apriori(self, now: float, limit: float) -> int | str | None:
+        """The exit with the highest chance-weighted accuracy p * value whose slice has p >= min_fit_probability
+        (with a fallback precision, its first-exit slice FALLBACK too, worth `fallback_value`); None if none."""
         chosen, chosen_score = None, 0.0
         remaining = limit - now
-        for index in self.apriori_order:
+        for index in self._apriori_candidates:
             p = self.slice_estimators[index].fit_probability(remaining, guarded=False)   # no result in hand
-            if p >= self.options.min_fit_probability and p > 0 and p * self.values[index] > chosen_score:
-                chosen, chosen_score = index, p * self.values[index]
+            value = self.fallback_value if index == FALLBACK else self.values[index]
+            if p >= self.options.min_fit_probability and p > 0 and p * value > chosen_score:
+                chosen, chosen_score = index, p * value
         if chosen is None:
             for index in self.apriori_order:
                 if self.slice_estimators[index].refused() and chosen is None:
@@ -390,7 +393,8 @@ class DeadlinePolicy:
         would be its 99th percentile and keep refinements refused for the first frames, so isolated hiccups are
         left out (`without_hiccups`). With `record` the warm-up seeds every segment, reach and slice; without
         it a profile seeded them, and on a real clock the warm-up brings that profile to this host's speed
-        (`calibrate_seeds`). The delivery path and the watchdog's path (timer lateness plus the hand-over after
+        (`calibrate_seeds`); a slice the profile has no samples for (the fallback precision's) is seeded from
+        the warm-up. The delivery path and the watchdog's path (timer lateness plus the hand-over after
         it: the guard) are this host's and mode's: always seeded from the warm-up."""
         segments = [without_hiccups(samples) for samples in warmup.segments]
         reaches = [without_hiccups(samples) for samples in warmup.reaches]
@@ -403,11 +407,11 @@ class DeadlinePolicy:
                 self.seed_slice(index, samples)
             self.seed_steps(warmup.steps)
         else:
-            for index, samples in slices.items():
-                if not self.slice_estimators[index].count:   # a slice the profile did not seed (the fallback)
-                    self.seed_slice(index, samples)
+            unseeded = {index for index in slices if not self.slice_estimators[index].count}
+            for index in unseeded:                   # a slice the profile did not seed (the fallback's)
+                self.seed_slice(index, slices[index])
             if not self.simulated:
-                self.calibrate_seeds(segments, reaches, slices)
+                self.calibrate_seeds(segments, reaches, {i: v for i, v in slices.items() if i not in unseeded})
         self.delivery.seed(warmup.hand_back)
         self.delivery.seed(without_hiccups(warmup.delivery))
         if warmup.wake_lateness:

@@ -43,17 +43,31 @@ def load_runners(bundle: Bundle, precisions: Mapping[str, str], backend: Any = "
     return runners
 
 
-def load_fallback(bundle: Bundle, precision: str | None, backend: Any = "litert", threads: int = 1,
-                  **backend_options) -> tuple[dict, float | None]:
-    """The graphs of the first exit's slice at `precision` (`ControllerOptions.fallback_precision`; none when
-    None) and how often that exit's argmax agreed with fp32's in the bundle's parity report (None if it has
-    none). A bundle without those files is refused with the export command that adds them."""
-    if precision is None:
-        return {}, None
+AUTO_FALLBACK = "int8"          # fallback_precision="auto": these graphs, ...
+AUTO_MIN_AGREEMENT = 0.99       # ... when they agree with the primary ones this often at the first exit
+
+
+def load_fallback(bundle: Bundle, precision: str | None, primary: Mapping[str, str], simulated: bool,
+                  backend: Any = "litert", threads: int = 1, **backend_options) -> tuple[dict, float | None]:
+    """The graphs of the first exit's slice at the fallback `precision` (`ControllerOptions.fallback_precision`)
+    and how often that exit's argmax agreed with fp32's in the bundle's parity report (None without one).
+    None: no fallback. 'auto': AUTO_FALLBACK on a real clock when the bundle holds those graphs, the primary
+    ones (`primary`: graph -> precision) are not already at it, and the parity report shows at least
+    AUTO_MIN_AGREEMENT; else none. An explicit precision the bundle lacks is refused with the export
+    command that adds it."""
     program = bundle.program
     first = program.anytime_segments()[0].exit_index
-    graphs = {program.steps[i].graph: precision for i in program.apriori_plan(first)}
-    runners = load_runners(bundle, graphs, backend, threads, **backend_options)
+    graphs = sorted({program.steps[i].graph for i in program.apriori_plan(first)})
+    if precision == "auto":
+        agreement = bundle.argmax_agreement(AUTO_FALLBACK)
+        usable = (not simulated and agreement is not None and first < len(agreement)
+                  and agreement[first] >= AUTO_MIN_AGREEMENT
+                  and all(primary.get(g) != AUTO_FALLBACK and AUTO_FALLBACK in bundle.manifest.files.get(g, {})
+                          for g in graphs))
+        precision = AUTO_FALLBACK if usable else None
+    if precision is None:
+        return {}, None
+    runners = load_runners(bundle, {g: precision for g in graphs}, backend, threads, **backend_options)
     agreement = bundle.argmax_agreement(precision)
     return runners, (agreement[first] if agreement and first < len(agreement) else None)
 

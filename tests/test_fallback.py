@@ -96,3 +96,29 @@ def test_the_demo_bundles_int8_graphs_answer_where_fp32_cannot():
         assert sum(r.exit_index == 0 for r in tight) >= 100
         loose = [ctrl.run(frame, 0.05) for frame in frames[:20]]
         assert all(r.exit_index == 2 for r in loose)
+
+
+@pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
+def test_auto_uses_int8_on_a_real_clock_when_the_parity_report_vouches_for_it():
+    def fallback_of(**kwargs):
+        options = ControllerOptions(warmup_runs=0, **{k: v for k, v in kwargs.items() if k != "clock"})
+        with Controller.from_bundle(DEMO_BUNDLE, clock=kwargs.get("clock"), options=options) as ctrl:
+            return ctrl.policy.fallback_value
+
+    assert fallback_of() is not None                               # the default: 'auto', int8 agrees 99.6%
+    assert fallback_of(clock=SimulatedClock()) is None             # simulations replay the primary graphs
+    assert fallback_of(precision="int8") is None                   # already the faster graphs
+    assert fallback_of(fallback_precision=None) is None
+
+
+def test_auto_without_int8_graphs_or_a_parity_report_is_off(tmp_path):
+    with Controller.from_bundle(write_bundle(tmp_path), backend=FakeBackend(),
+                                options=ControllerOptions(warmup_runs=0)) as ctrl:
+        assert ctrl.policy.fallback_value is None
+
+
+def test_a_priori_mode_weighs_the_fallback_too(raw_frame):
+    ctrl, _, faster = with_fallback(mode="apriori")
+    result = ctrl.run(raw_frame, 0.8 * MS)
+    assert result.exit_index == 0 and result.met_deadline and ctrl.stats().fallback_frames == 1
+    assert ctrl.run(raw_frame, 1.5 * MS).exit_index == 0 and ctrl.stats().fallback_frames == 1
