@@ -147,4 +147,4 @@ class ControllerStats:
     invalid_exits: int = 0        # exits skipped because their logits were not finite or mis-shaped
     callback_errors: int = 0
     explorations: int = 0         # segments run although refused, to re-measure them (edge_anytime/latency.py)
-    fallback_frames: int = 0      # frames answered by the fallback precision's first exit (fallback_precision)
+    fallback_frames: int = 0      # frames planning gave to the fallback precision's first exit (fallback_precision)
