@@ -54,7 +54,7 @@ from .profile import LatencyProfile, choose_profile
 from .recording import SampleBacklog
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
-from .runners import fallback_slice, load_fallback, load_runners
+from .runners import close_runners, fallback_slice, load_fallback, load_runners
 from .warmup import warm_up_controller
 from .workers import DeliveryThread, SampleRecorder, Watchdog
 
@@ -145,9 +145,13 @@ class Controller:
         backend_name = backend if isinstance(backend, str) else getattr(backend, "name", "")
         profile = choose_profile(bundle, options.profile_target, backend_name, options.num_threads)
         runners = load_runners(bundle, precisions, backend, options.num_threads, **backend_options)
-        fallback, agreement = load_fallback(bundle, options.fallback_precision, precisions,
-                                            bool(getattr(clock, "simulated", False)), backend, options.num_threads,
-                                            **backend_options)
+        try:
+            fallback, agreement = load_fallback(bundle, options.fallback_precision, precisions,
+                                                bool(getattr(clock, "simulated", False)), backend,
+                                                options.num_threads, **backend_options)
+        except Exception:
+            close_runners(runners)
+            raise
         return cls(bundle.program, runners, bundle.model, clock=clock, options=options, callbacks=callbacks,
                    precisions=precisions, profile=profile, fallback_runners=fallback, fallback_agreement=agreement)
 
