@@ -122,3 +122,12 @@ def test_a_priori_mode_weighs_the_fallback_too(raw_frame):
     result = ctrl.run(raw_frame, 0.8 * MS)
     assert result.exit_index == 0 and result.met_deadline and ctrl.stats().fallback_frames == 1
     assert ctrl.run(raw_frame, 1.5 * MS).exit_index == 0 and ctrl.stats().fallback_frames == 1
+
+
+def test_too_tight_for_the_primary_first_exit_the_fallback_is_planned_without_weighing_the_rest():
+    ctrl, _, _ = with_fallback()
+    policy = ctrl.policy
+    policy.tick_floors()                                       # the planning floor, as at a frame's start
+    policy.slice_savings = lambda: pytest.fail("the full planning ran")
+    assert policy.plan_frame(0.0, 0.8 * MS) == FALLBACK        # primary exit 0 reaches at 1.2 ms: p = 0
+    assert policy.plan_frame(0.0, 0.3 * MS) is None            # below the floor: the fallback's 0.5 ms neither
