@@ -249,7 +249,7 @@ class DeadlinePolicy:
             return None        # no slice fits yet (a frame at a tight budget pays one comparison)
         min_p = self.options.min_fit_probability
         if self.fallback_value is not None:   # too tight for the primary first exit: the fallback, decided fast
-            first = self.reach_estimators[0].fit_probability(remaining)
+            first = self.reach_estimators[0].fit_probability(remaining, guarded=False)   # no burst release here
             if first < min_p:
                 p = self.slice_estimators[FALLBACK].fit_probability(remaining, guarded=False)
                 if p >= min_p and p * self.fallback_value > first * self._segment_values[0]:
