@@ -33,6 +33,8 @@ def benches(quick: bool) -> list[tuple[str, list[str]]]:
         ("preprocess", ["bench/bench_preprocess.py", "--frames", "300" if quick else "2000"]),
         ("stuck_step", ["bench/bench_stuck_step.py", "--frames", "30" if quick else "300",
                         "--json", str(RESULTS / "stuck_step.json")]),
+        ("fallback", ["bench/bench_fallback.py", "--frames", "300" if quick else "1000",
+                      "--json", str(RESULTS / "fallback.json")]),
     ]
 
 
