@@ -35,10 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_budgets import Unaware, scenarios  # noqa: E402
+from bench.bench_budgets import interleaved, scenarios, side_by_side  # noqa: E402
 from edge_anytime import Bundle, Controller  # noqa: E402
-from edge_anytime.runners import load_runners  # noqa: E402
-from simulator.sources import open_stream  # noqa: E402
 
 REFERENCE_PACKAGE = "ea_ref"
 SCENARIOS = ("constant 0.5x full", "constant 0.6x full", "constant 0.8x full", "constant 1.0x full",
@@ -72,13 +70,9 @@ def main(argv=None) -> dict:
         if args.fresh:
             return fresh_ab(reference, args)
         bundle = Bundle.load(args.bundle)
-        stream = open_stream("gtsrb-test", frames=args.frames)
-        n = len(stream)
-        frames = np.stack([stream.frames[i] for i in range(n)])
-        labels, stamps = np.asarray(stream.labels[:n]), np.asarray(stream.timestamps[:n])
-        bare = Unaware(bundle, load_runners(bundle, bundle.resolve_precisions("fp32")))
-        reach = np.array([bare.reach(frames[i % n]) for i in range(500)])
-        full, first = float(np.median(reach[:, -1])), float(np.median(reach[:, 0]))
+        setup = side_by_side(bundle, args.frames)
+        frames, stamps = setup.frames, setup.stamps
+        n, full, first = len(frames), setup.full_s, setup.first_s
         controllers = {f"ref {args.against}": reference.Controller.from_bundle(args.bundle),
                        "working tree": Controller.from_bundle(bundle)}
         for ctrl in controllers.values():      # settle: online estimates of this host and stream
@@ -90,20 +84,7 @@ def main(argv=None) -> dict:
         report = {}
         try:
             for scenario, budgets in chosen.items():
-                good = dict.fromkeys(names, 0)
-                late = dict.fromkeys(names, 0)
-                for i in range(n):
-                    budget = float(budgets[i])
-                    shift = i % len(names)
-                    for name in names[shift:] + names[:shift]:
-                        t0 = time.perf_counter()
-                        if name == "static:0":
-                            label, _ = bare.static(frames[i], 0)
-                        else:
-                            label = controllers[name].run(frames[i], budget).label
-                        elapsed = time.perf_counter() - t0
-                        late[name] += elapsed > budget
-                        good[name] += elapsed <= budget and label == labels[i]
+                good, late = interleaved(setup, budgets, controllers)
                 report[scenario] = {name: {"on_time_correct": good[name] / n, "late": late[name] / n}
                                     for name in names}
                 print(f"{scenario:<22}" + "".join(f"  {name}: {good[name] / n * 100:5.1f} (late {late[name] / n * 100:5.1f})"

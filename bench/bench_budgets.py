@@ -195,6 +195,49 @@ class Unaware:
         raise AssertionError("unreachable")
 
 
+@dataclasses.dataclass(frozen=True)
+class SideBySide:
+    """What the side-by-side benchmarks (bench_ab.py, bench_fallback.py) start from."""
+
+    frames: np.ndarray
+    labels: np.ndarray
+    stamps: np.ndarray
+    bare: Unaware           # the fp32 chain, deadline-unaware: static exit 0 and the reach latencies
+    full_s: float           # its median latency to the last exit ...
+    first_s: float          # ... and to the first
+
+
+def side_by_side(bundle: Bundle, count: int) -> SideBySide:
+    """The first `count` GTSRB test frames with labels and timestamps, and the bare fp32 chain timed on them."""
+    stream = open_stream("gtsrb-test", frames=count)
+    n = len(stream)
+    frames = np.stack([stream.frames[i] for i in range(n)])
+    bare = Unaware(bundle, load_runners(bundle, bundle.resolve_precisions("fp32")))
+    reach = np.array([bare.reach(frames[i % n]) for i in range(500)])
+    return SideBySide(frames, np.asarray(stream.labels[:n]), np.asarray(stream.timestamps[:n]), bare,
+                      float(np.median(reach[:, -1])), float(np.median(reach[:, 0])))
+
+
+def interleaved(setup: SideBySide, budgets, controllers: dict) -> tuple[dict, dict]:
+    """Static fp32 exit 0 and each controller on every frame, in rotating order, each timed around its call with
+    its label read: (on time and correct, calls returned late), counted per name ('static:0' and the keys)."""
+    names = ["static:0", *controllers]
+    good, late = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
+    for i, frame in enumerate(setup.frames):
+        budget = float(budgets[i])
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            if name == "static:0":
+                label, _ = setup.bare.static(frame, 0)
+            else:
+                label = controllers[name].run(frame, budget).label
+            elapsed = time.perf_counter() - t0
+            late[name] += elapsed > budget
+            good[name] += elapsed <= budget and label == setup.labels[i]
+    return good, late
+
+
 def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: int, timestamps,
          order: str = "interleaved") -> dict:
     """Every policy on the real clock, so a change in the machine's load hits all of them alike: frame by frame

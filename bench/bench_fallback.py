@@ -13,22 +13,17 @@ Run it alone on the machine: it measures differences of microseconds.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_budgets import Unaware, scenarios  # noqa: E402
+from bench.bench_budgets import interleaved, scenarios, side_by_side  # noqa: E402
 from edge_anytime import Bundle, Controller, ControllerOptions  # noqa: E402
-from edge_anytime.runners import load_runners  # noqa: E402
-from simulator.sources import open_stream  # noqa: E402
 
 DEFAULT_SCENARIOS = "0.5x,0.7x,0.9x,1.0x,1.1x,1.3x,cruise,sweep,stop"
 
@@ -42,13 +37,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()}")
     bundle = Bundle.load(args.bundle)
-    stream = open_stream("gtsrb-test", frames=args.frames)
-    n = len(stream)
-    frames = np.stack([stream.frames[i] for i in range(n)])
-    labels, stamps = np.asarray(stream.labels[:n]), np.asarray(stream.timestamps[:n])
-    bare = Unaware(bundle, load_runners(bundle, bundle.resolve_precisions("fp32")))
-    reach = np.array([bare.reach(frames[i % n]) for i in range(500)])
-    full, first = float(np.median(reach[:, -1])), float(np.median(reach[:, 0]))
+    setup = side_by_side(bundle, args.frames)
+    frames, stamps = setup.frames, setup.stamps
+    n, full, first = len(frames), setup.full_s, setup.first_s
     default = Controller.from_bundle(bundle)
     without = Controller.from_bundle(bundle, options=ControllerOptions(fallback_precision=None))
     names = ["static:0", "default", "no fallback"]
@@ -61,20 +52,8 @@ def main(argv=None) -> dict:
         for scenario, budgets in scenarios(stamps, full, first, 1, n).items():
             if not any(w in scenario for w in wanted):
                 continue
-            good, late = collections.Counter(), collections.Counter()
             before = default.stats().fallback_frames
-            for i in range(n):
-                budget = float(budgets[i])
-                shift = i % len(names)
-                for name in names[shift:] + names[:shift]:
-                    t0 = time.perf_counter()
-                    if name == "static:0":
-                        label, _ = bare.static(frames[i], 0)
-                    else:
-                        label = (default if name == "default" else without).run(frames[i], budget).label
-                    elapsed = time.perf_counter() - t0
-                    late[name] += elapsed > budget
-                    good[name] += elapsed <= budget and label == labels[i]
+            good, late = interleaved(setup, budgets, {"default": default, "no fallback": without})
             used = default.stats().fallback_frames - before
             report[scenario] = {"fallback_frames": used, **{name: {"on_time_correct": good[name] / n,
                                                                    "late": late[name] / n} for name in names}}
