@@ -247,6 +247,9 @@ class DeadlinePolicy:
         remaining = limit - now
         if remaining < self._plan_floor:
             return None        # no slice fits yet (a frame at a tight budget pays one comparison)
+        last = self.reach_estimators[-1].fit_probability(remaining)
+        if last >= 1.0:
+            return None        # the whole anytime plan surely fits: no slice is worth more
         min_p = self.options.min_fit_probability
         if self.fallback_value is not None:   # too tight for the primary first exit: the fallback, decided fast
             first = self.reach_estimators[0].fit_probability(remaining, guarded=False)   # no burst release here
@@ -254,9 +257,6 @@ class DeadlinePolicy:
                 p = self.slice_estimators[FALLBACK].fit_probability(remaining, guarded=False)
                 if p >= min_p and p * self.fallback_value > first * self._segment_values[0]:
                     return FALLBACK
-        last = self.reach_estimators[-1].fit_probability(remaining)
-        if last >= 1.0:
-            return None        # the whole anytime plan surely fits: no slice is worth more
         saved = self.slice_savings()
         min_online = self.options.estimator.min_online
         candidates = []        # slices that could run: (p * value, exit)
