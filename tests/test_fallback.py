@@ -86,16 +86,20 @@ def test_a_bundle_without_the_fallback_precision_is_refused_with_the_export_comm
 
 @pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
 def test_the_demo_bundles_int8_graphs_answer_where_fp32_cannot():
+    # at 95% of the fp32 first segment's typical latency (the controller's own work comes on top) the fp32 exit 0
+    # rarely makes it; the int8 graphs, about half as slow here, do: answers, not refusals
     frames = np.random.default_rng(2).integers(0, 255, (200, 32, 32, 3), dtype=np.uint8)
-    options = ControllerOptions(fallback_precision="int8")
-    with Controller.from_bundle(DEMO_BUNDLE, options=options) as ctrl:
-        assert 0.99 <= ctrl.policy.fallback_value / ctrl.policy.values[0] < 1.0   # from parity.json
-        fp32_exit0 = ctrl.latency_estimates()["segment0.typical"]
-        tight = [ctrl.run(frame, 0.8 * fp32_exit0) for frame in frames]         # fp32 exit 0 cannot make it
-        assert ctrl.stats().fallback_frames >= 150
-        assert sum(r.exit_index == 0 for r in tight) >= 100
-        loose = [ctrl.run(frame, 0.05) for frame in frames[:20]]
-        assert all(r.exit_index == 2 for r in loose)
+    answered = {}
+    for precision in ("int8", None):
+        with Controller.from_bundle(DEMO_BUNDLE, options=ControllerOptions(fallback_precision=precision)) as ctrl:
+            if precision:
+                assert 0.99 <= ctrl.policy.fallback_value / ctrl.policy.values[0] < 1.0   # from parity.json
+            budget = 0.95 * ctrl.latency_estimates()["segment0.typical"]
+            answered[precision] = sum(ctrl.run(frame, budget).exit_index == 0 for frame in frames)
+            if precision:
+                assert ctrl.stats().fallback_frames >= 100
+                assert all(ctrl.run(frame, 0.05).exit_index == 2 for frame in frames[:20])   # loose: fp32 as before
+    assert answered["int8"] >= 100 and answered["int8"] >= answered[None] + 50
 
 
 @pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
