@@ -127,16 +127,16 @@ class DeadlinePolicy:
         self.delivery = make_estimator(delivery_options, INLINE_DELIVERY_QUANTILE)
         self.wakeup = make_estimator(delivery_options, 0.5)
         self.values = exit_values(program)
-        self.fallback_value: float | None = None     # what the fallback's first exit is worth (see plan_frame)
-        self._apriori_candidates: list = sorted(range(len(program.exits)), key=lambda i: -self.values[i])
-        if fallback:
-            agreement = 1.0 - FALLBACK_UNKNOWN_PENALTY if fallback_agreement is None else fallback_agreement
-            self.fallback_value = self.values[self.segments[0].exit_index] - (1.0 - agreement)
-            self.slice_estimators[FALLBACK] = make_estimator(options.estimator)
-            self._apriori_candidates.append(FALLBACK)
         self.reach_values = [max(self.values[e] for e in range(seg.exit_index, len(self.values)))
                              for seg in self.segments]
         self.apriori_order = sorted(range(len(program.exits)), key=lambda i: -self.values[i])
+        self.slice_values: dict = {i: self.values[i] for i in self.apriori_order}   # per a-priori slice, best first
+        self.fallback_value: float | None = None     # what the fallback's first exit is worth (see plan_frame)
+        if fallback:
+            agreement = 1.0 - FALLBACK_UNKNOWN_PENALTY if fallback_agreement is None else fallback_agreement
+            self.fallback_value = self.slice_values[FALLBACK] = \
+                self.values[self.segments[0].exit_index] - (1.0 - agreement)
+            self.slice_estimators[FALLBACK] = make_estimator(options.estimator)
         self.plan_order = sorted(range(len(self.segments)), key=lambda p: -self.values[self.segments[p].exit_index])
         self._early_reach = self.reach_estimators[:-1]
         self._segment_values = [self.values[seg.exit_index] for seg in self.segments]
@@ -216,9 +216,8 @@ class DeadlinePolicy:
         (with a fallback precision, its first-exit slice FALLBACK too, worth `fallback_value`); None if none."""
         chosen, chosen_score = None, 0.0
         remaining = limit - now
-        for index in self._apriori_candidates:
+        for index, value in self.slice_values.items():
             p = self.slice_estimators[index].fit_probability(remaining, guarded=False)   # no result in hand
-            value = self.fallback_value if index == FALLBACK else self.values[index]
             if p >= self.options.min_fit_probability and p > 0 and p * value > chosen_score:
                 chosen, chosen_score = index, p * value
         if chosen is None:

@@ -58,18 +58,18 @@ def load_fallback(bundle: Bundle, precision: str | None, primary: Mapping[str, s
     program = bundle.program
     first = program.anytime_segments()[0].exit_index
     graphs = sorted({program.steps[i].graph for i in program.apriori_plan(first)})
-    if precision == "auto":
-        agreement = bundle.argmax_agreement(AUTO_FALLBACK)
-        usable = (not simulated and agreement is not None and first < len(agreement)
-                  and agreement[first] >= AUTO_MIN_AGREEMENT
-                  and all(primary.get(g) != AUTO_FALLBACK and AUTO_FALLBACK in bundle.manifest.files.get(g, {})
-                          for g in graphs))
-        precision = AUTO_FALLBACK if usable else None
     if precision is None:
         return {}, None
-    runners = load_runners(bundle, {g: precision for g in graphs}, backend, threads, **backend_options)
-    agreement = bundle.argmax_agreement(precision)
-    return runners, (agreement[first] if agreement and first < len(agreement) else None)
+    agreements = bundle.argmax_agreement(AUTO_FALLBACK if precision == "auto" else precision)
+    agreement = agreements[first] if agreements and first < len(agreements) else None
+    if precision == "auto":
+        usable = (not simulated and agreement is not None and agreement >= AUTO_MIN_AGREEMENT
+                  and all(primary.get(g) != AUTO_FALLBACK and AUTO_FALLBACK in bundle.manifest.files.get(g, {})
+                          for g in graphs))
+        if not usable:
+            return {}, None
+        precision = AUTO_FALLBACK
+    return load_runners(bundle, {g: precision for g in graphs}, backend, threads, **backend_options), agreement
 
 
 def fallback_slice(program: Program, runners: Mapping, fallback_runners: Mapping):
