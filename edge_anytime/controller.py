@@ -438,8 +438,10 @@ class Controller:
             with self._inference_lock:
                 self._frame_owner = threading.get_ident()
                 try:
+                    limit = job.deadline    # deadline - margin, read once: the margin's tail check has side effects
                     try:
-                        reason, error, where = self._plan.execute(job, *self.policy.frame_limits(job.deadline))
+                        limit, first_limit = self.policy.frame_limits(job.deadline)
+                        reason, error, where = self._plan.execute(job, limit, first_limit)
                     except Exception as exc:  # noqa: BLE001 - planning failed: this frame degrades, nothing else
                         reason, error, where = StopReason.DEGRADED, exc, "plan"
                     if job.best is None:
@@ -454,7 +456,7 @@ class Controller:
                         # thread share one interpreter lock.)
                         self._backlog.add(self._plan.take_samples())
                         left = math.inf if self._simulated_clock else job.deadline - self._now()
-                        job.recording_s = self._record_samples(left)
+                        job.recording_s = self._record_samples(left, job.deadline - limit)
                 finally:
                     self._frame_owner = 0
                     if self._close_runners_after_frame:
@@ -465,10 +467,11 @@ class Controller:
             self._current = None
         return self._finish(job, reason, error, where)
 
-    def _record_samples(self, time_left: float) -> float:
-        """Record waiting samples in the frame's spare time (recording.py); the seconds it took."""
+    def _record_samples(self, time_left: float, margin: float) -> float:
+        """Record waiting samples in the frame's spare time, `margin` kept for delivery (recording.py); the
+        seconds it took."""
         try:
-            return self._backlog.record(time_left, self.policy.margin())
+            return self._backlog.record(time_left, margin)
         except Exception as exc:  # noqa: BLE001 - estimates are not worth a frame
             self._report_error(exc, "controller:estimates")
             return 0.0

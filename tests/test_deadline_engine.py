@@ -143,7 +143,7 @@ def test_the_delivery_path_is_measured_to_the_results_stamp(raw_frame, threaded)
     observe = ctrl.policy.delivery.observe
     ctrl.policy.delivery.observe = lambda seconds: (observed.append(seconds), observe(seconds))
     record = ctrl._record_samples
-    ctrl._record_samples = lambda left: spent.append(record(left)) or spent[-1]
+    ctrl._record_samples = lambda left, margin: spent.append(record(left, margin)) or spent[-1]
     with ctrl:
         results = [ctrl.run(raw_frame, 0.5) for _ in range(6)]
     assert all(r.status is StopReason.FINAL for r in results)
