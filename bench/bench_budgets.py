@@ -6,8 +6,9 @@
 Frames: the GTSRB test set (all 12,630 by default) through the bundle. Policies, side by side:
 
 * `anytime`     - the controller with its defaults (steps on the caller's thread; on the real clock its
-                  `fallback_precision="auto"` answers the first exit from the bundle's int8 graphs where
-                  planning finds them worth more: a budget too tight for the fp32 first exit);
+                  `fallback_precision="auto"` answers an exit from the bundle's int8 graphs where planning
+                  finds them worth more: a budget too tight for the fp32 first exit, or a middle budget
+                  where the int8 slice of a deeper exit fits and the fp32 one does not);
 * `threaded`    - the controller with `threaded=True` (real clock only: `run()` returns by the deadline
                   even while a step is stuck, at the price of a thread hand-off per frame);
 * `cautious`    - the default controller with `min_fit_probability=0.9` (real clock only): a segment runs
@@ -19,9 +20,9 @@ Frames: the GTSRB test set (all 12,630 by default) through the bundle. Policies,
                   fp32 graphs for every frame, what `anytime` was before the fallback;
 * `apriori`     - the controller in a-priori mode;
 * `static:k`    - exit k as a stand-alone model, deadline-unaware;
-* `static:0/int8` - exit 0 on the bundle's int8 graphs, deadline-unaware (real clock only): the static
-                  counterpart of the fallback's graphs. The verdict line judges `anytime` against the fp32
-                  policies (the graphs the issue's baselines run); a second count includes this one;
+* `static:k/int8` - exit k on the bundle's int8 graphs, deadline-unaware (real clock only): the static
+                  counterparts of the fallback's slices. The verdict line judges `anytime` against the fp32
+                  policies (the graphs the issue's baselines run); a second count includes these;
 * `best-static` - the best static exit whose slice fits the smallest budget of the scenario;
 * `threshold`   - stop at the first exit with calibrated confidence >= 0.9, deadline-unaware;
 * `router`      - per-exit thresholds calibrated on the validation split for a 1-point accuracy drop
@@ -80,7 +81,7 @@ CONSTANT_FRACTIONS = tuple(round(0.3 + 0.1 * i, 1) for i in range(13))
 TIE = 0.003   # ties within 0.3 points
 CAUTIOUS_FIT = 0.9   # the `cautious` variant's min_fit_probability
 CONTROLLER_VARIANTS = ("threaded", "cautious", "int8", "fp32-only")   # the default controller, other options
-INT8_BASELINES = ("static:0/int8",)   # deadline-unaware policies on int8 graphs (real clock)
+INT8 = "/int8"   # static:<k>/int8: exit k on the bundle's int8 graphs, deadline-unaware (real clock)
 BLOCK = 50    # real clock, --real-order blocks: policies take turns every BLOCK frames
 
 
@@ -270,12 +271,13 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
                    "fp32-only": Controller.from_bundle(
                        bundle, options=dataclasses.replace(options, fallback_precision=None)),
                    "apriori": Controller.from_bundle(bundle, options=dataclasses.replace(options, mode="apriori"))}
-    policies = list(controllers) + [f"static:{k}" for k in range(exits)] + list(INT8_BASELINES) + list(thresholds)
+    int8_baselines = [f"static:{k}{INT8}" for k in range(exits)]
+    policies = list(controllers) + [f"static:{k}" for k in range(exits)] + int8_baselines + list(thresholds)
     # measured in the result-budget ratios only: threaded with each hand-off on the caller's CPU
     controllers["threaded_shared"] = Controller.from_bundle(
         bundle, options=dataclasses.replace(options, threaded=True, share_caller_cpu=True))
-    baselines = {p: Unaware(bundle, own_runners()) for p in policies if p not in controllers and p not in INT8_BASELINES}
-    for p in INT8_BASELINES:
+    baselines = {p: Unaware(bundle, own_runners()) for p in policies if p not in controllers and p not in int8_baselines}
+    for p in int8_baselines:
         runner_sets.append(load_runners(bundle, bundle.resolve_precisions("int8")))
         baselines[p] = Unaware(bundle, runner_sets[-1])
     table = {}
@@ -377,7 +379,7 @@ def print_table(title: str, table: dict) -> dict:
     wins = ties = losses = 0
     with_int8 = [0, 0, 0]      # the same count against every policy, static int8 exits included
     for name, rows in table.items():
-        others = [rows[p].on_time_correct for p in rows if p not in variants and p not in INT8_BASELINES]
+        others = [rows[p].on_time_correct for p in rows if p not in variants and not p.endswith(INT8)]
         margin = rows["anytime"].on_time_correct - max(others)
         verdict = "win" if margin > TIE else ("tie" if margin >= -TIE else "LOSS")
         wins, ties, losses = wins + (verdict == "win"), ties + (verdict == "tie"), losses + (verdict == "LOSS")
@@ -387,7 +389,7 @@ def print_table(title: str, table: dict) -> dict:
                                       for p in order) + f"   {verdict} ({margin * 100:+.1f})")
     print(f"{title}: anytime wins {wins}, ties {ties} (within {TIE * 100:.1f} points), loses {losses} "
           f"of {len(table)} scenarios against the fp32 policies")
-    if any(p in INT8_BASELINES for p in policies):
+    if any(p.endswith(INT8) for p in policies):
         print(f"{title}: against every policy, static int8 exits included: wins {with_int8[0]}, ties "
               f"{with_int8[1]}, losses {with_int8[2]}")
     print(f"{'scenario':<26}" + "".join(f"{p + ' res/acc/cmp':>28}" for p in ("anytime", "threshold", "router")))

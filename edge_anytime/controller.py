@@ -47,14 +47,14 @@ from .interpreter import ProgramInterpreter
 from .manifest import ModelInfo
 from .options import ControllerOptions, ControllerStats
 from .plan import FramePlan
-from .policy import FALLBACK, DeadlinePolicy
+from .policy import DeadlinePolicy, fallback_key
 from .preprocess import Preprocessor
 from .handoff import CpuSharing, Ping, tight_timer_slack
 from .profile import LatencyProfile, choose_profile
 from .recording import SampleBacklog
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
-from .runners import close_runners, fallback_slice, load_fallback, load_runners
+from .runners import close_runners, covered_exits, fallback_slices, load_fallback, load_runners
 from .warmup import warm_up_controller
 from .workers import DeliveryThread, SampleRecorder, Watchdog
 
@@ -71,9 +71,10 @@ class Controller:
                  clock=None, options: ControllerOptions | None = None, callbacks: Callbacks | None = None,
                  precisions: Mapping[str, str] | None = None, profile: LatencyProfile | None = None,
                  fallback_runners: Mapping[str, GraphRunner] | None = None,
-                 fallback_agreement: float | None = None) -> None:
-        """`fallback_runners`: the first exit's graphs at `options.fallback_precision`, whose argmax agrees with
-        `runners`' that often (`fallback_agreement`; see `runners.load_fallback`)."""
+                 fallback_agreements: Mapping[int, float | None] | None = None) -> None:
+        """`fallback_runners`: graphs at `options.fallback_precision` that answer the exits in
+        `fallback_agreements`, each with how often its argmax agrees with `runners`' there (None: not measured;
+        see `runners.load_fallback`); without it, every exit whose slice they hold, unmeasured."""
         self.options = options or ControllerOptions()
         self.program = program
         self.model = model
@@ -88,13 +89,16 @@ class Controller:
         self._callbacks: list[Callbacks] = [callbacks] if callbacks is not None else []
         self.interpreter = ProgramInterpreter(program, self._runners)
         self._fallback_runners = dict(fallback_runners or {})
-        fallback = fallback_slice(program, self._runners, self._fallback_runners)
-        self._warmup_slices = {**self.interpreter.slices, **({FALLBACK: fallback} if fallback else {})}
+        agreements = {} if not self._fallback_runners else dict(fallback_agreements) \
+            if fallback_agreements is not None else dict.fromkeys(covered_exits(program, self._fallback_runners))
+        fallbacks = fallback_slices(program, self._runners, self._fallback_runners, agreements)
+        self._warmup_slices = {**self.interpreter.slices,
+                               **{fallback_key(index): bound for index, bound in fallbacks.items()}}
         self.policy = DeadlinePolicy(program, self.options, simulated=simulated, threaded=self._threaded,
-                                     fallback=fallback is not None, fallback_agreement=fallback_agreement)
+                                     fallbacks=agreements)
         self._counts = self.policy.counts
         self._plan = FramePlan(self.interpreter, model, self.options, self.policy, self.clock, self._publish_exit,
-                               self._report_error, emulate_watchdog=simulated, fallback=fallback)
+                               self._report_error, emulate_watchdog=simulated, fallbacks=fallbacks)
         self._backlog = SampleBacklog(self._plan.apply_samples, self._now)   # samples recorded in spare time
         self._frame_ids = itertools.count()
         self._current: FrameJob | None = None
@@ -146,14 +150,14 @@ class Controller:
         profile = choose_profile(bundle, options.profile_target, backend_name, options.num_threads)
         runners = load_runners(bundle, precisions, backend, options.num_threads, **backend_options)
         try:
-            fallback, agreement = load_fallback(bundle, options.fallback_precision, precisions,
+            fallback, agreements = load_fallback(bundle, options.fallback_precision, precisions,
                                                 bool(getattr(clock, "simulated", False)), backend,
                                                 options.num_threads, **backend_options)
         except Exception:
             close_runners(runners)
             raise
         return cls(bundle.program, runners, bundle.model, clock=clock, options=options, callbacks=callbacks,
-                   precisions=precisions, profile=profile, fallback_runners=fallback, fallback_agreement=agreement)
+                   precisions=precisions, profile=profile, fallback_runners=fallback, fallback_agreements=agreements)
 
     @classmethod
     def from_program(cls, program: Program, model: ModelInfo, backend: Any, *, clock=None,

@@ -52,12 +52,12 @@ class ControllerOptions:
           profile recorded on a host like this one, if any; a target name (warns if its host differs);
           None never.
     precision: 'fp32' | 'fp16' | 'int8', or a mapping {graph: precision, '*': default}.
-    fallback_precision: a precision of the bundle ('int8') whose graphs answer the first exit when planning
-          finds them worth more than the `precision` graphs (a budget too tight for the first exit at
-          `precision` then gets the faster graphs' answer instead of none), or None (never). 'auto' (default):
-          'int8' on a real clock when the bundle holds the first exit's int8 graphs and its parity report
-          shows them agreeing with the primary ones on >= 99% of the images at that exit, else None
-          (docs/runtime.md "Precision fallback"; `from_bundle`).
+    fallback_precision: a precision of the bundle ('int8') whose graphs answer an exit, as its a-priori slice,
+          when planning finds them worth more than the `precision` graphs: a budget too tight for the first
+          exit at `precision` gets the faster graphs' answer instead of none, and a middle budget a deeper exit
+          than `precision` could reach. None: never. 'auto' (default): 'int8' on a real clock, for each exit
+          whose int8 graphs the bundle holds and whose parity report shows them agreeing with the primary ones
+          on >= 99% of the images at that exit (docs/runtime.md "Precision fallback"; `from_bundle`).
     num_threads: interpreter threads per graph (1 is best on small boards, see docs/toolchain.md).
     top_k: how many classes each Prediction lists.
     coarse_below: with hierarchical labels, mark a prediction 'coarse' when the fine confidence is below this.
@@ -147,4 +147,4 @@ class ControllerStats:
     invalid_exits: int = 0        # exits skipped because their logits were not finite or mis-shaped
     callback_errors: int = 0
     explorations: int = 0         # segments run although refused, to re-measure them (edge_anytime/latency.py)
-    fallback_frames: int = 0      # frames planning gave to the fallback precision's first exit (fallback_precision)
+    fallback_frames: int = 0      # frames planning gave to a slice at the fallback precision (fallback_precision)

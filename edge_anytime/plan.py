@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from .frame_job import FrameJob
 from .interpreter import BoundSegment, ProgramInterpreter
 from .manifest import ModelInfo
 from .options import ControllerOptions
-from .policy import FALLBACK, DeadlinePolicy
+from .policy import DeadlinePolicy, fallback_key, is_fallback
 from .results import ExitResult, StopReason
 
 
@@ -53,8 +53,9 @@ class FramePlan:
     def __init__(self, interpreter: ProgramInterpreter, model: ModelInfo, options: ControllerOptions,
                  policy: DeadlinePolicy, clock, publish: Callable[[ExitResult], None],
                  report: Callable[[BaseException, str], None], emulate_watchdog: bool,
-                 fallback: BoundSegment | None = None) -> None:
-        """`fallback`: the first exit's slice bound to the fallback precision's graphs (planned as FALLBACK)."""
+                 fallbacks: Mapping[int, BoundSegment] | None = None) -> None:
+        """`fallbacks`: exit -> its a-priori slice bound to the fallback precision's graphs (planned as
+        `fallback_key(exit)`)."""
         program = interpreter.program
         self.interpreter = interpreter
         self.model = model
@@ -91,9 +92,8 @@ class FramePlan:
         self._first_segment = interpreter.segments[:1]   # an anytime frame where nothing can follow its first exit
         # steps a frame stopped before segment i skips, for the anytime plan (None) and each a-priori slice
         self._slice_plans = dict(interpreter.slice_plans)
-        if fallback is not None:
-            self._slice_plans[FALLBACK] = (fallback,)
-        self._slice_key = None               # the a-priori slice this frame runs (an exit index, or FALLBACK)
+        self._slice_plans.update({fallback_key(index): (bound,) for index, bound in (fallbacks or {}).items()})
+        self._slice_key = None               # the a-priori slice this frame runs (an exit index, or a fallback key)
         self._steps_after = {None: _suffix_steps(interpreter.segments),
                              **{index: _suffix_steps(plan) for index, plan in self._slice_plans.items()}}
 
@@ -162,7 +162,7 @@ class FramePlan:
             self.apriori = True
             self._slice_key = chosen
             segments = self._slice_plans[chosen]
-            if chosen == FALLBACK:
+            if is_fallback(chosen):
                 self._sample_steps = False   # its steps are the fallback's graphs, not the ones step means follow
                 counts["fallback_frames"] += 1
         else:

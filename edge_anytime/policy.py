@@ -73,8 +73,22 @@ TRUSTED_EXPLORE_AFTER = 64  # ... and its segments are first explored after this
 PLAN_FLOOR_EVERY = 32       # frames between recomputations of the time left below which no slice can fit ...
 PLAN_FLOOR_SLACK = 0.1      # ... which is kept 10% low: samples move it between recomputations
 FIRST_ONLY_QUANTILE = 0.01  # the first segment's fast tail, when judging whether a refinement could follow it
-FALLBACK = "fallback"       # the key of the fallback precision's first-exit slice (slice_estimators, plans)
 FALLBACK_UNKNOWN_PENALTY = 0.01   # value lost by a fallback whose agreement with the primary is not measured
+
+
+def fallback_key(exit_index: int) -> str:
+    """The key of exit `exit_index`'s a-priori slice at the fallback precision (`DeadlinePolicy.slice_estimators`,
+    `slice_values`, plans; `latency_estimates()` names it slicefallback<k>).
+
+    >>> fallback_key(1)
+    'fallback1'
+    """
+    return f"fallback{exit_index}"
+
+
+def is_fallback(key) -> bool:
+    """Is a slice key (an exit index, or a `fallback_key`) one of the fallback precision's?"""
+    return isinstance(key, str)
 
 
 @dataclass(frozen=True)
@@ -98,10 +112,10 @@ class DeadlinePolicy:
     """Estimates, margins, admission and counters of one controller; see the module docstring."""
 
     def __init__(self, program: Program, options: ControllerOptions, *, simulated: bool, threaded: bool,
-                 fallback: bool = False, fallback_agreement: float | None = None) -> None:
-        """`fallback`: the controller has a fallback precision (`ControllerOptions.fallback_precision`), whose
-        first exit agrees with this one's `fallback_agreement` of the time (None: not measured, taken as
-        1 - FALLBACK_UNKNOWN_PENALTY)."""
+                 fallbacks: Mapping[int, float | None] | None = None) -> None:
+        """`fallbacks`: the exits whose a-priori slices the controller also holds at a fallback precision
+        (`ControllerOptions.fallback_precision`), each with how often its argmax agrees with this precision's
+        (None: not measured, taken as 1 - FALLBACK_UNKNOWN_PENALTY)."""
         self.options = options
         self.simulated = simulated
         self.threaded = threaded
@@ -131,12 +145,17 @@ class DeadlinePolicy:
                              for seg in self.segments]
         self.apriori_order = sorted(range(len(program.exits)), key=lambda i: -self.values[i])
         self.slice_values: dict = {i: self.values[i] for i in self.apriori_order}   # per a-priori slice, best first
-        self.fallback_value: float | None = None     # what the fallback's first exit is worth (see plan_frame)
-        if fallback:
-            agreement = 1.0 - FALLBACK_UNKNOWN_PENALTY if fallback_agreement is None else fallback_agreement
-            self.fallback_value = self.slice_values[FALLBACK] = \
-                self.values[self.segments[0].exit_index] - (1.0 - agreement)
-            self.slice_estimators[FALLBACK] = make_estimator(options.estimator)
+        # per fallback slice key: what its exit is worth at the fallback precision (see plan_frame), best first
+        self.fallback_values: dict[str, float] = {}
+        for index, agreement in (fallbacks or {}).items():
+            agreement = 1.0 - FALLBACK_UNKNOWN_PENALTY if agreement is None else agreement
+            self.fallback_values[fallback_key(index)] = self.values[index] - (1.0 - agreement)
+        self.fallback_values = dict(sorted(self.fallback_values.items(), key=lambda item: -item[1]))
+        for key, value in self.fallback_values.items():
+            self.slice_values[key] = value
+            self.slice_estimators[key] = make_estimator(options.estimator)
+        self.slice_values = dict(sorted(self.slice_values.items(), key=lambda item: -item[1]))   # best first
+        self._fallback_candidates = list(self.fallback_values.items())
         self.plan_order = sorted(range(len(self.segments)), key=lambda p: -self.values[self.segments[p].exit_index])
         self._early_reach = self.reach_estimators[:-1]
         self._segment_values = [self.values[seg.exit_index] for seg in self.segments]
@@ -213,7 +232,7 @@ class DeadlinePolicy:
 
     def choose_apriori(self, now: float, limit: float) -> int | str | None:
         """The exit with the highest chance-weighted accuracy p * value whose slice has p >= min_fit_probability
-        (with a fallback precision, its first-exit slice FALLBACK too, worth `fallback_value`); None if none."""
+        (with a fallback precision, its slices too, each worth its `fallback_values` entry); None if none."""
         chosen, chosen_score = None, 0.0
         remaining = limit - now
         for index, value in self.slice_values.items():
@@ -239,9 +258,10 @@ class DeadlinePolicy:
         deeper exit that fits nearly surely is worth more). The a-priori slice of exit k is worth
         P(slice k fits) * value_k (its own samples once it has run, else the exit's reach minus what the slice
         skips: the heads of earlier exits and their hand-overs, whose results would be superseded). With a
-        fallback precision its first-exit slice (key FALLBACK) is a candidate too, worth P(it fits) times the
-        first exit's value less its measured disagreement with the primary graphs. The slice is chosen only
-        when it is worth more.
+        fallback precision each of its slices (`fallback_key(k)`) is a candidate too, worth P(it fits, from its
+        own samples) times exit k's value less its measured disagreement with the primary graphs. The slice is
+        chosen only when it is worth more. When the primary first exit is unlikely to make it (p below
+        `min_fit_probability`), a fallback slice worth more than it is chosen without weighing the rest.
         """
         remaining = limit - now
         if remaining < self._plan_floor:
@@ -250,12 +270,13 @@ class DeadlinePolicy:
         if last >= 1.0:
             return None        # the whole anytime plan surely fits: no slice is worth more
         min_p = self.options.min_fit_probability
-        if self.fallback_value is not None:   # too tight for the primary first exit: the fallback, decided fast
+        fallbacks = self._fallback_scores(remaining) if self._fallback_candidates else []
+        if fallbacks:          # too tight for the primary first exit: a fallback slice, decided fast
             first = self.reach_estimators[0].fit_probability(remaining, guarded=False)   # no burst release here
             if first < min_p:
-                p = self.slice_estimators[FALLBACK].fit_probability(remaining, guarded=False)
-                if p >= min_p and p * self.fallback_value > first * self._segment_values[0]:
-                    return FALLBACK
+                score, key = max(fallbacks)
+                if score > first * self._segment_values[0]:
+                    return key
         saved = self.slice_savings()
         min_online = self.options.estimator.min_online
         candidates = []        # slices that could run: (p * value, exit)
@@ -269,10 +290,7 @@ class DeadlinePolicy:
                 p = self.reach_estimators[position].fit_probability(remaining + saved[position])
             if p >= min_p:
                 candidates.append((p * value, index))
-        if self.fallback_value is not None:   # the fallback precision's first exit: its own samples, seeds or not
-            p = self.slice_estimators[FALLBACK].fit_probability(remaining, guarded=False)
-            if p >= min_p:
-                candidates.append((p * self.fallback_value, FALLBACK))
+        candidates += fallbacks
         if not candidates:
             return None        # no slice can run (the usual case at tight budgets: one cheap check per slice)
         reach = [est.fit_probability(remaining) for est in self._early_reach] + [last]
@@ -292,6 +310,17 @@ class DeadlinePolicy:
             if worth > score:
                 chosen, score = index, worth
         return chosen
+
+    def _fallback_scores(self, remaining: float) -> list[tuple[float, str]]:
+        """(p * value, key) of each fallback slice with p >= min_fit_probability (its own samples, seeds or not;
+        no burst-guard release: no result is in hand at planning)."""
+        min_p, estimators = self.options.min_fit_probability, self.slice_estimators
+        scores = []
+        for key, value in self._fallback_candidates:
+            p = estimators[key].fit_probability(remaining, guarded=False)
+            if p >= min_p:
+                scores.append((p * value, key))
+        return scores
 
     def tick_floors(self) -> None:
         """An anytime frame starts: every PLAN_FLOOR_EVERY frames, recompute the time left below which no
@@ -331,8 +360,7 @@ class DeadlinePolicy:
                 measured = self.slice_estimators[index]
                 floors.append(measured.lower_bound(min_p) if measured.online_count >= self.options.estimator.min_online
                               else self.reach_estimators[position].lower_bound(min_p) - saved[position])
-        if self.fallback_value is not None:
-            floors.append(self.slice_estimators[FALLBACK].lower_bound(min_p))
+        floors += [self.slice_estimators[key].lower_bound(min_p) for key in self.fallback_values]
         floor = (1.0 - PLAN_FLOOR_SLACK) * min(floors, default=math.inf)
         return floor if math.isfinite(floor) or not floors else 0.0
 

@@ -44,40 +44,49 @@ def load_runners(bundle: Bundle, precisions: Mapping[str, str], backend: Any = "
 
 
 AUTO_FALLBACK = "int8"          # fallback_precision="auto": these graphs, ...
-AUTO_MIN_AGREEMENT = 0.99       # ... when they agree with the primary ones this often at the first exit
+AUTO_MIN_AGREEMENT = 0.99       # ... for each exit where they agree with the primary ones this often
 
 
 def load_fallback(bundle: Bundle, precision: str | None, primary: Mapping[str, str], simulated: bool,
-                  backend: Any = "litert", threads: int = 1, **backend_options) -> tuple[dict, float | None]:
-    """The graphs of the first exit's slice at the fallback `precision` (`ControllerOptions.fallback_precision`)
-    and how often that exit's argmax agreed with fp32's in the bundle's parity report (None without one).
-    None: no fallback. 'auto': AUTO_FALLBACK on a real clock when the bundle holds those graphs, the primary
-    ones (`primary`: graph -> precision) are not already at it, and the parity report shows at least
-    AUTO_MIN_AGREEMENT; else none. An explicit precision the bundle lacks is refused with the export
-    command that adds it."""
-    program = bundle.program
-    first = program.anytime_segments()[0].exit_index
-    graphs = sorted({program.steps[i].graph for i in program.apriori_plan(first)})
+                  backend: Any = "litert", threads: int = 1, **backend_options
+                  ) -> tuple[dict, dict[int, float | None]]:
+    """The graphs of the exits' a-priori slices at the fallback `precision` (`ControllerOptions.fallback_precision`),
+    and per exit they answer, how often its argmax agreed with fp32's in the bundle's parity report (None without
+    one). None: no fallback. 'auto': AUTO_FALLBACK on a real clock, for each exit whose slice graphs the bundle
+    holds at that precision, none of them already primary at it, with the parity report showing at least
+    AUTO_MIN_AGREEMENT there; else none. An explicit precision answers every exit; a bundle lacking its graphs
+    is refused with the export command that adds them."""
     if precision is None:
-        return {}, None
-    agreements = bundle.argmax_agreement(AUTO_FALLBACK if precision == "auto" else precision)
-    agreement = agreements[first] if agreements and first < len(agreements) else None
+        return {}, {}
+    program = bundle.program
+    agreements = bundle.argmax_agreement(AUTO_FALLBACK if precision == "auto" else precision) or []
+    slices = {e.index: sorted({program.steps[i].graph for i in program.apriori_plan(e.index)}) for e in program.exits}
+    measured = {k: agreements[k] if k < len(agreements) else None for k in slices}
     if precision == "auto":
-        usable = (not simulated and agreement is not None and agreement >= AUTO_MIN_AGREEMENT
-                  and all(primary.get(g) != AUTO_FALLBACK and AUTO_FALLBACK in bundle.manifest.files.get(g, {})
-                          for g in graphs))
-        if not usable:
-            return {}, None
         precision = AUTO_FALLBACK
-    return load_runners(bundle, {g: precision for g in graphs}, backend, threads, **backend_options), agreement
+        slices = {k: graphs for k, graphs in slices.items()
+                  if not simulated and measured[k] is not None and measured[k] >= AUTO_MIN_AGREEMENT
+                  and all(primary.get(g) != precision and precision in bundle.manifest.files.get(g, {})
+                          for g in graphs)}
+    graphs = sorted({g for names in slices.values() for g in names})
+    if not graphs:
+        return {}, {}
+    runners = load_runners(bundle, {g: precision for g in graphs}, backend, threads, **backend_options)
+    return runners, {k: measured[k] for k in slices}
 
 
-def fallback_slice(program: Program, runners: Mapping, fallback_runners: Mapping):
-    """The first exit's a-priori slice bound to `fallback_runners` (its graphs), or None without them."""
+def covered_exits(program: Program, runners: Mapping) -> list[int]:
+    """The exits whose a-priori slices `runners` hold every graph of."""
+    return [e.index for e in program.exits
+            if all(program.steps[i].graph in runners for i in program.apriori_plan(e.index))]
+
+
+def fallback_slices(program: Program, runners: Mapping, fallback_runners: Mapping, exits) -> dict[int, Any]:
+    """Each of `exits`' a-priori slices bound to `fallback_runners` (which hold its graphs)."""
     if not fallback_runners:
-        return None
-    first = program.anytime_segments()[0].exit_index
-    return ProgramInterpreter(program, {**runners, **fallback_runners}).slices[first]
+        return {}
+    slices = ProgramInterpreter(program, {**runners, **fallback_runners}).slices
+    return {k: slices[k] for k in exits}
 
 
 def close_runners(runners: Mapping) -> None:

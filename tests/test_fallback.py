@@ -1,20 +1,21 @@
-"""The precision fallback (`ControllerOptions.fallback_precision`): the first exit from faster graphs when the
-primary ones cannot make the deadline; planned like an a-priori slice, measured on its own."""
+"""The precision fallback (`ControllerOptions.fallback_precision`): an exit from faster graphs when the primary
+ones cannot make it by the deadline; each fallback slice planned like an a-priori slice, measured on its own."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge_anytime import BundleError, Controller, ControllerOptions, SimulatedClock, StopReason
+from edge_anytime import BundleError, Callbacks, Controller, ControllerOptions, SimulatedClock, StopReason
 from edge_anytime.backends.base import GraphLoadSpec
 from edge_anytime.backends.fake import FakeBackend
-from edge_anytime.policy import FALLBACK
+from edge_anytime.policy import fallback_key
 from tests.conftest import DEMO_BUNDLE, tiny_model, tiny_program
 from tests.test_bundle import write_bundle
 from tests.test_controller_sim import depth_outputs
 
 MS = 1e-3
+FALLBACK0 = fallback_key(0)
 
 
 def with_fallback(agreement=0.99, **options):
@@ -29,7 +30,7 @@ def with_fallback(agreement=0.99, **options):
     fallback = {name: faster.load_graph(GraphLoadSpec(program.graphs[name], "int8")) for name in ("stem", "head")}
     opts = ControllerOptions(warmup_runs=2, margin_s=0.0, watchdog_guard_s=0.0, **options)
     ctrl = Controller(program, runners, tiny_model(), clock=clock, options=opts, fallback_runners=fallback,
-                      fallback_agreement=agreement)
+                      fallback_agreements={0: agreement})
     return ctrl, primary, faster
 
 
@@ -41,7 +42,7 @@ def test_a_budget_too_tight_for_the_primary_first_exit_gets_the_fallbacks(raw_fr
     assert ctrl.stats().fallback_frames == 1
     assert (primary.runners["stem"].calls, faster.runners["stem"].calls) == (before[0], before[1] + 1)
     # its latency goes to the fallback's own estimator, not to the primary first segment's
-    assert ctrl.policy.slice_estimators[FALLBACK].online_count == 1
+    assert ctrl.policy.slice_estimators[FALLBACK0].online_count == 1
     assert ctrl.policy.segment_estimators[0].online_count == 0
 
 
@@ -61,19 +62,19 @@ def test_nothing_fits_means_no_result_with_or_without_a_fallback(raw_frame):
 def test_a_fallback_that_often_disagrees_is_worth_less_than_a_likely_primary_answer(raw_frame):
     # values: exit 0 is worth 0.90; a fallback agreeing 60% of the time is worth 0.50
     ctrl, _, _ = with_fallback(agreement=0.6)
-    assert ctrl.policy.fallback_value == pytest.approx(0.5)
+    assert ctrl.policy.fallback_values[FALLBACK0] == pytest.approx(0.5)
     ctrl.policy.seed_segment(0, [1.0 * MS] * 60 + [1.5 * MS] * 40)       # the primary fits 60% at 1.2 ms ...
     ctrl.policy.reach_estimators[0].seed([1.0 * MS] * 60 + [1.5 * MS] * 40)
     assert ctrl.policy.plan_frame(0.0, 1.2 * MS) is None                # ... 0.6 * 0.9 > 1.0 * 0.5
     trusted, _, _ = with_fallback(agreement=0.99)
     trusted.policy.seed_segment(0, [1.0 * MS] * 60 + [1.5 * MS] * 40)
     trusted.policy.reach_estimators[0].seed([1.0 * MS] * 60 + [1.5 * MS] * 40)
-    assert trusted.policy.plan_frame(0.0, 1.2 * MS) == FALLBACK         # 1.0 * 0.89 > 0.6 * 0.9
+    assert trusted.policy.plan_frame(0.0, 1.2 * MS) == FALLBACK0        # 1.0 * 0.89 > 0.6 * 0.9
 
 
 def test_without_a_measured_agreement_the_fallback_pays_a_penalty():
     ctrl, _, _ = with_fallback(agreement=None)
-    assert ctrl.policy.fallback_value == pytest.approx(0.9 - 0.01)
+    assert ctrl.policy.fallback_values[FALLBACK0] == pytest.approx(0.9 - 0.01)
 
 
 def test_a_bundle_without_the_fallback_precision_is_refused_with_the_export_command(tmp_path):
@@ -93,9 +94,9 @@ def test_the_demo_bundles_int8_graphs_answer_where_fp32_cannot():
     for precision in ("int8", None):
         with Controller.from_bundle(DEMO_BUNDLE, options=ControllerOptions(fallback_precision=precision)) as ctrl:
             if precision:
-                assert 0.99 <= ctrl.policy.fallback_value / ctrl.policy.values[0] < 1.0   # from parity.json
+                assert 0.99 <= ctrl.policy.fallback_values[FALLBACK0] / ctrl.policy.values[0] < 1.0   # from parity.json
             budget = 0.95 * ctrl.latency_estimates()["segment0.typical"]
-            answered[precision] = sum(ctrl.run(frame, budget).exit_index == 0 for frame in frames)
+            answered[precision] = sum(ctrl.run(frame, budget).exit_index is not None for frame in frames)
             if precision:
                 assert ctrl.stats().fallback_frames >= 100
                 assert all(ctrl.run(frame, 0.05).exit_index == 2 for frame in frames[:20])   # loose: fp32 as before
@@ -103,22 +104,40 @@ def test_the_demo_bundles_int8_graphs_answer_where_fp32_cannot():
 
 
 @pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
+def test_the_demo_bundles_int8_graphs_reach_a_deeper_exit_where_fp32_reaches_the_first():
+    # halfway between the int8 exit 1 slice's tail and the fp32 one's typical latency: fp32 reaches exit 0 at
+    # most; the int8 slice of exit 1 (or deeper) fits
+    frames = np.random.default_rng(3).integers(0, 255, (200, 32, 32, 3), dtype=np.uint8)
+    deeper = {}
+    for precision in ("auto", None):
+        with Controller.from_bundle(DEMO_BUNDLE, options=ControllerOptions(fallback_precision=precision)) as ctrl:
+            if precision:
+                estimates = ctrl.latency_estimates()
+                fp32, int8 = estimates["slice1.typical"], estimates[f"slice{fallback_key(1)}.tail"]
+                if not int8 < 0.8 * fp32:
+                    pytest.skip(f"int8 is not faster on this host: {int8 * 1e6:.0f} us against {fp32 * 1e6:.0f}")
+                budget = (int8 + fp32) / 2
+            deeper[precision] = sum((ctrl.run(frame, budget).exit_index or 0) >= 1 for frame in frames)
+    assert deeper["auto"] >= 150 and deeper[None] <= 20
+
+
+@pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
 def test_auto_uses_int8_on_a_real_clock_when_the_parity_report_vouches_for_it():
     def fallback_of(**kwargs):
         options = ControllerOptions(warmup_runs=0, **{k: v for k, v in kwargs.items() if k != "clock"})
         with Controller.from_bundle(DEMO_BUNDLE, clock=kwargs.get("clock"), options=options) as ctrl:
-            return ctrl.policy.fallback_value
+            return ctrl.policy.fallback_values
 
-    assert fallback_of() is not None                               # the default: 'auto', int8 agrees 99.6%
-    assert fallback_of(clock=SimulatedClock()) is None             # simulations replay the primary graphs
-    assert fallback_of(precision="int8") is None                   # already the faster graphs
-    assert fallback_of(fallback_precision=None) is None
+    assert set(fallback_of()) == {fallback_key(k) for k in range(3)}   # the default: 'auto', int8 agrees >= 99.5%
+    assert fallback_of(clock=SimulatedClock()) == {}               # simulations replay the primary graphs
+    assert fallback_of(precision="int8") == {}                     # already the faster graphs
+    assert fallback_of(fallback_precision=None) == {}
 
 
 def test_auto_without_int8_graphs_or_a_parity_report_is_off(tmp_path):
     with Controller.from_bundle(write_bundle(tmp_path), backend=FakeBackend(),
                                 options=ControllerOptions(warmup_runs=0)) as ctrl:
-        assert ctrl.policy.fallback_value is None
+        assert ctrl.policy.fallback_values == {}
 
 
 def test_a_priori_mode_weighs_the_fallback_too(raw_frame):
@@ -133,5 +152,58 @@ def test_too_tight_for_the_primary_first_exit_the_fallback_is_planned_without_we
     policy = ctrl.policy
     policy.tick_floors()                                       # the planning floor, as at a frame's start
     policy.slice_savings = lambda: pytest.fail("the full planning ran")
-    assert policy.plan_frame(0.0, 0.8 * MS) == FALLBACK        # primary exit 0 reaches at 1.2 ms: p = 0
+    assert policy.plan_frame(0.0, 0.8 * MS) == FALLBACK0       # primary exit 0 reaches at 1.2 ms: p = 0
     assert policy.plan_frame(0.0, 0.3 * MS) is None            # below the floor: the fallback's 0.5 ms neither
+
+
+def with_fallback_ladder(**options):
+    """As `with_fallback`, the fallback holding every graph (body 0.4 ms): exit k's fallback slice takes
+    0.5 / 0.9 / 1.3 ms, where the primary exits are reached at 1.2 / 2.4 / 3.6 ms (its slices 1.2 / 2.2 / 3.2)."""
+    clock = SimulatedClock()
+    program = tiny_program(3, val_accuracy=(0.9, 0.95, 0.97))
+    primary = FakeBackend(latency={"stem": 1 * MS, "body": 1 * MS, "head": 0.2 * MS}, outputs=depth_outputs,
+                          clock=clock)
+    faster = FakeBackend(latency={"stem": 0.4 * MS, "body": 0.4 * MS, "head": 0.1 * MS}, outputs=depth_outputs,
+                         clock=clock)
+    runners = {name: primary.load_graph(GraphLoadSpec(sig, "fp32")) for name, sig in program.graphs.items()}
+    fallback = {name: faster.load_graph(GraphLoadSpec(sig, "int8")) for name, sig in program.graphs.items()}
+    opts = ControllerOptions(warmup_runs=2, margin_s=0.0, watchdog_guard_s=0.0, **options)
+    ctrl = Controller(program, runners, tiny_model(), clock=clock, options=opts, fallback_runners=fallback,
+                      fallback_agreements={0: 0.99, 1: 0.99, 2: 0.99})
+    return ctrl, primary, faster
+
+
+def test_a_deeper_exit_from_the_fallback_beats_the_primary_first_exit_at_a_middle_budget(raw_frame):
+    ctrl, primary, faster = with_fallback_ladder()
+    assert set(ctrl.policy.fallback_values) == {fallback_key(k) for k in range(3)}
+    # 1.5 ms: the primary graphs reach exit 0 only (1.2 ms); the fallback's exit 2 slice (1.3 ms) fits,
+    # worth 0.97 - 0.01 > 0.90
+    before = primary.runners["body"].calls, faster.runners["body"].calls
+    result = ctrl.run(raw_frame, 1.5 * MS)
+    assert (result.exit_index, result.met_deadline, result.steps_run) == (2, True, 4)
+    assert ctrl.stats().fallback_frames == 1
+    assert (primary.runners["body"].calls, faster.runners["body"].calls) == (before[0], before[1] + 2)
+    assert ctrl.policy.slice_estimators[fallback_key(2)].online_count == 1
+    # 1.0 ms: exit 1's fallback slice (0.9 ms) is the deepest that fits
+    assert ctrl.run(raw_frame, 1.0 * MS).exit_index == 1 and ctrl.stats().fallback_frames == 2
+    # a budget the whole primary plan surely fits: the primary graphs, refining exit by exit
+    exits = []
+
+    class Refinements(Callbacks):
+        def on_result(self, result):
+            exits.append(result.exit_index)
+
+    ctrl.add_callbacks(Refinements())
+    result = ctrl.run(raw_frame, 5 * MS)
+    assert result.status is StopReason.FINAL and exits == [0, 1, 2] and ctrl.stats().fallback_frames == 2
+
+
+def test_a_fallback_slice_is_weighed_by_its_exits_value_less_the_disagreement(raw_frame):
+    ctrl, _, _ = with_fallback_ladder()
+    values = ctrl.policy.fallback_values
+    assert [values[fallback_key(k)] for k in range(3)] == pytest.approx([0.89, 0.94, 0.96])
+    # the primary exit 1 slice (2.2 ms) surely fits at 2.3 ms and is worth more than the fallback's exit 1 (0.94);
+    # the fallback's exit 2 (0.96) is worth more still
+    assert ctrl.policy.plan_frame(0.0, 2.3 * MS) == fallback_key(2)
+    assert ctrl.policy.choose_apriori(0.0, 2.3 * MS) == fallback_key(2)
+    assert ctrl.policy.choose_apriori(0.0, 3.3 * MS) == 2             # the primary exit 2 slice fits: worth 0.97
