@@ -276,7 +276,7 @@ class DeadlinePolicy:
             if first < min_p:
                 score, key = max(fallbacks)
                 if score > first * self._segment_values[0]:
-                    return key
+                    return self._explore_fallbacks(fallbacks, key)
         saved = self.slice_savings()
         min_online = self.options.estimator.min_online
         candidates = []        # slices that could run: (p * value, exit)
@@ -309,6 +309,18 @@ class DeadlinePolicy:
         for worth, index in candidates:
             if worth > score:
                 chosen, score = index, worth
+        return chosen if chosen is None or not fallbacks else self._explore_fallbacks(fallbacks, chosen)
+
+    def _explore_fallbacks(self, scores: list[tuple[float, str]], chosen: int | str) -> int | str:
+        """Slice `chosen` won; a fallback slice worth more (by value) that lost on its fit probability counts a
+        refusal, and after `explore_after` of them in a row runs once instead (latency.py, "Exploration"): a few
+        slow samples (its first runs while caches were cold) must not keep it unused for good. Only slices that
+        could fit (p >= min_fit_probability, the `scores`) are explored."""
+        value = self.slice_values[chosen]
+        for _, key in scores:
+            if self.fallback_values[key] > value and self.slice_estimators[key].refused():
+                self.counts["explorations"] += 1
+                return key
         return chosen
 
     def _fallback_scores(self, remaining: float) -> list[tuple[float, str]]:
