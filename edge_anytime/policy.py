@@ -74,6 +74,7 @@ PLAN_FLOOR_EVERY = 32       # frames between recomputations of the time left bel
 PLAN_FLOOR_SLACK = 0.1      # ... which is kept 10% low: samples move it between recomputations
 FIRST_ONLY_QUANTILE = 0.01  # the first segment's fast tail, when judging whether a refinement could follow it
 FALLBACK_UNKNOWN_PENALTY = 0.01   # value lost by a fallback whose agreement with the primary is not measured
+EXPLORE_NEAR = 0.9          # a fallback slice that lost with p * value >= this share of the winner's is explored
 
 
 def fallback_key(exit_index: int) -> str:
@@ -276,7 +277,7 @@ class DeadlinePolicy:
             if first < min_p:
                 score, key = max(fallbacks)
                 if score > first * self._segment_values[0]:
-                    return self._explore_fallbacks(fallbacks, key)
+                    return self._explore_fallbacks(fallbacks, key, score)
         saved = self.slice_savings()
         min_online = self.options.estimator.min_online
         candidates = []        # slices that could run: (p * value, exit)
@@ -309,16 +310,16 @@ class DeadlinePolicy:
         for worth, index in candidates:
             if worth > score:
                 chosen, score = index, worth
-        return chosen if chosen is None or not fallbacks else self._explore_fallbacks(fallbacks, chosen)
+        return chosen if chosen is None or not fallbacks else self._explore_fallbacks(fallbacks, chosen, score)
 
-    def _explore_fallbacks(self, scores: list[tuple[float, str]], chosen: int | str) -> int | str:
-        """Slice `chosen` won; a fallback slice worth more (by value) that lost on its fit probability counts a
-        refusal, and after `explore_after` of them in a row runs once instead (latency.py, "Exploration"): a few
-        slow samples (its first runs while caches were cold) must not keep it unused for good. Only slices that
-        could fit (p >= min_fit_probability, the `scores`) are explored."""
-        value = self.slice_values[chosen]
-        for _, key in scores:
-            if self.fallback_values[key] > value and self.slice_estimators[key].refused():
+    def _explore_fallbacks(self, scores: list[tuple[float, str]], chosen: int | str, score: float) -> int | str:
+        """Slice `chosen` won with `score` (p * value); a fallback slice worth more (by value) that lost on its fit
+        probability, narrowly (its p * value at least EXPLORE_NEAR of the winner's), counts a refusal, and after
+        `explore_after` of them in a row runs once instead (latency.py, "Exploration"): a few slow samples must
+        not keep a slice that is as good as the winner unused for good."""
+        value, near = self.slice_values[chosen], EXPLORE_NEAR * score
+        for worth, key in scores:
+            if worth >= near and self.fallback_values[key] > value and self.slice_estimators[key].refused():
                 self.counts["explorations"] += 1
                 return key
         return chosen

@@ -207,3 +207,20 @@ def test_a_fallback_slice_is_weighed_by_its_exits_value_less_the_disagreement(ra
     assert ctrl.policy.plan_frame(0.0, 2.3 * MS) == fallback_key(2)
     assert ctrl.policy.choose_apriori(0.0, 2.3 * MS) == fallback_key(2)
     assert ctrl.policy.choose_apriori(0.0, 3.3 * MS) == 2             # the primary exit 2 slice fits: worth 0.97
+
+
+def test_a_deeper_fallback_slice_that_narrowly_lost_on_its_fit_probability_is_explored():
+    ctrl, _, _ = with_fallback_ladder()
+    policy = ctrl.policy
+    # at 1.0 ms: exit 1's fallback slice fits about 89% of its samples (warm-up's and these):
+    # 0.89 * 0.94 < 1.0 * 0.89 (exit 0's), by a little
+    policy.slice_estimators[fallback_key(1)].seed([0.9 * MS] * 44 + [1.5 * MS] * 6)
+    policy.slice_estimators[fallback_key(2)].seed([1.3 * MS] * 50)          # does not fit: never explored
+    explored = policy.counts["explorations"]
+    explore_after = ControllerOptions().estimator.explore_after
+    choices = [policy.plan_frame(0.0, 1.0 * MS) for _ in range(explore_after)]
+    assert choices[:explore_after - 1] == [fallback_key(0)] * (explore_after - 1)
+    assert choices[explore_after - 1] == fallback_key(1) and policy.counts["explorations"] == explored + 1
+    # far from winning (p * value under EXPLORE_NEAR of the winner's): never explored
+    policy.slice_estimators[fallback_key(1)].seed([0.9 * MS, 1.5 * MS] * 256)      # fits half the time
+    assert all(policy.plan_frame(0.0, 1.0 * MS) == fallback_key(0) for _ in range(64))
