@@ -6,7 +6,7 @@ How a runtime change is judged before it lands (docs/results.md reports these ru
 `--against` is extracted (`git archive`) into a temporary folder as the package `ea_ref` (the package imports
 itself relatively, so both load side by side in one process), both controllers load the bundle with their
 defaults, and every frame runs through static exit 0 (the bare chain, deadline-unaware), the reference and the
-working tree's controller in rotating order, each timed around its call. Scenarios: constant budgets of 0.5x,
+working tree's controller in a shuffled order (bench_budgets.shuffled_orders), each timed around its call. Scenarios: constant budgets of 0.5x,
 0.6x, 0.8x and 1.0x the full model's median latency and three speed traces (bench/budget_traces.py, seed 0).
 Columns: on time and correct, calls that returned after the deadline (%). Pin it to a core
 (`taskset -c 0`) and run nothing else beside it: it measures differences of microseconds.

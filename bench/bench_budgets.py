@@ -35,8 +35,8 @@ on the clock in use, so they carry across hardware.
 
 Clocks: simulated (the vectorised replay, step latencies drawn from the bundle profile matching this
 host, else the x86-64 profile) and real (LiteRT on this host; every policy, the controller included, is
-timed around its call, frame by frame in rotating order (or, `--real-order blocks`, in turns of 50 frames
-each on warm caches): on time means the call returned within the budget with a result). `threaded` serves
+timed around its call, frame by frame in a shuffled order (`shuffled_orders`; or, `--real-order blocks`,
+in turns of 50 frames each on warm caches): on time means the call returned within the budget with a result). `threaded` serves
 the same frames after the rotation, alone: its inference thread finishes a step that overran the deadline
 after `run()` returned, and in the rotation that work landed on whichever policy came next.
 
@@ -223,15 +223,28 @@ def side_by_side(bundle: Bundle, count: int) -> SideBySide:
                       float(np.median(reach[:, -1])), float(np.median(reach[:, 0])))
 
 
+def shuffled_orders(names, count: int, seed: int = 0) -> list[list]:
+    """`count` orders of `names`, each a seeded random permutation. A rotation (shifting one fixed order) gives
+    every policy the same predecessor on every frame, and so the same caches left behind: a policy that always
+    follows the one running the largest graphs is always the coldest. Shuffled, each follows every other alike.
+
+    >>> [sorted(order) for order in shuffled_orders("abc", 2)]
+    [['a', 'b', 'c'], ['a', 'b', 'c']]
+    """
+    rng = np.random.default_rng(seed)
+    names = list(names)
+    return [[names[j] for j in rng.permutation(len(names))] for _ in range(count)]
+
+
 def interleaved(setup: SideBySide, budgets, controllers: dict) -> tuple[dict, dict]:
-    """Static fp32 exit 0 and each controller on every frame, in rotating order, each timed around its call with
+    """Static fp32 exit 0 and each controller on every frame, in a shuffled order, each timed around its call with
     its label read: (on time and correct, calls returned late), counted per name ('static:0' and the keys)."""
     names = ["static:0", *controllers]
     good, late = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
+    orders = shuffled_orders(names, len(setup.frames))
     for i, frame in enumerate(setup.frames):
         budget = float(budgets[i])
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in orders[i]:
             t0 = time.perf_counter()
             if name == "static:0":
                 label, _ = setup.bare.static(frame, 0)
@@ -246,7 +259,7 @@ def interleaved(setup: SideBySide, budgets, controllers: dict) -> tuple[dict, di
 def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: int, timestamps,
          order: str = "interleaved") -> dict:
     """Every policy on the real clock, so a change in the machine's load hits all of them alike: frame by frame
-    in rotating order (`interleaved`: every policy runs on caches the others left, as when a control loop does
+    in a shuffled order (`interleaved`: every policy runs on caches the others left, as when a control loop does
     other work between frames), or in turns of BLOCK frames (`blocks`: each policy on its own warm caches, as
     one tool serving a stream alone)."""
     program = bundle.program
@@ -318,15 +331,14 @@ def real(bundle: Bundle, frames: np.ndarray, truth: np.ndarray, router, seeds: i
                 late[p][i] = not on_time[p][i]
 
             rotation = [p for p in policies if p not in APART]
-            if order == "interleaved":      # every policy on frame i, in rotating order, then frame i + 1
-                for i in range(n):
-                    shift = i % len(rotation)
-                    for p in rotation[shift:] + rotation[:shift]:
+            if order == "interleaved":      # every policy on frame i, in a shuffled order, then frame i + 1
+                for i, frame_order in enumerate(shuffled_orders(rotation, n)):
+                    for p in frame_order:
                         serve(p, i)
             else:                           # blocks: each policy serves BLOCK frames in a row, in turn
-                for b, start in enumerate(range(0, n, BLOCK)):
-                    shift = b % len(rotation)
-                    for p in rotation[shift:] + rotation[:shift]:
+                starts = range(0, n, BLOCK)
+                for start, block_order in zip(starts, shuffled_orders(rotation, len(starts))):
+                    for p in block_order:
                         for i in range(start, min(n, start + BLOCK)):
                             serve(p, i)
             for p in APART:                 # then on the same frames, alone

@@ -3,7 +3,7 @@ and the same controller without the fallback, on the same frames, interleaved.
 
     .venv/bin/python bench/bench_fallback.py [--frames 1000] [--scenarios 0.5x,0.7x,cruise,...] [--json OUT]
 
-Every frame runs through the three policies in rotating order, each timed around its call with its label
+Every frame runs through the three policies in a shuffled order, each timed around its call with its label
 read (as `bench/bench_ab.py` times them). Scenarios: `bench_budgets.py`'s constant budgets (x the full
 model's median) and speed traces (seed 0), selected by substring. Columns: on time and correct, calls returned
 late (%), and the frames the default controller gave to the fallback (`stats().fallback_frames`).

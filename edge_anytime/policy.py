@@ -316,10 +316,14 @@ class DeadlinePolicy:
         """Slice `chosen` won with `score` (p * value); a fallback slice worth more (by value) that lost on its fit
         probability, narrowly (its p * value at least EXPLORE_NEAR of the winner's), counts a refusal, and after
         `explore_after` of them in a row runs once instead (latency.py, "Exploration"): a few slow samples must
-        not keep a slice that is as good as the winner unused for good."""
-        value, near = self.slice_values[chosen], EXPLORE_NEAR * score
+        not keep a slice that is as good as the winner unused for good. Only a slice measured while serving
+        (`min_online` samples) is explored: the warm-up's seeds of a slice that rarely runs are its warm-cache
+        latencies, and exploring on them lost half the frames it tried in a cache-cold benchmark."""
+        value, near, measured = self.slice_values[chosen], EXPLORE_NEAR * score, self.options.estimator.min_online
+        estimators = self.slice_estimators
         for worth, key in scores:
-            if worth >= near and self.fallback_values[key] > value and self.slice_estimators[key].refused():
+            if (worth >= near and self.fallback_values[key] > value and estimators[key].online_count >= measured
+                    and estimators[key].refused()):
                 self.counts["explorations"] += 1
                 return key
         return chosen

@@ -113,8 +113,8 @@ def test_the_demo_bundles_int8_graphs_reach_a_deeper_exit_where_fp32_reaches_the
         with Controller.from_bundle(DEMO_BUNDLE, options=ControllerOptions(fallback_precision=precision)) as ctrl:
             if precision:
                 estimates = ctrl.latency_estimates()
-                fp32, int8 = estimates["slice1.typical"], estimates[f"slice{fallback_key(1)}.tail"]
-                if not int8 < 0.8 * fp32:
+                fp32, int8 = estimates["slice1.typical"], estimates[f"slice{fallback_key(1)}.typical"]
+                if not int8 < 0.6 * fp32:
                     pytest.skip(f"int8 is not faster on this host: {int8 * 1e6:.0f} us against {fp32 * 1e6:.0f}")
                 budget = 0.95 * fp32
             deeper[precision] = sum((ctrl.run(frame, budget).exit_index or 0) >= 1 for frame in frames)
@@ -212,15 +212,20 @@ def test_a_fallback_slice_is_weighed_by_its_exits_value_less_the_disagreement(ra
 def test_a_deeper_fallback_slice_that_narrowly_lost_on_its_fit_probability_is_explored():
     ctrl, _, _ = with_fallback_ladder()
     policy = ctrl.policy
-    # at 1.0 ms: exit 1's fallback slice fits about 89% of its samples (warm-up's and these):
-    # 0.89 * 0.94 < 1.0 * 0.89 (exit 0's), by a little
-    policy.slice_estimators[fallback_key(1)].seed([0.9 * MS] * 44 + [1.5 * MS] * 6)
+    # at 1.0 ms: exit 1's fallback slice fits 88% of the times it was measured serving:
+    # 0.88 * 0.94 < 1.0 * 0.89 (exit 0's), by a little
+    fallback1 = policy.slice_estimators[fallback_key(1)]
+    fallback1.seed([0.9 * MS] * 44 + [1.5 * MS] * 6)      # as close, from warm-up seeds alone: not explored ...
+    explore_after = ControllerOptions().estimator.explore_after
+    assert all(policy.plan_frame(0.0, 1.0 * MS) == fallback_key(0) for _ in range(3 * explore_after))
+    for seconds in [0.9 * MS] * 44 + [1.5 * MS] * 6:          # ... samples measured while serving do
+        fallback1.observe(seconds)
     policy.slice_estimators[fallback_key(2)].seed([1.3 * MS] * 50)          # does not fit: never explored
     explored = policy.counts["explorations"]
-    explore_after = ControllerOptions().estimator.explore_after
     choices = [policy.plan_frame(0.0, 1.0 * MS) for _ in range(explore_after)]
     assert choices[:explore_after - 1] == [fallback_key(0)] * (explore_after - 1)
     assert choices[explore_after - 1] == fallback_key(1) and policy.counts["explorations"] == explored + 1
     # far from winning (p * value under EXPLORE_NEAR of the winner's): never explored
-    policy.slice_estimators[fallback_key(1)].seed([0.9 * MS, 1.5 * MS] * 256)      # fits half the time
+    for seconds in [0.9 * MS, 1.5 * MS] * 256:                 # fits half the time
+        fallback1.observe(seconds)
     assert all(policy.plan_frame(0.0, 1.0 * MS) == fallback_key(0) for _ in range(64))
