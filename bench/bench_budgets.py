@@ -82,6 +82,7 @@ CONSTANT_FRACTIONS = tuple(round(0.3 + 0.1 * i, 1) for i in range(13))
 TIE = 0.003   # ties within 0.3 points
 CAUTIOUS_FIT = 0.9   # the `cautious` variant's min_fit_probability
 CONTROLLER_VARIANTS = ("threaded", "cautious", "int8", "fp32-only")   # the default controller, other options
+UNAWARE = ("threshold", "router")   # with the static exits: the deadline-unaware policies, as peer tools run
 INT8 = "/int8"   # static:<k>/int8: exit k on the bundle's int8 graphs, deadline-unaware (real clock)
 BLOCK = 50    # real clock, --real-order blocks: policies take turns every BLOCK frames
 # Served after the rotation, alone: a threaded controller's inference thread finishes a step that overran the
@@ -398,6 +399,7 @@ def print_table(title: str, table: dict) -> dict:
     print(f"{'scenario':<26}" + "".join(f"{p:>14}" for p in order) + "   anytime vs best other")
     wins = ties = losses = 0
     with_int8 = [0, 0, 0]      # the same count against every policy, static int8 exits included
+    unaware = [0, 0, 0]        # ... and against the deadline-unaware fp32 policies alone (what peer tools run)
     for name, rows in table.items():
         others = [rows[p].on_time_correct for p in rows if p not in variants and not p.endswith(INT8)]
         margin = rows["anytime"].on_time_correct - max(others)
@@ -405,10 +407,15 @@ def print_table(title: str, table: dict) -> dict:
         wins, ties, losses = wins + (verdict == "win"), ties + (verdict == "tie"), losses + (verdict == "LOSS")
         every = rows["anytime"].on_time_correct - max(r.on_time_correct for p, r in rows.items() if p not in variants)
         with_int8[0 if every > TIE else (1 if every >= -TIE else 2)] += 1
+        peers = rows["anytime"].on_time_correct - max(r.on_time_correct for p, r in rows.items() if p in UNAWARE
+                                                      or p.startswith("static:") and not p.endswith(INT8))
+        unaware[0 if peers > TIE else (1 if peers >= -TIE else 2)] += 1
         print(f"{name:<26}" + "".join(f"{rows[p].on_time_correct * 100:14.1f}" if p in rows else f"{'-':>14}"
                                       for p in order) + f"   {verdict} ({margin * 100:+.1f})")
     print(f"{title}: anytime wins {wins}, ties {ties} (within {TIE * 100:.1f} points), loses {losses} "
           f"of {len(table)} scenarios against the fp32 policies")
+    print(f"{title}: against the deadline-unaware fp32 policies alone (static exits, {', '.join(UNAWARE)}): "
+          f"wins {unaware[0]}, ties {unaware[1]}, losses {unaware[2]}")
     if any(p.endswith(INT8) for p in policies):
         print(f"{title}: against every policy, static int8 exits included: wins {with_int8[0]}, ties "
               f"{with_int8[1]}, losses {with_int8[2]}")
@@ -426,7 +433,8 @@ def print_table(title: str, table: dict) -> dict:
         for name, rows in table.items():
             print(f"{name:<26}" + "".join(f"{rows[p].returned_late * 100:14.1f}" if p in rows else f"{'-':>14}"
                                           for p in order))
-    return {"wins": wins, "ties": ties, "losses": losses, "with_int8": dict(zip(("wins", "ties", "losses"), with_int8))}
+    return {"wins": wins, "ties": ties, "losses": losses, "with_int8": dict(zip(("wins", "ties", "losses"), with_int8)),
+            "unaware_fp32": dict(zip(("wins", "ties", "losses"), unaware))}
 
 
 def main(argv=None) -> dict:

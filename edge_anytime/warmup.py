@@ -2,8 +2,8 @@
 
 `Controller.warm_up` (called by the constructor with `ControllerOptions.warmup_runs`) runs mid-grey camera
 frames (`Preprocessor.sample_frame`) through `run()` with a generous deadline, so they take the same thread
-hand-off and hooks as served frames, and times each a-priori slice (the fallback precision's first exit
-included) with the one interpreter. The first COLD_PASSES are discarded (cold caches, lazy allocation); the
+hand-off and hooks as served frames, and times each a-priori slice (the fallback precision's
+slices included) with the one interpreter. The first COLD_PASSES are discarded (cold caches, lazy allocation); the
 rest seed the estimates (`DeadlinePolicy.seed_from_warmup`). Threaded, it also measures the timer's lateness
 and the thread hand-back on this host (`handoff`).
 """
