@@ -89,8 +89,12 @@ class Controller:
         self._callbacks: list[Callbacks] = [callbacks] if callbacks is not None else []
         self.interpreter = ProgramInterpreter(program, self._runners)
         self._fallback_runners = dict(fallback_runners or {})
-        agreements = {} if not self._fallback_runners else dict(fallback_agreements) \
-            if fallback_agreements is not None else dict.fromkeys(covered_exits(program, self._fallback_runners))
+        if not self._fallback_runners:
+            agreements = {}
+        elif fallback_agreements is None:
+            agreements = dict.fromkeys(covered_exits(program, self._fallback_runners))
+        else:
+            agreements = dict(fallback_agreements)
         fallbacks = fallback_slices(program, self._runners, self._fallback_runners, agreements)
         self._warmup_slices = {**self.interpreter.slices,
                                **{fallback_key(index): bound for index, bound in fallbacks.items()}}

@@ -229,3 +229,33 @@ def test_a_deeper_fallback_slice_that_narrowly_lost_on_its_fit_probability_is_ex
     for seconds in [0.9 * MS, 1.5 * MS] * 256:                 # fits half the time
         fallback1.observe(seconds)
     assert all(policy.plan_frame(0.0, 1.0 * MS) == fallback_key(0) for _ in range(64))
+
+
+@pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
+def test_auto_answers_each_exit_whose_int8_graphs_agree_on_99_percent(tmp_path):
+    import json
+    import shutil
+
+    from edge_anytime.bundle import Bundle
+    from edge_anytime.runners import load_fallback
+
+    root = shutil.copytree(DEMO_BUNDLE, tmp_path / "bundle")
+    report = json.loads((root / "parity.json").read_text())
+    report["backends"]["litert:int8"]["exits"][1]["argmax_agreement"] = 0.98      # exit 1 below the bar
+    (root / "parity.json").write_text(json.dumps(report))
+    bundle = Bundle.load(root, verify_hashes=False)
+    program = bundle.program
+    slice_graphs = {k: {program.steps[i].graph for i in program.apriori_plan(k)} for k in range(3)}
+    fp32 = bundle.resolve_precisions("fp32")
+
+    runners, agreements = load_fallback(bundle, "auto", fp32, simulated=False, backend=FakeBackend())
+    assert set(agreements) == {0, 2} and agreements[0] >= 0.99
+    assert set(runners) == slice_graphs[0] | slice_graphs[2]
+    # an explicit precision answers every exit, whatever the report says (its agreement is still the value's)
+    _, agreements = load_fallback(bundle, "int8", fp32, simulated=False, backend=FakeBackend())
+    assert set(agreements) == {0, 1, 2} and agreements[1] == pytest.approx(0.98)
+    # an exit whose primary graphs are already int8 is not given int8 again
+    mixed = {**fp32, **{g: "int8" for g in slice_graphs[0]}}
+    _, agreements = load_fallback(bundle, "auto", mixed, simulated=False, backend=FakeBackend())
+    assert 0 not in agreements
+    assert load_fallback(bundle, "auto", fp32, simulated=True, backend=FakeBackend()) == ({}, {})
