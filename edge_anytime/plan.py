@@ -99,6 +99,7 @@ class FramePlan:
         self._slice_plans = dict(interpreter.slice_plans)
         self._slice_plans.update({fallback_key(index): (bound,) for index, bound in (fallbacks or {}).items()})
         self._slice_key = None               # the a-priori slice this frame runs (an exit index, or a fallback key)
+        self._fallback_frame = False         # ... and whether it is one of the fallback precision's
         self._steps_after = {None: _suffix_steps(interpreter.segments),
                              **{index: _suffix_steps(plan) for index, plan in self._slice_plans.items()}}
 
@@ -172,11 +173,12 @@ class FramePlan:
             self.apriori = True
             self._slice_key = chosen
             segments = self._slice_plans[chosen]
-            if is_fallback(chosen):
+            self._fallback_frame = is_fallback(chosen)
+            if self._fallback_frame:
                 self._sample_steps = False   # its steps are the fallback's graphs, not the ones step means follow
                 counts["fallback_frames"] += 1
         else:
-            self.apriori = False
+            self.apriori = self._fallback_frame = False
             segments = self._first_segment if first_only else interpreter.segments
         outcome = interpreter.execute(job.tensor, segments, self, self.now)
         if outcome.stopped == "error":
@@ -267,7 +269,7 @@ class FramePlan:
             return True
         coarse = env[exit_.coarse_tensor] if exit_.coarse_tensor else None
         result = ExitResult(job.frame_id, exit_.index, None, ended - job.start, job.steps_run,
-                            compute=_PredictionSource(self, exit_, logits, coarse))
+                            compute=_PredictionSource(self, exit_, logits, coarse), fallback=self._fallback_frame)
         if not job.offer(result, exit_.rank):
             return False
         job.last_exit_s = self._published_at = ended

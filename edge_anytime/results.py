@@ -50,10 +50,11 @@ class ExitResult:
     top-k, entropy, coarse class) is computed on first access, usually on the delivery thread.
     """
 
-    __slots__ = ("frame_id", "exit_index", "elapsed_s", "steps_run", "_prediction", "_compute")
+    __slots__ = ("frame_id", "exit_index", "elapsed_s", "steps_run", "fallback", "_prediction", "_compute")
 
     def __init__(self, frame_id: int, exit_index: int, prediction: Prediction | None = None, elapsed_s: float = 0.0,
-                 steps_run: int = 0, *, compute: Callable[[], Prediction] | None = None) -> None:
+                 steps_run: int = 0, *, compute: Callable[[], Prediction] | None = None,
+                 fallback: bool = False) -> None:
         if (prediction is None) == (compute is None):
             raise ValueError("give a prediction or a compute function, not both")
         setter = object.__setattr__
@@ -61,6 +62,7 @@ class ExitResult:
         setter(self, "exit_index", exit_index)
         setter(self, "elapsed_s", elapsed_s)   # from frame start to this exit's availability
         setter(self, "steps_run", steps_run)   # steps executed for this frame so far
+        setter(self, "fallback", fallback)     # computed by the fallback precision's graphs (fallback_precision)
         setter(self, "_prediction", prediction)
         setter(self, "_compute", compute)
 
@@ -109,7 +111,8 @@ class ExitResult:
 
     def __repr__(self) -> str:
         return (f"ExitResult(frame_id={self.frame_id}, exit_index={self.exit_index}, label={self.label}, "
-                f"confidence={self.confidence:.4f}, elapsed_s={self.elapsed_s:.6f}, steps_run={self.steps_run})")
+                f"confidence={self.confidence:.4f}, elapsed_s={self.elapsed_s:.6f}, steps_run={self.steps_run}"
+                f"{', fallback=True' if self.fallback else ''})")
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,12 @@ class FrameResult:
     @property
     def exit_index(self) -> int | None:
         return None if self.best is None else self.best.exit_index
+
+    @property
+    def fallback(self) -> bool:
+        """True when the fallback precision's graphs (`ControllerOptions.fallback_precision`, e.g. int8) computed
+        the delivered exit."""
+        return self.best is not None and self.best.fallback
 
     @property
     def lateness_s(self) -> float:

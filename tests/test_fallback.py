@@ -181,7 +181,7 @@ def test_a_deeper_exit_from_the_fallback_beats_the_primary_first_exit_at_a_middl
     before = primary.runners["body"].calls, faster.runners["body"].calls
     result = ctrl.run(raw_frame, 1.5 * MS)
     assert (result.exit_index, result.met_deadline, result.steps_run) == (2, True, 4)
-    assert ctrl.stats().fallback_frames == 1
+    assert result.fallback and result.best.fallback and ctrl.stats().fallback_frames == 1
     assert (primary.runners["body"].calls, faster.runners["body"].calls) == (before[0], before[1] + 2)
     assert ctrl.policy.slice_estimators[fallback_key(2)].online_count == 1
     # 1.0 ms: exit 1's fallback slice (0.9 ms) is the deepest that fits
@@ -196,6 +196,7 @@ def test_a_deeper_exit_from_the_fallback_beats_the_primary_first_exit_at_a_middl
     ctrl.add_callbacks(Refinements())
     result = ctrl.run(raw_frame, 5 * MS)
     assert result.status is StopReason.FINAL and exits == [0, 1, 2] and ctrl.stats().fallback_frames == 2
+    assert not result.fallback and "fallback" not in repr(result.best)
 
 
 def test_a_fallback_slice_is_weighed_by_its_exits_value_less_the_disagreement(raw_frame):
