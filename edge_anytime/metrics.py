@@ -39,6 +39,7 @@ class ServiceMetrics(Callbacks):
         self.statuses = {reason.value: 0 for reason in StopReason}
         self.exits: dict[int, int] = {}
         self.misses = 0
+        self.fallbacks = 0          # results the fallback precision's graphs computed (FrameResult.fallback)
         self.errors: dict[str, int] = {}
         self.latency_sum_s = 0.0
         self._latency = deque(maxlen=window)
@@ -54,6 +55,7 @@ class ServiceMetrics(Callbacks):
             if result.exit_index is not None:
                 self.exits[result.exit_index] = self.exits.get(result.exit_index, 0) + 1
             self.misses += not result.met_deadline
+            self.fallbacks += result.fallback
             self.latency_sum_s += latency
             self._latency.append(latency)
             if capture is not None:
@@ -84,7 +86,7 @@ class ServiceMetrics(Callbacks):
             frames = sum(self.statuses.values())
             statuses = {k: v for k, v in self.statuses.items() if v}
             text = (f"frames {frames} {statuses} exits {dict(sorted(self.exits.items()))} misses {self.misses} "
-                    f"errors {dict(self.errors)}")
+                    f"fallback {self.fallbacks} errors {dict(self.errors)}")
         if q:
             text += " latency ms p50 {:.3f} p90 {:.3f} p99 {:.3f}".format(*(v * 1e3 for v in q.values()))
         return text
@@ -102,6 +104,10 @@ class ServiceMetrics(Callbacks):
             lines += ["# HELP edge_anytime_deadline_misses_total Frames with no result by the deadline, or late.",
                       "# TYPE edge_anytime_deadline_misses_total counter",
                       f"edge_anytime_deadline_misses_total {self.misses}",
+                      "# HELP edge_anytime_fallback_results_total Results computed by the fallback precision's "
+                      "graphs (e.g. int8).",
+                      "# TYPE edge_anytime_fallback_results_total counter",
+                      f"edge_anytime_fallback_results_total {self.fallbacks}",
                       "# HELP edge_anytime_errors_total Problems that did not stop the service, by kind.",
                       "# TYPE edge_anytime_errors_total counter"]
             lines += [f'edge_anytime_errors_total{{kind="{k}"}} {v}' for k, v in sorted(self.errors.items())]

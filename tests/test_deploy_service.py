@@ -123,6 +123,7 @@ def test_metrics_render_and_are_served_on_localhost_only():
     text = metrics.render()
     assert 'edge_anytime_frames_total{status="final"} 9' in text
     assert "edge_anytime_deadline_misses_total 10" in text        # no result (best None) counts as a miss
+    assert "edge_anytime_fallback_results_total 0" in text
     assert 'edge_anytime_errors_total{kind="frame"} 1' in text and "edge_anytime_latency_seconds_count 10" in text
     assert 'edge_anytime_latency_seconds{quantile="0.5"} 0.005' in text
     server = MetricsServer(metrics, 0)

@@ -260,3 +260,15 @@ def test_auto_answers_each_exit_whose_int8_graphs_agree_on_99_percent(tmp_path):
     _, agreements = load_fallback(bundle, "auto", mixed, simulated=False, backend=FakeBackend())
     assert 0 not in agreements
     assert load_fallback(bundle, "auto", fp32, simulated=True, backend=FakeBackend()) == ({}, {})
+
+
+def test_service_metrics_count_the_results_the_fallback_computed(raw_frame):
+    from edge_anytime.metrics import ServiceMetrics
+
+    ctrl, _, _ = with_fallback_ladder()
+    metrics = ServiceMetrics()
+    ctrl.add_callbacks(metrics)
+    ctrl.run(raw_frame, 1.5 * MS)          # the fallback's exit 2
+    ctrl.run(raw_frame, 5 * MS)            # the primary graphs, refined to exit 2
+    assert metrics.fallbacks == 1 and "edge_anytime_fallback_results_total 1" in metrics.render()
+    assert "fallback 1 " in metrics.summary_line()
