@@ -2,7 +2,9 @@
 
 Model and labels, the input and its declared preprocessing (colour order,
 resize policy, normalisation), every graph with its files per precision, the
-exits, and the latency profiles with their median per graph. numpy only; with
+exits, each precision's argmax agreement with fp32 per exit (the parity report)
+and the exits `fallback_precision="auto"` answers from int8 on a real clock,
+and the latency profiles with their median per graph. numpy only; with
 `--json` the same as one JSON object. (A zoo model's stage program, before
 export, is `python -m training.inspect`.)
 
@@ -19,6 +21,7 @@ from typing import Any
 
 from .bundle import Bundle
 from .errors import EdgeAnytimeError
+from .runners import fallback_exits
 
 
 def describe(bundle: Bundle) -> dict[str, Any]:
@@ -39,6 +42,10 @@ def describe(bundle: Bundle) -> dict[str, Any]:
         "exits": [{"index": e.index, "tensor": e.tensor, "flops": e.flops, "val_accuracy": e.val_accuracy}
                   for e in program.exits],
         "precisions": list(bundle.precisions()),
+        "argmax_agreement": {p: bundle.argmax_agreement(p) for p in bundle.precisions() if p != "fp32"
+                             and bundle.argmax_agreement(p) is not None},
+        "auto_fallback_exits": sorted(fallback_exits(bundle, "auto", dict.fromkeys(program.graphs, "fp32"),
+                                                     simulated=False)[1]),
         "profiles": {target: {"backend": p.backend, "threads": p.threads, "host": p.host,
                               "median_us": {g: {prec: round(statistics.median(s), 2) for prec, s in per.items() if s}
                                             for g, per in p.graphs.items()}}
@@ -64,6 +71,12 @@ def format_text(info: dict[str, Any]) -> str:
     for e in info["exits"]:
         acc = "" if e["val_accuracy"] is None else f", val accuracy {e['val_accuracy']:.4f}"
         lines.append(f"  {e['index']}: {e['tensor']}, {e['flops']:,} FLOPs{acc}")
+    for precision, agreements in info["argmax_agreement"].items():
+        lines.append(f"parity {precision}: argmax agreement with fp32 per exit "
+                     + " ".join(f"{a:.3f}" for a in agreements))
+    auto = info["auto_fallback_exits"]
+    lines.append(f"precision fallback ('auto', real clock): exits {', '.join(map(str, auto))} from int8" if auto else
+                 "precision fallback ('auto'): none (needs int8 graphs agreeing with fp32 on >= 99% per exit)")
     lines.append("profiles:" if info["profiles"] else "profiles: none (measure one: edge-anytime profile ...)")
     for target, p in info["profiles"].items():
         medians = "; ".join(f"{g} " + " ".join(f"{prec} {us:g}" for prec, us in per.items())

@@ -47,32 +47,45 @@ AUTO_FALLBACK = "int8"          # fallback_precision="auto": these graphs, ...
 AUTO_MIN_AGREEMENT = 0.99       # ... for each exit where they agree with the primary ones this often
 
 
+def fallback_exits(bundle: Bundle, precision: str | None, primary: Mapping[str, str], simulated: bool
+                   ) -> tuple[str | None, dict[int, float | None]]:
+    """Which exits a fallback `precision` (`ControllerOptions.fallback_precision`) answers, without loading a graph:
+    (the precision, {exit: how often its argmax agreed with fp32's in the bundle's parity report, None without
+    one}). None: none. 'auto': AUTO_FALLBACK on a real clock, for each exit whose slice graphs the bundle holds at
+    that precision, none of them already primary (`primary`: graph -> precision) at it, with the parity report
+    showing at least AUTO_MIN_AGREEMENT there. An explicit precision answers every exit."""
+    if precision is None:
+        return None, {}
+    program = bundle.program
+    agreements = bundle.argmax_agreement(AUTO_FALLBACK if precision == "auto" else precision) or []
+    exits = {e.index: agreements[e.index] if e.index < len(agreements) else None for e in program.exits}
+    if precision != "auto":
+        return precision, exits
+    if simulated:
+        return None, {}
+
+    def usable(k: int) -> bool:
+        graphs = {program.steps[i].graph for i in program.apriori_plan(k)}
+        return (exits[k] is not None and exits[k] >= AUTO_MIN_AGREEMENT and
+                all(primary.get(g) != AUTO_FALLBACK and AUTO_FALLBACK in bundle.manifest.files.get(g, {})
+                    for g in graphs))
+
+    exits = {k: agreement for k, agreement in exits.items() if usable(k)}
+    return (AUTO_FALLBACK if exits else None), exits
+
+
 def load_fallback(bundle: Bundle, precision: str | None, primary: Mapping[str, str], simulated: bool,
                   backend: Any = "litert", threads: int = 1, **backend_options
                   ) -> tuple[dict, dict[int, float | None]]:
-    """The graphs of the exits' a-priori slices at the fallback `precision` (`ControllerOptions.fallback_precision`),
-    and per exit they answer, how often its argmax agreed with fp32's in the bundle's parity report (None without
-    one). None: no fallback. 'auto': AUTO_FALLBACK on a real clock, for each exit whose slice graphs the bundle
-    holds at that precision, none of them already primary at it, with the parity report showing at least
-    AUTO_MIN_AGREEMENT there; else none. An explicit precision answers every exit; a bundle lacking its graphs
-    is refused with the export command that adds them."""
-    if precision is None:
+    """The graphs of the exits' a-priori slices at the fallback `precision` that `fallback_exits` picks, loaded,
+    and those exits with their agreements. A bundle lacking an explicit precision's graphs is refused with the
+    export command that adds them."""
+    precision, exits = fallback_exits(bundle, precision, primary, simulated)
+    if not exits:
         return {}, {}
     program = bundle.program
-    agreements = bundle.argmax_agreement(AUTO_FALLBACK if precision == "auto" else precision) or []
-    slices = {e.index: sorted({program.steps[i].graph for i in program.apriori_plan(e.index)}) for e in program.exits}
-    measured = {k: agreements[k] if k < len(agreements) else None for k in slices}
-    if precision == "auto":
-        precision = AUTO_FALLBACK
-        slices = {k: graphs for k, graphs in slices.items()
-                  if not simulated and measured[k] is not None and measured[k] >= AUTO_MIN_AGREEMENT
-                  and all(primary.get(g) != precision and precision in bundle.manifest.files.get(g, {})
-                          for g in graphs)}
-    graphs = sorted({g for names in slices.values() for g in names})
-    if not graphs:
-        return {}, {}
-    runners = load_runners(bundle, {g: precision for g in graphs}, backend, threads, **backend_options)
-    return runners, {k: measured[k] for k in slices}
+    graphs = sorted({program.steps[i].graph for k in exits for i in program.apriori_plan(k)})
+    return load_runners(bundle, {g: precision for g in graphs}, backend, threads, **backend_options), exits
 
 
 def covered_exits(program: Program, runners: Mapping) -> list[int]:

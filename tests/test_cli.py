@@ -37,6 +37,8 @@ def test_inspect_and_selftest_run_on_the_shipped_bundle():
     out = cli("inspect", "--bundle", str(DEMO_BUNDLE))
     assert out.returncode == 0 and "format v2" in out.stdout and "RGB frames, resize exact" in out.stdout
     assert "x86-64 (litert" in out.stdout
+    assert "parity int8: argmax agreement with fp32 per exit 0.996 0.999 0.995" in out.stdout
+    assert "precision fallback ('auto', real clock): exits 0, 1, 2 from int8" in out.stdout
     out = cli("selftest", "--bundle", str(DEMO_BUNDLE), "--precision", "fp32")
     assert out.returncode == 0 and "self-test PASS" in out.stdout
 
