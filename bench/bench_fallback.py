@@ -1,12 +1,13 @@
 """The precision fallback side by side: static fp32 exit 0, the default controller (fallback_precision="auto")
 and the same controller without the fallback, on the same frames, interleaved.
 
-    .venv/bin/python bench/bench_fallback.py [--frames 1000] [--scenarios 0.5x,0.7x,cruise,...] [--json OUT]
+    .venv/bin/python bench/bench_fallback.py [--frames 1000] [--scenarios 0.5x,0.7x,cruise,...] [--threaded] [--json OUT]
 
 Every frame runs through the three policies in a shuffled order, each timed around its call with its label
 read (as `bench/bench_ab.py` times them). Scenarios: `bench_budgets.py`'s constant budgets (x the full
 model's median) and speed traces (seed 0), selected by substring. Columns: on time and correct, calls returned
 late (%), and the frames the default controller gave to the fallback (`stats().fallback_frames`).
+`--threaded`: both controllers with `threaded=True`.
 Run it alone on the machine: it measures differences of microseconds.
 """
 
@@ -33,6 +34,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--bundle", default=str(ROOT / "deploy/bundles/gtsrb-resann"))
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS, help="comma-separated substrings of scenario names")
+    parser.add_argument("--threaded", action="store_true", help="both controllers with threaded=True")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()}")
@@ -40,8 +42,8 @@ def main(argv=None) -> dict:
     setup = side_by_side(bundle, args.frames)
     frames, stamps = setup.frames, setup.stamps
     n, full, first = len(frames), setup.full_s, setup.first_s
-    default = Controller.from_bundle(bundle)
-    without = Controller.from_bundle(bundle, options=ControllerOptions(fallback_precision=None))
+    default = Controller.from_bundle(bundle, options=ControllerOptions(threaded=args.threaded))
+    without = Controller.from_bundle(bundle, options=ControllerOptions(threaded=args.threaded, fallback_precision=None))
     names = ["static:0", "default", "no fallback"]
     wanted = args.scenarios.split(",")
     report = {}
