@@ -182,6 +182,9 @@ class FramePlan:
             segments = self._first_segment if first_only else interpreter.segments
         outcome = interpreter.execute(job.tensor, segments, self, self.now)
         if outcome.stopped == "error":
+            if self._fallback_frame:   # a fallback graph raised: the primary graphs answer from now on
+                self.policy.drop_fallbacks()
+                return StopReason.DEGRADED, outcome.error, f"{outcome.where} (fallback precision: no longer planned)"
             return StopReason.DEGRADED, outcome.error, outcome.where
         if outcome.stopped == "done" and not first_only:
             return StopReason.FINAL, None, ""

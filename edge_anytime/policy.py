@@ -155,6 +155,7 @@ class DeadlinePolicy:
         for key, value in self.fallback_values.items():
             self.slice_values[key] = value
             self.slice_estimators[key] = make_estimator(options.estimator)
+            self.slice_estimators[key].trust_seeds(TRUSTED_EXPLORE_AFTER)   # explored rarely: see _explore_fallbacks
         self.slice_values = dict(sorted(self.slice_values.items(), key=lambda item: -item[1]))   # best first
         self._fallback_candidates = list(self.fallback_values.items())
         self.plan_order = sorted(range(len(self.segments)), key=lambda p: -self.values[self.segments[p].exit_index])
@@ -315,18 +316,26 @@ class DeadlinePolicy:
     def _explore_fallbacks(self, scores: list[tuple[float, str]], chosen: int | str, score: float) -> int | str:
         """Slice `chosen` won with `score` (p * value); a fallback slice worth more (by value) that lost on its fit
         probability, narrowly (its p * value at least EXPLORE_NEAR of the winner's), counts a refusal, and after
-        `explore_after` of them in a row runs once instead (latency.py, "Exploration"): a few slow samples must
-        not keep a slice that is as good as the winner unused for good. Only a slice measured while serving
-        (`min_online` samples) is explored: the warm-up's seeds of a slice that rarely runs are its warm-cache
-        latencies, and exploring on them lost half the frames it tried in a cache-cold benchmark."""
-        value, near, measured = self.slice_values[chosen], EXPLORE_NEAR * score, self.options.estimator.min_online
-        estimators = self.slice_estimators
+        its exploration wait (TRUSTED_EXPLORE_AFTER refusals in a row at first, then halved or doubled by each
+        outcome) runs out, runs once instead (latency.py, "Exploration"): a few slow samples, in its warm-up
+        seeds or among its first served runs, must not keep a slice as good as the winner unused for good. (With
+        the estimators' usual first wait of 8 refusals, explorations lost half the frames they tried in a
+        cache-cold benchmark.)"""
+        value, near, estimators = self.slice_values[chosen], EXPLORE_NEAR * score, self.slice_estimators
         for worth, key in scores:
-            if (worth >= near and self.fallback_values[key] > value and estimators[key].online_count >= measured
-                    and estimators[key].refused()):
+            if worth >= near and self.fallback_values[key] > value and estimators[key].refused():
                 self.counts["explorations"] += 1
                 return key
         return chosen
+
+    def drop_fallbacks(self) -> None:
+        """A fallback slice raised (a graph the target's runtime cannot run, a broken delegate): no fallback
+        slice is planned again; the primary graphs answer every frame, as with `fallback_precision=None`."""
+        for key in self.fallback_values:
+            self.slice_values.pop(key, None)
+        self.fallback_values = {}
+        self._fallback_candidates = []
+        self._plan_floor_age = PLAN_FLOOR_EVERY     # the planning floor loses its fallback slices
 
     def _fallback_scores(self, remaining: float) -> list[tuple[float, str]]:
         """(p * value, key) of each fallback slice with p >= min_fit_probability (its own samples, seeds or not;

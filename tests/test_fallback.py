@@ -106,19 +106,21 @@ def test_the_demo_bundles_int8_graphs_answer_where_fp32_cannot():
 @pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
 def test_the_demo_bundles_int8_graphs_reach_a_deeper_exit_where_fp32_reaches_the_first():
     # just under the fp32 exit 1 slice's typical latency: fp32 reaches exit 0 at most; the int8 slice of exit 1
-    # (or deeper), about half as slow here, fits
-    frames = np.random.default_rng(3).integers(0, 255, (200, 32, 32, 3), dtype=np.uint8)
-    deeper = {}
-    for precision in ("auto", None):
+    # (or deeper), about half as slow here, fits. Choosing it over the int8 exit 0 needs p >= 0.98 (exit 1 is
+    # worth 0.989 there, exit 0 0.969): in about 1 fresh load in 20 here a few slow samples keep p just under
+    # that for the whole run (docs/results.md, stop 23), so the best of three fresh loads is judged.
+    frames = np.random.default_rng(3).integers(0, 255, (100, 32, 32, 3), dtype=np.uint8)
+    deeper = {"auto": [], None: []}
+    for precision in ("auto", "auto", "auto", None):
         with Controller.from_bundle(DEMO_BUNDLE, options=ControllerOptions(fallback_precision=precision)) as ctrl:
+            estimates = ctrl.latency_estimates()
             if precision:
-                estimates = ctrl.latency_estimates()
                 fp32, int8 = estimates["slice1.typical"], estimates[f"slice{fallback_key(1)}.typical"]
                 if not int8 < 0.6 * fp32:
                     pytest.skip(f"int8 is not faster on this host: {int8 * 1e6:.0f} us against {fp32 * 1e6:.0f}")
-                budget = 0.95 * fp32
-            deeper[precision] = sum((ctrl.run(frame, budget).exit_index or 0) >= 1 for frame in frames)
-    assert deeper["auto"] >= 150 and deeper[None] <= 20
+            budget = 0.95 * estimates["slice1.typical"]
+            deeper[precision].append(sum((ctrl.run(frame, budget).exit_index or 0) >= 1 for frame in frames))
+    assert max(deeper["auto"]) >= 90 and deeper[None][0] <= 10
 
 
 @pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
@@ -211,25 +213,23 @@ def test_a_fallback_slice_is_weighed_by_its_exits_value_less_the_disagreement(ra
 
 
 def test_a_deeper_fallback_slice_that_narrowly_lost_on_its_fit_probability_is_explored():
+    from edge_anytime.policy import TRUSTED_EXPLORE_AFTER
+
     ctrl, _, _ = with_fallback_ladder()
     policy = ctrl.policy
-    # at 1.0 ms: exit 1's fallback slice fits 88% of the times it was measured serving:
-    # 0.88 * 0.94 < 1.0 * 0.89 (exit 0's), by a little
+    # at 1.0 ms: exit 1's fallback slice fits about 89% of its samples (the warm-up's and these):
+    # 0.89 * 0.94 < 1.0 * 0.89 (exit 0's), by a little
     fallback1 = policy.slice_estimators[fallback_key(1)]
-    fallback1.seed([0.9 * MS] * 44 + [1.5 * MS] * 6)      # as close, from warm-up seeds alone: not explored ...
-    explore_after = ControllerOptions().estimator.explore_after
-    assert all(policy.plan_frame(0.0, 1.0 * MS) == fallback_key(0) for _ in range(3 * explore_after))
-    for seconds in [0.9 * MS] * 44 + [1.5 * MS] * 6:          # ... samples measured while serving do
-        fallback1.observe(seconds)
+    fallback1.seed([0.9 * MS] * 44 + [1.5 * MS] * 6)
     policy.slice_estimators[fallback_key(2)].seed([1.3 * MS] * 50)          # does not fit: never explored
     explored = policy.counts["explorations"]
-    choices = [policy.plan_frame(0.0, 1.0 * MS) for _ in range(explore_after)]
-    assert choices[:explore_after - 1] == [fallback_key(0)] * (explore_after - 1)
-    assert choices[explore_after - 1] == fallback_key(1) and policy.counts["explorations"] == explored + 1
+    choices = [policy.plan_frame(0.0, 1.0 * MS) for _ in range(TRUSTED_EXPLORE_AFTER)]
+    assert choices[:-1] == [fallback_key(0)] * (TRUSTED_EXPLORE_AFTER - 1)   # a long wait: explorations cost frames
+    assert choices[-1] == fallback_key(1) and policy.counts["explorations"] == explored + 1
     # far from winning (p * value under EXPLORE_NEAR of the winner's): never explored
     for seconds in [0.9 * MS, 1.5 * MS] * 256:                 # fits half the time
         fallback1.observe(seconds)
-    assert all(policy.plan_frame(0.0, 1.0 * MS) == fallback_key(0) for _ in range(64))
+    assert all(policy.plan_frame(0.0, 1.0 * MS) == fallback_key(0) for _ in range(4 * TRUSTED_EXPLORE_AFTER))
 
 
 @pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(), reason="demo bundle not built")
@@ -272,3 +272,34 @@ def test_service_metrics_count_the_results_the_fallback_computed(raw_frame):
     ctrl.run(raw_frame, 5 * MS)            # the primary graphs, refined to exit 2
     assert metrics.fallbacks == 1 and "edge_anytime_fallback_results_total 1" in metrics.render()
     assert "fallback 1 " in metrics.summary_line()
+
+
+def test_a_fallback_graph_that_raises_costs_one_frame_then_the_primary_graphs_answer(raw_frame):
+    clock = SimulatedClock()
+    program = tiny_program(3, val_accuracy=(0.9, 0.95, 0.97))
+    primary = FakeBackend(latency={"stem": 1 * MS, "body": 1 * MS, "head": 0.2 * MS}, outputs=depth_outputs,
+                          clock=clock)
+    broken = FakeBackend(latency={"stem": 0.4 * MS, "body": 0.4 * MS, "head": 0.1 * MS}, outputs=depth_outputs,
+                         clock=clock, faults={"body": lambda call: RuntimeError("delegate failed")})
+    runners = {name: primary.load_graph(GraphLoadSpec(sig, "fp32")) for name, sig in program.graphs.items()}
+    fallback = {name: broken.load_graph(GraphLoadSpec(sig, "int8")) for name, sig in program.graphs.items()}
+    errors = []
+
+    class Errors(Callbacks):
+        def on_error(self, error, context):
+            errors.append((context, str(error)))
+
+    ctrl = Controller(program, runners, tiny_model(), clock=clock, callbacks=Errors(), fallback_runners=fallback,
+                      options=ControllerOptions(warmup_runs=0, margin_s=0.0, watchdog_guard_s=0.0))
+    for key, seconds in ((fallback_key(0), 0.5), (fallback_key(1), 0.9), (fallback_key(2), 1.3)):
+        ctrl.policy.seed_slice(key, [seconds * MS] * 40)
+    for position, seconds in enumerate((1.2, 1.2, 1.2)):
+        ctrl.policy.seed_segment(position, [seconds * MS] * 40)
+        ctrl.policy.reach_estimators[position].seed([(position + 1) * seconds * MS] * 40)
+    result = ctrl.run(raw_frame, 1.5 * MS)        # the fallback's exit 2 slice is planned, and raises
+    assert result.best is None and "fallback precision: no longer planned" in result.error   # no exit: no_result
+    assert errors and errors[0][0] == "backend" and "delegate failed" in errors[0][1]
+    assert ctrl.policy.fallback_values == {} and all(isinstance(k, int) for k in ctrl.policy.slice_values)
+    result = ctrl.run(raw_frame, 1.5 * MS)        # the primary graphs answer, exit 0, from now on
+    assert (result.exit_index, result.fallback, result.met_deadline) == (0, False, True)
+    assert ctrl.stats().fallback_frames == 1 and ctrl.stats().backend_errors == 1
