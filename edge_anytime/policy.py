@@ -263,7 +263,8 @@ class DeadlinePolicy:
         fallback precision each of its slices (`fallback_key(k)`) is a candidate too, worth P(it fits, from its
         own samples) times exit k's value less its measured disagreement with the primary graphs. The slice is
         chosen only when it is worth more. When the primary first exit is unlikely to make it (p below
-        `min_fit_probability`), a fallback slice worth more than it is chosen without weighing the rest.
+        `min_fit_probability`), a fallback slice worth more than it is chosen without weighing the rest. A
+        fallback slice that lost narrowly is run now and then instead (`_explore_fallbacks`).
         """
         remaining = limit - now
         if remaining < self._plan_floor:
