@@ -70,7 +70,6 @@ class FramePlan:
         self._publish = publish
         self._report = report
         self.emulate_watchdog = emulate_watchdog   # simulated clock: a late step is dropped at the fire time
-        self._cold_runs: dict = {}      # a-priori slice key -> served runs left to skip (COLD_SLICE_RUNS)
         self.classes = len(model.labels)
         self.exits = [_Exit(e, value, program.steps[program.producer_of(e.tensor)].graph, self.classes)
                       for e, value in zip(program.exits, policy.values)]
@@ -100,6 +99,8 @@ class FramePlan:
         self._slice_plans.update({fallback_key(index): (bound,) for index, bound in (fallbacks or {}).items()})
         self._slice_key = None               # the a-priori slice this frame runs (an exit index, or a fallback key)
         self._fallback_frame = False         # ... and whether it is one of the fallback precision's
+        # a-priori slice key -> its served runs still to leave unrecorded (COLD_SLICE_RUNS; none when simulated)
+        self._cold_runs = dict.fromkeys(self._slice_plans, 0 if emulate_watchdog else COLD_SLICE_RUNS)
         self._steps_after = {None: _suffix_steps(interpreter.segments),
                              **{index: _suffix_steps(plan) for index, plan in self._slice_plans.items()}}
 
@@ -122,11 +123,9 @@ class FramePlan:
         segments, reaches, slices = policy.segment_estimators, policy.reach_estimators, policy.slice_estimators
         for key, seconds, reach, censored in segment_samples:
             if apriori:   # planned with the time left at the frame's start: its sample runs from there
-                cold = self._cold_runs.get(key, 0 if self.emulate_watchdog else COLD_SLICE_RUNS)
-                if cold:
-                    self._cold_runs[key] = cold - 1
+                if self._cold_runs[key]:
+                    self._cold_runs[key] -= 1
                     continue
-                self._cold_runs[key] = 0
                 estimator = slices[key]
                 (estimator.observe_stopped if censored else estimator.observe)(reach)
             elif censored:
