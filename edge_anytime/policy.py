@@ -73,6 +73,7 @@ TRUSTED_EXPLORE_AFTER = 64  # ... and its segments are first explored after this
 PLAN_FLOOR_EVERY = 32       # frames between recomputations of the time left below which no slice can fit ...
 PLAN_FLOOR_SLACK = 0.1      # ... which is kept 10% low: samples move it between recomputations
 FIRST_ONLY_QUANTILE = 0.01  # the first segment's fast tail, when judging whether a refinement could follow it
+PLAN_ARRIVAL_QUANTILE = 0.9  # planning counts a refinement only if admitted when the exit before arrives this late
 FALLBACK_UNKNOWN_PENALTY = 0.01   # value lost by a fallback whose agreement with the primary is not measured
 EXPLORE_NEAR = 0.9          # a fallback slice that lost with p * value >= this share of the winner's is explored
 
@@ -298,7 +299,7 @@ class DeadlinePolicy:
             return None        # no slice can run (the usual case at tight budgets: one cheap check per slice)
         reach = [est.fit_probability(remaining) for est in self._early_reach] + [last]
         for position in range(1, len(reach)):   # a later exit counts only if its segment would be admitted
-            start = self.reach_estimators[position - 1].typical()      # ... at the exit before's typical time
+            start = self.reach_estimators[position - 1].lower_bound(PLAN_ARRIVAL_QUANTILE)   # ... at a late arrival
             need = self.required_probability(position, self._best_before[position])
             if self.segment_estimators[position].fit_probability(remaining - start) < need:
                 reach[position:] = [0.0] * (len(reach) - position)

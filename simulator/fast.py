@@ -28,7 +28,7 @@ import numpy as np
 
 from edge_anytime.latency import EstimatorOptions, sorted_quantile
 from edge_anytime.options import ControllerOptions
-from edge_anytime.policy import DeadlinePolicy
+from edge_anytime.policy import PLAN_ARRIVAL_QUANTILE, DeadlinePolicy
 from edge_anytime.profile import LatencyProfile
 from edge_anytime.program import Program
 
@@ -115,8 +115,8 @@ class ReplaySetup:
                  for s in self.reach_samples]
         surely = reach[-1] >= 1.0          # the whole anytime plan surely fits (DeadlinePolicy.plan_frame)
         admitted = np.ones(remaining.shape, bool)   # a later exit counts only if its segment would be admitted
-        for position in range(1, len(reach)):   # ... when the exit before is reached at its typical time
-            start = sorted_quantile(self.reach_samples[position - 1], 0.5)
+        for position in range(1, len(reach)):   # ... when the exit before is reached late (PLAN_ARRIVAL_QUANTILE)
+            start = sorted_quantile(self.reach_samples[position - 1], PLAN_ARRIVAL_QUANTILE)
             best = max((self.plan.segments[j][0] for j in range(position)), key=lambda k: self.values[k])
             admitted &= self.admitted(position, remaining - start, np.full(remaining.shape, best))
             reach[position] = np.where(admitted, reach[position], 0.0)

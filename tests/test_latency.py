@@ -313,6 +313,27 @@ def test_planning_takes_a_nearly_sure_slice_over_a_refinement_admission_would_re
     assert seeded(simulated=True).plan_frame(0.0, 2.25 * MS) is None
 
 
+def test_planning_judges_a_refinement_at_a_late_arrival_of_the_exit_before():
+    from edge_anytime.policy import PLAN_ARRIVAL_QUANTILE, DeadlinePolicy
+    from tests.conftest import tiny_program
+
+    policy = DeadlinePolicy(tiny_program(3, val_accuracy=(0.9, 0.95, 0.97)), ControllerOptions(),
+                            simulated=False, threaded=False)
+    policy.seed_segment(0, [1.0 * MS] * 80 + [1.4 * MS] * 20)              # exit 0 arrives late one frame in 5
+    policy.reach_estimators[0].seed([1.0 * MS] * 80 + [1.4 * MS] * 20)
+    policy.seed_segment(1, [1.0 * MS] * 90 + [1.3 * MS] * 10)
+    policy.reach_estimators[1].seed([2.0 * MS] * 100)
+    policy.seed_segment(2, [5.0 * MS] * 100)
+    policy.reach_estimators[2].seed([7.0 * MS] * 100)
+    policy.seed_steps({1: [0.2 * MS]})       # head 0: what exit 1's a-priori slice skips
+    assert policy.reach_estimators[0].lower_bound(PLAN_ARRIVAL_QUANTILE) == pytest.approx(1.4 * MS)
+    # Within 2.35 ms: after exit 0 at its typical 1.0 ms, segment 1 fits surely (admission needs 93% inline);
+    # after exit 0 at 1.4 ms (one frame in 5) it never fits, and the frame stops at exit 0. Judged at the late
+    # arrival, the anytime plan is worth exit 0's 0.90; exit 1's slice, which fits surely, is worth 0.95.
+    assert policy.plan_frame(0.0, 2.35 * MS) == 1
+    assert policy.plan_frame(0.0, 2.8 * MS) is None      # segment 1 fits after a late exit 0 too: anytime
+
+
 def test_one_stall_in_a_warm_up_does_not_become_the_tail():
     from edge_anytime.latency import without_hiccups
 
