@@ -7,7 +7,7 @@ How a runtime change is judged before it lands (docs/results.md reports these ru
 itself relatively, so both load side by side in one process), both controllers load the bundle with their
 defaults, and every frame runs through static exit 0 (the bare chain, deadline-unaware), the reference and the
 working tree's controller in a shuffled order (bench_budgets.shuffled_orders), each timed around its call. Scenarios: constant budgets of 0.5x,
-0.6x, 0.8x and 1.0x the full model's median latency and three speed traces (bench/budget_traces.py, seed 0).
+0.6x, 0.8x and 1.0x the full model's median latency and four speed traces (bench/budget_traces.py, seed 0).
 Columns: on time and correct, calls that returned after the deadline (%). Pin it to a core
 (`taskset -c 0`) and run nothing else beside it: it measures differences of microseconds.
 
@@ -40,7 +40,7 @@ from edge_anytime import Bundle, Controller  # noqa: E402
 
 REFERENCE_PACKAGE = "ea_ref"
 SCENARIOS = ("constant 0.5x full", "constant 0.6x full", "constant 0.8x full", "constant 1.0x full",
-             "speed cruise #0", "speed sweep #0", "speed stop-and-go #0")   # bench_budgets' names, a subset
+             "speed cruise #0", "speed sweep #0", "speed stop-and-go #0", "speed random #0")   # bench_budgets' names
 
 
 def import_reference(ref: str, folder: Path):

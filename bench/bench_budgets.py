@@ -30,7 +30,7 @@ Frames: the GTSRB test set (all 12,630 by default) through the bundle. Policies,
                   libraries calibrate them.
 
 Budgets: constant, 0.3x-1.5x the full model's median latency; speed-driven traces (bench/budget_traces.py,
-4 shapes x `--seeds` seeds) between 0.8x and 12x the first exit's median latency. Both in units measured
+5 shapes x `--seeds` seeds) between 0.8x and 12x the first exit's median latency. Both in units measured
 on the clock in use, so they carry across hardware.
 
 Clocks: simulated (the vectorised replay, step latencies drawn from the bundle profile matching this

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_budgets import interleaved, scenarios, side_by_side  # noqa: E402
 from edge_anytime import Bundle, Controller, ControllerOptions  # noqa: E402
 
-DEFAULT_SCENARIOS = "0.5x,0.7x,0.9x,1.0x,1.1x,1.3x,cruise,sweep,stop"
+DEFAULT_SCENARIOS = "0.5x,0.7x,0.9x,1.0x,1.1x,1.3x,cruise,sweep,stop,random"
 
 
 def main(argv=None) -> dict:

@@ -7,7 +7,9 @@ L0 (0.8x-12x by default). Shapes (each seeded):
 * `cruise`     - smooth random speed changes every 2-6 s of stream time;
 * `stop-and-go` - alternating slow and fast phases of random length, with short ramps;
 * `sweep`      - accelerate and brake sinusoidally with a random period of 3-10 s;
-* `bursty`     - mostly slow (large budgets) with sudden fast spells (tight budgets).
+* `bursty`     - mostly slow (large budgets) with sudden fast spells (tight budgets);
+* `random`     - the speed drawn anew for every frame, uniform over its range: budgets that jump from frame
+                 to frame with no trend to follow (mostly tight: the budget goes as 1 / speed).
 
 >>> b = speed_trace("cruise", seed=0, timestamps=np.arange(300) / 30, l0_s=1e-3)
 >>> bool(0.8e-3 <= b.min() and b.max() <= 12e-3)
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SHAPES = ("cruise", "stop-and-go", "sweep", "bursty")
+SHAPES = ("cruise", "stop-and-go", "sweep", "bursty", "random")
 
 
 def _speed(shape: str, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -44,6 +46,8 @@ def _speed(shape: str, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         for start in rng.uniform(0, max(span, 1e-9), int(span / 5) + 1):
             speed[(t >= start) & (t < start + rng.uniform(0.3, 1.5))] = rng.uniform(0.8, 1)
         return speed
+    if shape == "random":
+        return rng.uniform(0, 1, t.shape)
     raise ValueError(f"unknown trace shape {shape!r}; use one of {SHAPES}")
 
 
