@@ -256,7 +256,7 @@ class DeadlinePolicy:
         The anytime plan's expected value is sum_k value_k * P(exit k is the last reached) from each exit's
         measured reach latency (its admission adapts within the frame, and an earlier exit stays a fallback,
         so a slice must really be worth more to replace it); an exit counts only if its segment would be
-        admitted when the exit before it is reached at its typical time (inline, a refinement must not put
+        admitted when the exit before it is reached late, at PLAN_ARRIVAL_QUANTILE (inline, a refinement must not put
         the result in hand at risk, so at a budget where the anytime plan would stop at exit k, a slice of a
         deeper exit that fits nearly surely is worth more). The a-priori slice of exit k is worth
         P(slice k fits) * value_k (its own samples once it has run, else the exit's reach minus what the slice
