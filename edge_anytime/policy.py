@@ -73,7 +73,6 @@ TRUSTED_EXPLORE_AFTER = 64  # ... and its segments are first explored after this
 PLAN_FLOOR_EVERY = 32       # frames between recomputations of the time left below which no slice can fit ...
 PLAN_FLOOR_SLACK = 0.1      # ... which is kept 10% low: samples move it between recomputations
 FIRST_ONLY_QUANTILE = 0.01  # the first segment's fast tail, when judging whether a refinement could follow it
-PLAN_ARRIVAL_QUANTILE = 0.9  # planning counts a refinement only if admitted when the exit before arrives this late
 FALLBACK_UNKNOWN_PENALTY = 0.01   # value lost by a fallback whose agreement with the primary is not measured
 EXPLORE_NEAR = 0.9          # a fallback slice that lost with p * value >= this share of the winner's is explored
 
@@ -255,10 +254,11 @@ class DeadlinePolicy:
 
         The anytime plan's expected value is sum_k value_k * P(exit k is the last reached) from each exit's
         measured reach latency (its admission adapts within the frame, and an earlier exit stays a fallback,
-        so a slice must really be worth more to replace it); an exit counts only if its segment would be
-        admitted when the exit before it is reached late, at PLAN_ARRIVAL_QUANTILE (inline, a refinement must not put
-        the result in hand at risk, so at a budget where the anytime plan would stop at exit k, a slice of a
-        deeper exit that fits nearly surely is worth more). The a-priori slice of exit k is worth
+        so a slice must really be worth more to replace it); an exit counts only for the frames whose segment
+        admission would let it start: those whose exit before arrives early enough, at most the time left less
+        the segment's latency at the probability admission needs (inline, a refinement must not put the result
+        in hand at risk, so at a budget where the anytime plan would often stop at exit k, a slice of a deeper
+        exit that fits nearly surely is worth more). The a-priori slice of exit k is worth
         P(slice k fits) * value_k (its own samples once it has run, else the exit's reach minus what the slice
         skips: the heads of earlier exits and their hand-overs, whose results would be superseded). With a
         fallback precision each of its slices (`fallback_key(k)`) is a candidate too, worth P(it fits, from its
@@ -298,12 +298,12 @@ class DeadlinePolicy:
         if not candidates:
             return None        # no slice can run (the usual case at tight budgets: one cheap check per slice)
         reach = [est.fit_probability(remaining) for est in self._early_reach] + [last]
-        for position in range(1, len(reach)):   # a later exit counts only if its segment would be admitted
-            start = self.reach_estimators[position - 1].lower_bound(PLAN_ARRIVAL_QUANTILE)   # ... at a late arrival
-            need = self.required_probability(position, self._best_before[position])
-            if self.segment_estimators[position].fit_probability(remaining - start) < need:
-                reach[position:] = [0.0] * (len(reach) - position)
-                break
+        for position in range(1, len(reach)):   # a later exit counts for the frames whose segment is admitted:
+            need = self.required_probability(position, self._best_before[position])   # those whose exit before
+            admitted = 0.0 if need > 1.0 else self.reach_estimators[position - 1].fit_probability(   # comes early
+                remaining - self.segment_estimators[position].lower_bound(need), guarded=False)
+            if admitted < reach[position]:
+                reach[position:] = [min(p, admitted) for p in reach[position:]]
         anytime, best = 0.0, 0.0
         for value, p, p_next in zip(self._segment_values, reach, reach[1:] + [0.0]):
             if value > best:   # the last exit reached in time is kept (admission stops before overruns)

@@ -28,7 +28,7 @@ import numpy as np
 
 from edge_anytime.latency import EstimatorOptions, sorted_quantile
 from edge_anytime.options import ControllerOptions
-from edge_anytime.policy import PLAN_ARRIVAL_QUANTILE, DeadlinePolicy
+from edge_anytime.policy import DeadlinePolicy
 from edge_anytime.profile import LatencyProfile
 from edge_anytime.program import Program
 
@@ -95,6 +95,19 @@ class ReplaySetup:
             need = np.maximum(self.options.min_fit_probability, loss / (gain + loss))
         return (gain > 0) & (p >= need) & (p > 0)
 
+    def admission_probability(self, position: int, remaining: np.ndarray, best_value: float) -> np.ndarray:
+        """DeadlinePolicy.plan_frame's chance that segment `position` is admitted, with `remaining` seconds
+        before the limit at the frame's start and a best result worth `best_value` when its exit before
+        arrives: that exit's reach by the time left less the segment's latency at the needed probability."""
+        samples, before = self.segment_samples[position], self.reach_samples[position - 1]
+        gain = self.reach_values[position] - best_value
+        if samples.size == 0 or before.size == 0 or gain <= 0:
+            return np.zeros(remaining.shape)
+        loss = self.busy * gain + (best_value if self.lose_current else 0.0)
+        need = max(self.options.min_fit_probability, loss / (gain + loss))
+        latest = remaining - sorted_quantile(samples, need)
+        return np.searchsorted(before, latest, side="right") / before.size
+
     def apriori_choice(self, remaining: np.ndarray) -> np.ndarray:
         """DeadlinePolicy.choose_apriori over arrays: the exit per frame, -1 for none."""
         chosen = np.full(remaining.shape, -1)
@@ -114,12 +127,11 @@ class ReplaySetup:
         reach = [np.searchsorted(s, remaining, side="right") / s.size if s.size else np.zeros(remaining.shape)
                  for s in self.reach_samples]
         surely = reach[-1] >= 1.0          # the whole anytime plan surely fits (DeadlinePolicy.plan_frame)
-        admitted = np.ones(remaining.shape, bool)   # a later exit counts only if its segment would be admitted
-        for position in range(1, len(reach)):   # ... when the exit before is reached late (PLAN_ARRIVAL_QUANTILE)
-            start = sorted_quantile(self.reach_samples[position - 1], PLAN_ARRIVAL_QUANTILE)
+        for position in range(1, len(reach)):   # a later exit counts for the frames whose segment is admitted:
             best = max((self.plan.segments[j][0] for j in range(position)), key=lambda k: self.values[k])
-            admitted &= self.admitted(position, remaining - start, np.full(remaining.shape, best))
-            reach[position] = np.where(admitted, reach[position], 0.0)
+            admitted = self.admission_probability(position, remaining, self.values[best])   # its exit before early
+            for later in range(position, len(reach)):
+                reach[later] = np.minimum(reach[later], admitted)
         anytime = np.zeros(remaining.shape)
         best = 0.0
         for k, p in enumerate(reach):

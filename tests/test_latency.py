@@ -313,8 +313,8 @@ def test_planning_takes_a_nearly_sure_slice_over_a_refinement_admission_would_re
     assert seeded(simulated=True).plan_frame(0.0, 2.25 * MS) is None
 
 
-def test_planning_judges_a_refinement_at_a_late_arrival_of_the_exit_before():
-    from edge_anytime.policy import PLAN_ARRIVAL_QUANTILE, DeadlinePolicy
+def test_planning_counts_a_refinement_only_for_the_frames_whose_exit_before_comes_early_enough():
+    from edge_anytime.policy import DeadlinePolicy
     from tests.conftest import tiny_program
 
     policy = DeadlinePolicy(tiny_program(3, val_accuracy=(0.9, 0.95, 0.97)), ControllerOptions(),
@@ -326,12 +326,12 @@ def test_planning_judges_a_refinement_at_a_late_arrival_of_the_exit_before():
     policy.seed_segment(2, [5.0 * MS] * 100)
     policy.reach_estimators[2].seed([7.0 * MS] * 100)
     policy.seed_steps({1: [0.2 * MS]})       # head 0: what exit 1's a-priori slice skips
-    assert policy.reach_estimators[0].lower_bound(PLAN_ARRIVAL_QUANTILE) == pytest.approx(1.4 * MS)
-    # Within 2.35 ms: after exit 0 at its typical 1.0 ms, segment 1 fits surely (admission needs 93% inline);
-    # after exit 0 at 1.4 ms (one frame in 5) it never fits, and the frame stops at exit 0. Judged at the late
-    # arrival, the anytime plan is worth exit 0's 0.90; exit 1's slice, which fits surely, is worth 0.95.
+    # Inline, admission of segment 1 needs 0.9 / (0.07 + 0.9) = 93% not to risk exit 0's result: 1.3 ms. Within
+    # 2.35 ms it starts only if exit 0 came by 1.05 ms, in 80% of the frames (its reach estimate says exit 1 by
+    # 2.35 ms always, at the typical arrival). The anytime plan is worth 0.2 * 0.90 + 0.8 * 0.95 = 0.94;
+    # exit 1's slice, which fits surely, 0.95.
     assert policy.plan_frame(0.0, 2.35 * MS) == 1
-    assert policy.plan_frame(0.0, 2.8 * MS) is None      # segment 1 fits after a late exit 0 too: anytime
+    assert policy.plan_frame(0.0, 2.8 * MS) is None      # segment 1 starts after a late exit 0 too: anytime
 
 
 def test_one_stall_in_a_warm_up_does_not_become_the_tail():
