@@ -302,8 +302,7 @@ class DeadlinePolicy:
             need = self.required_probability(position, self._best_before[position])   # those whose exit before
             admitted = 0.0 if need > 1.0 else self.reach_estimators[position - 1].fit_probability(   # comes early
                 remaining - self.segment_estimators[position].lower_bound(need), guarded=False)
-            if admitted < reach[position]:
-                reach[position:] = [min(p, admitted) for p in reach[position:]]
+            reach[position:] = [min(p, admitted) for p in reach[position:]]
         anytime, best = 0.0, 0.0
         for value, p, p_next in zip(self._segment_values, reach, reach[1:] + [0.0]):
             if value > best:   # the last exit reached in time is kept (admission stops before overruns)
