@@ -42,8 +42,8 @@ def describe(bundle: Bundle) -> dict[str, Any]:
         "exits": [{"index": e.index, "tensor": e.tensor, "flops": e.flops, "val_accuracy": e.val_accuracy}
                   for e in program.exits],
         "precisions": list(bundle.precisions()),
-        "argmax_agreement": {p: bundle.argmax_agreement(p) for p in bundle.precisions() if p != "fp32"
-                             and bundle.argmax_agreement(p) is not None},
+        "argmax_agreement": {p: a for p, a in ((p, bundle.argmax_agreement(p)) for p in bundle.precisions()
+                                               if p != "fp32") if a is not None},
         "auto_fallback_exits": sorted(fallback_exits(bundle, "auto", dict.fromkeys(program.graphs, "fp32"),
                                                      simulated=False)[1]),
         "profiles": {target: {"backend": p.backend, "threads": p.threads, "host": p.host,

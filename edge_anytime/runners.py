@@ -65,10 +65,9 @@ def fallback_exits(bundle: Bundle, precision: str | None, primary: Mapping[str, 
         return None, {}
 
     def usable(k: int) -> bool:
-        graphs = {program.steps[i].graph for i in program.apriori_plan(k)}
         return (exits[k] is not None and exits[k] >= AUTO_MIN_AGREEMENT and
                 all(primary.get(g) != AUTO_FALLBACK and AUTO_FALLBACK in bundle.manifest.files.get(g, {})
-                    for g in graphs))
+                    for g in slice_graphs(program, k)))
 
     exits = {k: agreement for k, agreement in exits.items() if usable(k)}
     return (AUTO_FALLBACK if exits else None), exits
@@ -83,15 +82,18 @@ def load_fallback(bundle: Bundle, precision: str | None, primary: Mapping[str, s
     precision, exits = fallback_exits(bundle, precision, primary, simulated)
     if not exits:
         return {}, {}
-    program = bundle.program
-    graphs = sorted({program.steps[i].graph for k in exits for i in program.apriori_plan(k)})
+    graphs = sorted(set().union(*(slice_graphs(bundle.program, k) for k in exits)))
     return load_runners(bundle, {g: precision for g in graphs}, backend, threads, **backend_options), exits
+
+
+def slice_graphs(program: Program, exit_index: int) -> set[str]:
+    """The graphs exit `exit_index`'s a-priori slice runs."""
+    return {program.steps[i].graph for i in program.apriori_plan(exit_index)}
 
 
 def covered_exits(program: Program, runners: Mapping) -> list[int]:
     """The exits whose a-priori slices `runners` hold every graph of."""
-    return [e.index for e in program.exits
-            if all(program.steps[i].graph in runners for i in program.apriori_plan(e.index))]
+    return [e.index for e in program.exits if slice_graphs(program, e.index) <= runners.keys()]
 
 
 def fallback_slices(program: Program, runners: Mapping, fallback_runners: Mapping, exits) -> dict[int, Any]:
