@@ -88,24 +88,28 @@ class ReplaySetup:
         if samples.size == 0:
             return np.zeros(remaining.shape, bool)
         p = np.searchsorted(samples, remaining, side="right") / samples.size
-        best_value = np.where(best >= 0, np.asarray(self.values)[np.maximum(best, 0)], 0.0)
+        gain, need = self._admission_need(position, np.where(best >= 0, np.asarray(self.values)[np.maximum(best, 0)],
+                                                             0.0))
+        return (gain > 0) & (p >= need) & (p > 0)
+
+    def _admission_need(self, position: int, best_value):
+        """(gain, the probability admission needs) of segment `position` with a result worth `best_value` in hand:
+        DeadlinePolicy.required_probability, over arrays or for one value."""
+        best_value = np.asarray(best_value, np.float64)   # numpy arithmetic: 0 / 0 is nan (gain <= 0), not an error
         gain = self.reach_values[position] - best_value
         loss = self.busy * gain + (best_value if self.lose_current else 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            need = np.maximum(self.options.min_fit_probability, loss / (gain + loss))
-        return (gain > 0) & (p >= need) & (p > 0)
+            return gain, np.maximum(self.options.min_fit_probability, loss / (gain + loss))
 
     def admission_probability(self, position: int, remaining: np.ndarray, best_value: float) -> np.ndarray:
         """DeadlinePolicy.plan_frame's chance that segment `position` is admitted, with `remaining` seconds
         before the limit at the frame's start and a best result worth `best_value` when its exit before
         arrives: that exit's reach by the time left less the segment's latency at the needed probability."""
         samples, before = self.segment_samples[position], self.reach_samples[position - 1]
-        gain = self.reach_values[position] - best_value
+        gain, need = self._admission_need(position, best_value)
         if samples.size == 0 or before.size == 0 or gain <= 0:
             return np.zeros(remaining.shape)
-        loss = self.busy * gain + (best_value if self.lose_current else 0.0)
-        need = max(self.options.min_fit_probability, loss / (gain + loss))
-        latest = remaining - sorted_quantile(samples, need)
+        latest = remaining - sorted_quantile(samples, float(need))
         return np.searchsorted(before, latest, side="right") / before.size
 
     def apriori_choice(self, remaining: np.ndarray) -> np.ndarray:
