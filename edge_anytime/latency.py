@@ -30,8 +30,9 @@ a segment's.
   any other outcome (the estimate was right) doubles it, up to `explore_max`.
   Where a segment is refused on a good estimate, a stream of N frames pays
   about log2(N / explore_after) explorations, not one every few frames.
-  Seeds confirmed on this host (`trust_seeds`: a profile the warm-up agrees
-  with) wait longer for the first one.
+  Some estimators wait longer for the first one (`delay_exploration`): seeds
+  confirmed on this host (a profile the warm-up agrees with), and a rarely
+  chosen slice whose every exploration costs a frame's result.
 
 >>> est = QuantileEstimator(quantile=0.99, typical_quantile=0.5, min_online=4, refresh_every=1)
 >>> est.seed([5e-3] * 10)               # a warm-up on a busy machine
@@ -177,9 +178,10 @@ class QuantileEstimator:
         self._refresh()
         return True
 
-    def trust_seeds(self, explore_after: int) -> None:
-        """The seeds were confirmed on this host (a profile the warm-up agrees with): wait `explore_after`
-        refusals in a row before the first exploration instead of the configured few."""
+    def delay_exploration(self, explore_after: int) -> None:
+        """Wait at least `explore_after` refusals in a row before the next exploration instead of the configured
+        few: the seeds were confirmed on this host (a profile the warm-up agrees with), or exploring costs more
+        than a refinement (a fallback slice: DeadlinePolicy._explore_fallbacks)."""
         self._explore_after = min(self.explore_max, max(self._explore_after, int(explore_after)))
 
     def observe(self, seconds: float) -> None:
@@ -339,8 +341,8 @@ class GaussianEstimator:
         if self.online and math.isfinite(seconds) and seconds >= 0:
             self.seed([seconds])
 
-    def trust_seeds(self, explore_after: int) -> None:
-        """No exploration here (see QuantileEstimator.trust_seeds)."""
+    def delay_exploration(self, explore_after: int) -> None:
+        """No exploration here (see QuantileEstimator.delay_exploration)."""
 
     def scale_seeds(self, factor: float) -> bool:
         """Multiply the samples by `factor` (called before serving, when all of them are seeds)."""

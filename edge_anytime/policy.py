@@ -69,7 +69,7 @@ SAVINGS_EVERY = 256         # step observations between recomputations of the sl
 SEED_DRAWS = 1000           # samples drawn per segment when a profile's per-graph samples seed it
 SEED_SCALE_LIMITS = (0.8, 1.25)   # how far a warm-up may move a profile's seeds (a busy boot must not x50 them)
 SEED_CONFIRMED = 0.1        # a warm-up within 10% of the profile confirms it: ...
-TRUSTED_EXPLORE_AFTER = 64  # ... and its segments are first explored after this many refusals, not 8
+TRUSTED_EXPLORE_AFTER = 64  # ... and its segments (and every fallback slice) first wait this many refusals, not 8
 PLAN_FLOOR_EVERY = 32       # frames between recomputations of the time left below which no slice can fit ...
 PLAN_FLOOR_SLACK = 0.1      # ... which is kept 10% low: samples move it between recomputations
 FIRST_ONLY_QUANTILE = 0.01  # the first segment's fast tail, when judging whether a refinement could follow it
@@ -155,7 +155,7 @@ class DeadlinePolicy:
         for key, value in self.fallback_values.items():
             self.slice_values[key] = value
             self.slice_estimators[key] = make_estimator(options.estimator)
-            self.slice_estimators[key].trust_seeds(TRUSTED_EXPLORE_AFTER)   # explored rarely: see _explore_fallbacks
+            self.slice_estimators[key].delay_exploration(TRUSTED_EXPLORE_AFTER)   # see _explore_fallbacks
         self.slice_values = dict(sorted(self.slice_values.items(), key=lambda item: -item[1]))   # best first
         self._fallback_candidates = list(self.fallback_values.items())
         self.plan_order = sorted(range(len(self.segments)), key=lambda p: -self.values[self.segments[p].exit_index])
@@ -526,7 +526,7 @@ def _rescale(estimator, measured) -> float:
     if not estimator.scale_seeds(factor):
         return 1.0
     if abs(factor - 1.0) <= SEED_CONFIRMED:
-        estimator.trust_seeds(TRUSTED_EXPLORE_AFTER)
+        estimator.delay_exploration(TRUSTED_EXPLORE_AFTER)
     return factor
 
 

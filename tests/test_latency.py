@@ -381,7 +381,7 @@ def test_seed_phase_does_not_rebuild_the_sorted_samples(monkeypatch):
 def test_trusted_seeds_are_first_explored_after_many_refusals_not_a_few():
     est = QuantileEstimator(0.99, min_online=32, explore_after=8)
     est.seed([1 * MS] * 100)
-    est.trust_seeds(64)
+    est.delay_exploration(64)
     refusals = 0
     while not est.refused():
         refusals += 1
