@@ -26,8 +26,8 @@ frames are then watched by the watchdog thread.
 from __future__ import annotations
 
 import gc
-import math
 import itertools
+import math
 import os
 import queue
 import threading
@@ -446,8 +446,8 @@ class Controller:
             with self._inference_lock:
                 self._frame_owner = threading.get_ident()
                 try:
-                    limit = job.deadline    # deadline - margin, read once: the margin's tail check has side effects
-                    try:
+                    limit = job.deadline    # if planning fails before the limits are read
+                    try:   # the margin is read once (frame_limits): its tail check has side effects
                         limit, first_limit = self.policy.frame_limits(job.deadline)
                         reason, error, where = self._plan.execute(job, limit, first_limit)
                     except Exception as exc:  # noqa: BLE001 - planning failed: this frame degrades, nothing else
