@@ -78,7 +78,7 @@ class FramePlan:
         self.first_limit = 0.0   # the limit before the frame's first exit (see DeadlinePolicy.first_margin)
         self.apriori = False
         self.admit_all = False   # warm-up: run every segment, whatever the estimates say, and time it here
-        self.reset_warmup()
+        self.forced_slice = None  # warm-up: the a-priori slice key every frame runs, timed through this path
         self._segment: BoundSegment | None = None   # the segment running now
         self.started = 0.0
         self.counts = policy.counts
@@ -103,12 +103,14 @@ class FramePlan:
         self._cold_runs = dict.fromkeys(self._slice_plans, 0 if emulate_watchdog else COLD_SLICE_RUNS)
         self._steps_after = {None: _suffix_steps(interpreter.segments),
                              **{index: _suffix_steps(plan) for index, plan in self._slice_plans.items()}}
+        self.reset_warmup()
 
     def reset_warmup(self) -> None:
         """Forget what warm-up frames measured (the cold passes)."""
         self.warmup_samples: list[list[float]] = [[] for _ in self.interpreter.segments]
         self.warmup_reach: list[list[float]] = [[] for _ in self.interpreter.segments]
         self.warmup_steps: dict[int, list[float]] = {i: [] for i in range(len(self.interpreter.steps))}
+        self.warmup_slices: dict = {key: [] for key in self._slice_plans}   # from the frame's planning start
 
     def take_samples(self) -> tuple:
         """What the last frame measured, as a batch for `apply_samples` (possibly on another thread)."""
@@ -153,7 +155,7 @@ class FramePlan:
         self._sample_steps = not self._frames % STEP_SAMPLE_EVERY
         interpreter = self.interpreter
         counts = self.counts
-        chosen = None
+        chosen = self.forced_slice
         first_only = False
         if job.mode == "anytime" and not self.admit_all:
             policy = self.policy
@@ -175,7 +177,8 @@ class FramePlan:
             self._fallback_frame = is_fallback(chosen)
             if self._fallback_frame:
                 self._sample_steps = False   # its steps are the fallback's graphs, not the ones step means follow
-                counts["fallback_frames"] += 1
+                if not self.admit_all:
+                    counts["fallback_frames"] += 1
         else:
             self.apriori = self._fallback_frame = False
             segments = self._first_segment if first_only else interpreter.segments
@@ -223,7 +226,8 @@ class FramePlan:
         job = self.job
         job.steps_run += 1
         if self.admit_all:
-            self.warmup_steps[step.index].append(ended - started)
+            if not self._fallback_frame:   # the fallback's steps are other graphs than the ones step means follow
+                self.warmup_steps[step.index].append(ended - started)
         elif self._sample_steps:
             self._step_samples.append((step.index, ended - started))
         if job.finalized or (self.emulate_watchdog and ended > job.fire_at) or ended > job.deadline:
@@ -252,8 +256,11 @@ class FramePlan:
         job = self.job
         seconds = ended - started
         if self.admit_all:
-            self.warmup_samples[segment.position].append(seconds)
-            self.warmup_reach[segment.position].append(ended - self.started)
+            if self.apriori:    # a slice's time runs from the frame's planning start, as served slices' do
+                self.warmup_slices[self._slice_key].append(ended - self.started)
+            else:
+                self.warmup_samples[segment.position].append(seconds)
+                self.warmup_reach[segment.position].append(ended - self.started)
         else:
             self._measured(segment, seconds, ended)
             if ended > self.limit and not self.apriori:

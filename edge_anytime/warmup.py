@@ -2,10 +2,11 @@
 
 `Controller.warm_up` (called by the constructor with `ControllerOptions.warmup_runs`) runs mid-grey camera
 frames (`Preprocessor.sample_frame`) through `run()` with a generous deadline, so they take the same thread
-hand-off and hooks as served frames, and times each a-priori slice (the fallback precision's
-slices included) with the one interpreter. The first COLD_PASSES are discarded (cold caches, lazy allocation); the
-rest seed the estimates (`DeadlinePolicy.seed_from_warmup`). Threaded, it also measures the timer's lateness
-and the thread hand-back on this host (`handoff`).
+hand-off and hooks as served frames. Each a-priori slice (the fallback precision's slices included) runs the
+same way (`FramePlan.forced_slice`), timed from the frame's planning start as a served slice is. The first
+COLD_PASSES are discarded (cold caches, lazy allocation); the rest seed the estimates
+(`DeadlinePolicy.seed_from_warmup`). Threaded, it also measures the timer's lateness and the thread hand-back
+on this host (`handoff`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ COLD_PASSES = 3   # warm-up frames never recorded: cold caches, lazy allocation
 def warm_up_controller(ctrl, runs: int, max_seconds: float, record: bool) -> None:
     """`ctrl.warm_up(runs, max_seconds, record)`: see `Controller.warm_up` (this module is its body)."""
     needed = ctrl.options.estimator.min_online
-    frame, tensor = (ctrl._preprocess.sample_frame() if ctrl.options.validate_frames else
-                     (np.zeros(ctrl.model.input.shape, np.float32),) * 2)   # frames arrive as tensors
+    frame = (ctrl._preprocess.sample_frame()[0] if ctrl.options.validate_frames else
+             np.zeros(ctrl.model.input.shape, np.float32))   # frames arrive as tensors
     policy = ctrl.policy
     plan = ctrl._plan
     ctrl._drain_samples()   # warm-up seeds the estimators: nothing else may write them meanwhile
-    slice_times: dict = {index: [] for index in ctrl._warmup_slices}
+    slice_keys = tuple(ctrl._warmup_slices)
     plan.reset_warmup()
     started = time.perf_counter()
     ctrl._warmup_delivery = []    # filled by run() while ctrl._warming: the delivery path, ...
@@ -46,26 +47,26 @@ def warm_up_controller(ctrl, runs: int, max_seconds: float, record: bool) -> Non
         while True:
             result = ctrl.run(frame, deadline_s=ctrl.clock.now() + 3600.0, frame_id=-1, mode="anytime")
             returns.append(ctrl.clock.now() - result.delivered_s + ctrl._return_allowance)
-            for index, segment in ctrl._warmup_slices.items():
-                t0 = ctrl.clock.now()
-                with ctrl._inference_lock:
-                    ctrl.interpreter.run_all(tensor, steps=segment.steps)
-                slice_times[index].append(ctrl.clock.now() - t0)
+            for key in slice_keys:      # each a-priori slice as a served frame runs it (plan.forced_slice)
+                plan.forced_slice = key
+                ctrl.run(frame, deadline_s=ctrl.clock.now() + 3600.0, frame_id=-1, mode="apriori")
+            plan.forced_slice = None
             passes += 1
             if passes == COLD_PASSES:   # cold caches, lazy allocation: never recorded
                 returns.clear()
                 plan.reset_warmup()
-                slice_times = {index: [] for index in slice_times}
                 ctrl._warmup_delivery = []
                 ctrl._warmup_handover = []
-            enough = all(len(v) >= needed for v in slice_times.values())
+            enough = all(len(plan.warmup_slices[key]) >= needed for key in slice_keys)
             if passes >= runs + COLD_PASSES and (ctrl._simulated_clock or enough or
                                                  time.perf_counter() - started >= max_seconds):
                 break
     finally:
         ctrl._warming = plan.admit_all = False
+        plan.forced_slice = None
     if returns and not ctrl._simulated_clock:
         ctrl._return_allowance = float(np.median(returns))
+    slice_times = {key: plan.warmup_slices[key] for key in slice_keys}
     policy.seed_from_warmup(WarmupSamples(plan.warmup_samples, plan.warmup_reach, slice_times, plan.warmup_steps,
                                           ctrl._warmup_delivery, hand_back, wake_lateness,
                                           ctrl._warmup_handover), record)

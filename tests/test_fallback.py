@@ -10,6 +10,7 @@ from edge_anytime import BundleError, Callbacks, Controller, ControllerOptions, 
 from edge_anytime.backends.base import GraphLoadSpec
 from edge_anytime.backends.fake import FakeBackend
 from edge_anytime.policy import fallback_key
+from edge_anytime.warmup import COLD_PASSES
 from tests.conftest import DEMO_BUNDLE, tiny_model, tiny_program
 from tests.test_bundle import write_bundle
 from tests.test_controller_sim import depth_outputs
@@ -199,6 +200,21 @@ def test_a_deeper_exit_from_the_fallback_beats_the_primary_first_exit_at_a_middl
     result = ctrl.run(raw_frame, 5 * MS)
     assert result.status is StopReason.FINAL and exits == [0, 1, 2] and ctrl.stats().fallback_frames == 2
     assert not result.fallback and "fallback" not in repr(result.best)
+
+
+def test_the_warm_up_times_every_slice_through_the_serving_path():
+    ctrl, primary, faster = with_fallback_ladder()
+    policy = ctrl.policy
+    # each slice ran as a served a-priori frame (plan.forced_slice), timed from its planning start
+    seeds = {key: policy.slice_estimators[key].typical() for key in (0, 1, 2, *map(fallback_key, range(3)))}
+    assert seeds == pytest.approx({0: 1.2 * MS, 1: 2.2 * MS, 2: 3.2 * MS, fallback_key(0): 0.5 * MS,
+                                   fallback_key(1): 0.9 * MS, fallback_key(2): 1.3 * MS})
+    # warm-up frames are not served frames, and the fallback's steps do not pass for the primary graphs'
+    stats = ctrl.stats()
+    assert (stats.frames, stats.fallback_frames, stats.steps_admitted) == (0, 0, 0)
+    assert policy.step_mean == pytest.approx([1 * MS, 0.2 * MS, 1 * MS, 0.2 * MS, 1 * MS, 0.2 * MS])
+    assert ctrl._plan.forced_slice is None
+    assert faster.runners["body"].calls == 3 * (2 + COLD_PASSES)    # exit 1 and 2 slices: 1 + 2 bodies a pass
 
 
 def test_a_fallback_slice_is_weighed_by_its_exits_value_less_the_disagreement(raw_frame):

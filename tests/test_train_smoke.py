@@ -62,6 +62,22 @@ def test_cli_parsing_and_schedule():
         parse_args(["--arch", "resann", "--dataset", "cifar10", "--epochs", "1", "--out", "x", "--arch-kwargs", "{"])
 
 
+def test_the_validation_split_follows_split_seed_not_the_training_seed(tiny_data):
+    from training.loaders import LoaderOptions, split_arrays
+
+    def val_images(**seeds):
+        return split_arrays("gtsrb32", "val", LoaderOptions(data_dir=str(tiny_data), **seeds))[0]
+
+    split0 = val_images(seed=0)
+    assert len(split0) and not np.array_equal(val_images(seed=1), split0)   # by default it follows --seed
+    np.testing.assert_array_equal(val_images(seed=1, split_seed=0), split0)
+    config = parse_args(["--arch", "resann", "--dataset", "gtsrb32", "--epochs", "1", "--out", "x", "--seed", "1",
+                         "--split-seed", "0"])
+    assert (config.seed, config.validation_seed, config.loader_options().split_seed) == (1, 0, 0)
+    assert parse_args(["--arch", "resann", "--dataset", "gtsrb32", "--epochs", "1", "--out", "x",
+                       "--seed", "3"]).validation_seed == 3
+
+
 def test_missing_checkpoint_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="training.train"):
         load_checkpoint(tmp_path / "checkpoint.pt")

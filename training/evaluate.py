@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = pick_device(args.device)
     model, config = load_checkpoint(args.run_dir / "checkpoint.pt", map_location=device)
     options = LoaderOptions(batch_size=args.batch_size, data_dir=args.data_dir, seed=config["seed"],
-                            val_fraction=config["val_fraction"])
+                            split_seed=config.get("split_seed"), val_fraction=config["val_fraction"])
     metrics = evaluate_model(model.to(device), config["dataset"], options, device)
     metrics.update(arch=config["arch"], arch_kwargs=config["arch_kwargs"], epoch=config["epoch"])
     path = args.run_dir / "metrics.json"

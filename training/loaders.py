@@ -32,6 +32,7 @@ class LoaderOptions:
     limit_train: int | None = None  # keep only this many training images (smoke runs)
     limit_eval: int | None = None   # keep only this many val/test images (smoke runs)
     seed: int = 0
+    split_seed: int | None = None   # the train/validation split's seed (None: `seed`)
     val_fraction: float = 0.1
     data_dir: str | None = None
     pin_memory: bool = False
@@ -61,7 +62,8 @@ class BatchDataset(Dataset):
 def split_arrays(dataset: str, split: str, options: LoaderOptions) -> tuple[np.ndarray, np.ndarray]:
     """The split's arrays, cut to `options.limit_train` (train) or `options.limit_eval` (other
     splits) images: a seeded random subset, kept in file order."""
-    x, y = load_split(dataset, split, options.data_dir, options.val_fraction, options.seed)
+    split_seed = options.seed if options.split_seed is None else options.split_seed
+    x, y = load_split(dataset, split, options.data_dir, options.val_fraction, split_seed)
     limit = options.limit_train if split == "train" else options.limit_eval
     if limit is not None and limit < len(y):
         keep = np.sort(np.random.default_rng(options.seed).permutation(len(y))[:limit])

@@ -60,6 +60,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     seed: int = 0
+    split_seed: int | None = None   # the validation split's seed (None: `seed`)
     val_fraction: float = 0.1
     resume: bool = False
     limit_train: int | None = None
@@ -75,9 +76,15 @@ class TrainConfig:
     init_from: str | None = None
     freeze: tuple[str, ...] = ()
 
+    @property
+    def validation_seed(self) -> int:
+        """The seed of the train/validation split: `split_seed`, else `seed`."""
+        return self.seed if self.split_seed is None else self.split_seed
+
     def loader_options(self, pin_memory: bool = False) -> LoaderOptions:
         return LoaderOptions(batch_size=self.batch_size, workers=self.workers, limit_train=self.limit_train,
-                             limit_eval=self.limit_eval, seed=self.seed, val_fraction=self.val_fraction,
+                             limit_eval=self.limit_eval, seed=self.seed, split_seed=self.validation_seed,
+                             val_fraction=self.val_fraction,
                              data_dir=self.data_dir, pin_memory=pin_memory, augment=self.augment)
 
 
@@ -100,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="step: /10 at 1/2 and 3/4 of the epochs (adaloss-hu-2019 Sec. 5.1); cosine: to 0 per step")
     p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear learning-rate warm-up")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the train/validation split (default: --seed); give the same one to runs whose "
+                        "validation accuracies you compare, e.g. seeds of one recipe")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     p.add_argument("--limit-train", type=int, default=None, help="train on N images only (smoke runs)")
@@ -193,7 +203,8 @@ def checkpoint_config(config: TrainConfig, model, epoch: int, extra: dict | None
     out = {"format": CHECKPOINT_FORMAT, "arch": config.arch, "arch_kwargs": arch_kwargs, "dataset": config.dataset,
            "num_classes": info.num_classes, "class_names": list(info.class_names),
            "normalisation": {"mean": list(info.mean), "std": list(info.std), "scale": 1 / 255, "layout": "NCHW"},
-           "epoch": epoch, "epochs": config.epochs, "seed": config.seed, "val_fraction": config.val_fraction,
+           "epoch": epoch, "epochs": config.epochs, "seed": config.seed,
+           "split_seed": config.validation_seed, "val_fraction": config.val_fraction,
            "weighting": config.weighting, "train_config": dataclasses.asdict(config)}
     out.update(extra or {})
     return out
