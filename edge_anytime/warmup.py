@@ -15,8 +15,9 @@ import time
 
 import numpy as np
 
+from .errors import BackendError
 from .handoff import HANDOFF_SAMPLES, hand_back_latency, tight_timer_slack, timer_lateness
-from .policy import WarmupSamples
+from .policy import WarmupSamples, is_fallback
 
 COLD_PASSES = 3   # warm-up frames never recorded: cold caches, lazy allocation
 
@@ -48,9 +49,16 @@ def warm_up_controller(ctrl, runs: int, max_seconds: float, record: bool) -> Non
             result = ctrl.run(frame, deadline_s=ctrl.clock.now() + 3600.0, frame_id=-1, mode="anytime")
             returns.append(ctrl.clock.now() - result.delivered_s + ctrl._return_allowance)
             for key in slice_keys:      # each a-priori slice as a served frame runs it (plan.forced_slice)
+                if key not in policy.slice_values:
+                    continue            # a fallback slice whose precision was dropped (below)
                 plan.forced_slice = key
-                ctrl.run(frame, deadline_s=ctrl.clock.now() + 3600.0, frame_id=-1, mode="apriori")
+                error = ctrl.run(frame, deadline_s=ctrl.clock.now() + 3600.0, frame_id=-1, mode="apriori").error
+                if error is not None and not is_fallback(key):
+                    raise BackendError(f"warm-up: {error}; the bundle's graphs do not run on this backend (check "
+                                       f"it with `edge-anytime selftest --bundle BUNDLE`)")
             plan.forced_slice = None
+            # a fallback graph that raised made the plan drop the fallback precision for good (plan.py)
+            slice_keys = tuple(key for key in slice_keys if key in policy.slice_values)
             passes += 1
             if passes == COLD_PASSES:   # cold caches, lazy allocation: never recorded
                 returns.clear()
@@ -70,3 +78,4 @@ def warm_up_controller(ctrl, runs: int, max_seconds: float, record: bool) -> Non
     policy.seed_from_warmup(WarmupSamples(plan.warmup_samples, plan.warmup_reach, slice_times, plan.warmup_steps,
                                           ctrl._warmup_delivery, hand_back, wake_lateness,
                                           ctrl._warmup_handover), record)
+

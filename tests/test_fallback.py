@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_anytime import BundleError, Callbacks, Controller, ControllerOptions, SimulatedClock, StopReason
+from edge_anytime import BackendError, BundleError, Callbacks, Controller, ControllerOptions, SimulatedClock, StopReason
 from edge_anytime.backends.base import GraphLoadSpec
 from edge_anytime.backends.fake import FakeBackend
 from edge_anytime.policy import fallback_key
@@ -319,3 +319,36 @@ def test_a_fallback_graph_that_raises_costs_one_frame_then_the_primary_graphs_an
     result = ctrl.run(raw_frame, 1.5 * MS)        # the primary graphs answer, exit 0, from now on
     assert (result.exit_index, result.fallback, result.met_deadline) == (0, False, True)
     assert ctrl.stats().fallback_frames == 1 and ctrl.stats().backend_errors == 1
+
+
+def test_a_fallback_graph_that_raises_at_warm_up_is_dropped_there_and_the_controller_serves(raw_frame):
+    clock = SimulatedClock()
+    program = tiny_program(3, val_accuracy=(0.9, 0.95, 0.97))
+    primary = FakeBackend(latency={"stem": 1 * MS, "body": 1 * MS, "head": 0.2 * MS}, outputs=depth_outputs,
+                          clock=clock)
+    broken = FakeBackend(latency={"stem": 0.4 * MS, "body": 0.4 * MS, "head": 0.1 * MS}, outputs=depth_outputs,
+                         clock=clock, faults={"body": lambda call: RuntimeError("delegate failed")})
+    runners = {name: primary.load_graph(GraphLoadSpec(sig, "fp32")) for name, sig in program.graphs.items()}
+    fallback = {name: broken.load_graph(GraphLoadSpec(sig, "int8")) for name, sig in program.graphs.items()}
+    errors = []
+
+    class Errors(Callbacks):
+        def on_error(self, error, context):
+            errors.append(str(error))
+
+    ctrl = Controller(program, runners, tiny_model(), clock=clock, callbacks=Errors(), fallback_runners=fallback,
+                      options=ControllerOptions(warmup_runs=3, margin_s=0.0, watchdog_guard_s=0.0))
+    # the warm-up times the fallback's exit 0 slice (no body), then exit 1's raises: reported once, dropped
+    assert len(errors) == 1 and "delegate failed" in errors[0]
+    assert ctrl.policy.fallback_values == {} and ctrl.stats().frames == 0
+    assert ctrl.run(raw_frame, 5 * MS).status is StopReason.FINAL
+
+
+def test_a_primary_graph_that_raises_at_warm_up_stops_the_load_with_the_check_to_run(raw_frame):
+    clock = SimulatedClock()
+    program = tiny_program(3, val_accuracy=(0.9, 0.95, 0.97))
+    broken = FakeBackend(latency={"stem": 1 * MS, "body": 1 * MS, "head": 0.2 * MS}, outputs=depth_outputs,
+                         clock=clock, faults={"body": lambda call: RuntimeError("delegate failed")})
+    runners = {name: broken.load_graph(GraphLoadSpec(sig, "fp32")) for name, sig in program.graphs.items()}
+    with pytest.raises(BackendError, match="warm-up: .*delegate failed.*edge-anytime selftest"):
+        Controller(program, runners, tiny_model(), clock=clock, options=ControllerOptions(warmup_runs=2))
