@@ -52,10 +52,11 @@ def warm_up_controller(ctrl, runs: int, max_seconds: float, record: bool) -> Non
                 if key not in policy.slice_values:
                     continue            # a fallback slice whose precision was dropped (below)
                 plan.forced_slice = key
-                error = ctrl.run(frame, deadline_s=ctrl.clock.now() + 3600.0, frame_id=-1, mode="apriori").error
-                if error is not None and not is_fallback(key):
-                    raise BackendError(f"warm-up: {error}; the bundle's graphs do not run on this backend (check "
-                                       f"it with `edge-anytime selftest --bundle BUNDLE`)")
+                errors_before = ctrl._counts["backend_errors"]
+                served = ctrl.run(frame, deadline_s=ctrl.clock.now() + 3600.0, frame_id=-1, mode="apriori")
+                if ctrl._counts["backend_errors"] > errors_before and not is_fallback(key):   # a step raised
+                    raise BackendError(f"warm-up: {served.error}; the bundle's graphs do not run on this backend "
+                                       f"(check it with `edge-anytime selftest --bundle BUNDLE`)")
             plan.forced_slice = None
             # a fallback graph that raised made the plan drop the fallback precision for good (plan.py)
             slice_keys = tuple(key for key in slice_keys if key in policy.slice_values)

@@ -352,3 +352,21 @@ def test_a_primary_graph_that_raises_at_warm_up_stops_the_load_with_the_check_to
     runners = {name: broken.load_graph(GraphLoadSpec(sig, "fp32")) for name, sig in program.graphs.items()}
     with pytest.raises(BackendError, match="warm-up: .*delegate failed.*edge-anytime selftest"):
         Controller(program, runners, tiny_model(), clock=clock, options=ControllerOptions(warmup_runs=2))
+
+
+def test_an_exit_with_bad_logits_at_warm_up_does_not_stop_the_load(raw_frame):
+    # non-finite logits are the exit's problem, not the backend's: skipped and reported while serving, as before
+    def nan_at_exit_0(graph, inputs):
+        out = depth_outputs(graph, inputs)
+        if graph == "head" and float(inputs["x"].mean()) < 1.5:
+            out["logits"] = np.full_like(out["logits"], np.nan)
+        return out
+
+    clock = SimulatedClock()
+    program = tiny_program(3, val_accuracy=(0.9, 0.95, 0.97))
+    backend = FakeBackend(latency={"stem": 1 * MS, "body": 1 * MS, "head": 0.2 * MS}, outputs=nan_at_exit_0,
+                          clock=clock)
+    runners = {name: backend.load_graph(GraphLoadSpec(sig, "fp32")) for name, sig in program.graphs.items()}
+    ctrl = Controller(program, runners, tiny_model(), clock=clock, options=ControllerOptions(warmup_runs=2))
+    result = ctrl.run(raw_frame, 50 * MS)
+    assert result.exit_index == 2 and "non-finite logits" in result.error and ctrl.stats().invalid_exits == 1
