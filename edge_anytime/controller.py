@@ -187,8 +187,8 @@ class Controller:
     def warm_up(self, runs: int, max_seconds: float | None = None, record: bool = True) -> None:
         """Run frames through the serving path (same thread hand-off, same hooks) to seed the estimates.
 
-        Warm-up frames are mid-grey camera frames (`Preprocessor.sample_frame`); the first `warmup.COLD_PASSES` are
-        discarded (cold caches). The rest seed the estimates (`DeadlinePolicy.seed_from_warmup`: every
+        Warm-up frames are mid-grey camera frames (`Preprocessor.sample_frame`), each followed by every a-priori
+        slice run as a served a-priori frame; the first `warmup.COLD_PASSES` are discarded (cold caches). The rest seed the estimates (`DeadlinePolicy.seed_from_warmup`: every
         segment's, exit reach's, a-priori slice's and the delivery path's with `record`; without it, a
         profile's seeds are rescaled to this host's speed). On a real clock warm-up goes on until each
         estimator has `estimator.min_online` samples or `max_seconds` (default `options.warmup_seconds`) have

@@ -79,4 +79,3 @@ def warm_up_controller(ctrl, runs: int, max_seconds: float, record: bool) -> Non
     policy.seed_from_warmup(WarmupSamples(plan.warmup_samples, plan.warmup_reach, slice_times, plan.warmup_steps,
                                           ctrl._warmup_delivery, hand_back, wake_lateness,
                                           ctrl._warmup_handover), record)
-

@@ -290,7 +290,9 @@ def test_service_metrics_count_the_results_the_fallback_computed(raw_frame):
     assert "fallback 1 " in metrics.summary_line()
 
 
-def test_a_fallback_graph_that_raises_costs_one_frame_then_the_primary_graphs_answer(raw_frame):
+def with_broken_fallback(warmup_runs: int):
+    """`with_fallback_ladder`'s graphs, the fallback's body raising at every call: (controller, errors reported as
+    (context, text))."""
     clock = SimulatedClock()
     program = tiny_program(3, val_accuracy=(0.9, 0.95, 0.97))
     primary = FakeBackend(latency={"stem": 1 * MS, "body": 1 * MS, "head": 0.2 * MS}, outputs=depth_outputs,
@@ -306,7 +308,12 @@ def test_a_fallback_graph_that_raises_costs_one_frame_then_the_primary_graphs_an
             errors.append((context, str(error)))
 
     ctrl = Controller(program, runners, tiny_model(), clock=clock, callbacks=Errors(), fallback_runners=fallback,
-                      options=ControllerOptions(warmup_runs=0, margin_s=0.0, watchdog_guard_s=0.0))
+                      options=ControllerOptions(warmup_runs=warmup_runs, margin_s=0.0, watchdog_guard_s=0.0))
+    return ctrl, errors
+
+
+def test_a_fallback_graph_that_raises_costs_one_frame_then_the_primary_graphs_answer(raw_frame):
+    ctrl, errors = with_broken_fallback(warmup_runs=0)
     for key, seconds in ((fallback_key(0), 0.5), (fallback_key(1), 0.9), (fallback_key(2), 1.3)):
         ctrl.policy.seed_slice(key, [seconds * MS] * 40)
     for position, seconds in enumerate((1.2, 1.2, 1.2)):
@@ -322,24 +329,9 @@ def test_a_fallback_graph_that_raises_costs_one_frame_then_the_primary_graphs_an
 
 
 def test_a_fallback_graph_that_raises_at_warm_up_is_dropped_there_and_the_controller_serves(raw_frame):
-    clock = SimulatedClock()
-    program = tiny_program(3, val_accuracy=(0.9, 0.95, 0.97))
-    primary = FakeBackend(latency={"stem": 1 * MS, "body": 1 * MS, "head": 0.2 * MS}, outputs=depth_outputs,
-                          clock=clock)
-    broken = FakeBackend(latency={"stem": 0.4 * MS, "body": 0.4 * MS, "head": 0.1 * MS}, outputs=depth_outputs,
-                         clock=clock, faults={"body": lambda call: RuntimeError("delegate failed")})
-    runners = {name: primary.load_graph(GraphLoadSpec(sig, "fp32")) for name, sig in program.graphs.items()}
-    fallback = {name: broken.load_graph(GraphLoadSpec(sig, "int8")) for name, sig in program.graphs.items()}
-    errors = []
-
-    class Errors(Callbacks):
-        def on_error(self, error, context):
-            errors.append(str(error))
-
-    ctrl = Controller(program, runners, tiny_model(), clock=clock, callbacks=Errors(), fallback_runners=fallback,
-                      options=ControllerOptions(warmup_runs=3, margin_s=0.0, watchdog_guard_s=0.0))
+    ctrl, errors = with_broken_fallback(warmup_runs=3)
     # the warm-up times the fallback's exit 0 slice (no body), then exit 1's raises: reported once, dropped
-    assert len(errors) == 1 and "delegate failed" in errors[0]
+    assert len(errors) == 1 and "delegate failed" in errors[0][1]
     assert ctrl.policy.fallback_values == {} and ctrl.stats().frames == 0
     assert ctrl.run(raw_frame, 5 * MS).status is StopReason.FINAL
 
