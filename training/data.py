@@ -106,6 +106,15 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir) if data_dir is not None else default_data_dir()
 
 
+def validation_seed(seed: int, split_seed: int | None) -> int:
+    """The seed of a run's train/validation split: `split_seed` (`--split-seed`), else the run's `seed`.
+
+    >>> validation_seed(1, None), validation_seed(1, 0)
+    (1, 0)
+    """
+    return int(seed) if split_seed is None else int(split_seed)
+
+
 def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = None,
                val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Images (uint8, N x 32 x 32 x 3) and labels (int64) of one split; cached, read-only."""

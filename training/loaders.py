@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, SequentialSampler
 
 from .augment import Augment, normalize
-from .data import dataset_info, load_split
+from .data import dataset_info, load_split, validation_seed
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class BatchDataset(Dataset):
 def split_arrays(dataset: str, split: str, options: LoaderOptions) -> tuple[np.ndarray, np.ndarray]:
     """The split's arrays, cut to `options.limit_train` (train) or `options.limit_eval` (other
     splits) images: a seeded random subset, kept in file order."""
-    split_seed = options.seed if options.split_seed is None else options.split_seed
-    x, y = load_split(dataset, split, options.data_dir, options.val_fraction, split_seed)
+    x, y = load_split(dataset, split, options.data_dir, options.val_fraction,
+                      validation_seed(options.seed, options.split_seed))
     limit = options.limit_train if split == "train" else options.limit_eval
     if limit is not None and limit < len(y):
         keep = np.sort(np.random.default_rng(options.seed).permutation(len(y))[:limit])

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .augment import RECIPES
-from .data import dataset_info
+from .data import dataset_info, validation_seed
 from .loaders import LoaderOptions, make_loader
 from .models import create_model, list_models
 from .weighting import WEIGHTINGS, make_weighting
@@ -79,7 +79,7 @@ class TrainConfig:
     @property
     def validation_seed(self) -> int:
         """The seed of the train/validation split: `split_seed`, else `seed`."""
-        return self.seed if self.split_seed is None else self.split_seed
+        return validation_seed(self.seed, self.split_seed)
 
     def loader_options(self, pin_memory: bool = False) -> LoaderOptions:
         return LoaderOptions(batch_size=self.batch_size, workers=self.workers, limit_train=self.limit_train,

@@ -78,7 +78,7 @@ def load_run(checkpoint: Path, data_dir: Path | None, name: str | None):
 
     from edge_anytime.bundle import sha256_file
 
-    from ..data import load_split
+    from ..data import load_split, validation_seed
     from ..train import load_checkpoint
     from .modelinfo import dataset_model_info
     from .pipeline import ExportInputs
@@ -89,7 +89,7 @@ def load_run(checkpoint: Path, data_dir: Path | None, name: str | None):
         raise ExportError(f"cannot load checkpoint {checkpoint}: {exc}") from exc
     dataset = config["dataset"]
     calib_frames, _ = load_split(dataset, "train", data_dir, val_fraction=float(config.get("val_fraction", 0.1)),
-                                 seed=int(config.get("split_seed", config.get("seed", 0))))
+                                 seed=validation_seed(config.get("seed", 0), config.get("split_seed")))
     test_frames, test_labels = load_split(dataset, "test", data_dir)
     height, width, channels = test_frames.shape[1:]
     model_info = dataset_model_info(dataset, config["arch"], name or checkpoint.resolve().parent.name,
