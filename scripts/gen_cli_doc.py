@@ -25,7 +25,10 @@ COMMANDS = [
     ("edge_anytime.cli", "`edge-anytime COMMAND`: the wheel's command (serve, deploy, selftest, profile, replay, "
                          "inspect), each with the flags of its module below"),
     ("edge_anytime.serve", "the on-device service: source -> controller -> sinks (`edge-anytime serve`)"),
-    ("edge_anytime.inspect_bundle", "show a bundle: input and preprocessing, graphs, exits, profiles "
+    ("edge_anytime.inspect_bundle", "show a bundle: input and preprocessing, graphs, exits, each precision's "
+                                    "argmax agreement with fp32 per exit (from the parity report) and the exits "
+                                    "the precision fallback answers from int8 by default "
+                                    "(`fallback_precision=\"auto\"`, docs/runtime.md), profiles "
                                     "(`edge-anytime inspect`)"),
     ("edge_anytime.serial.server", "serve a bundle over a serial link"),
     ("edge_anytime.serial.peer", "send frames over a serial link and print results"),
