@@ -69,8 +69,9 @@ from edge_anytime.interpreter import ProgramInterpreter  # noqa: E402
 from edge_anytime.preprocess import Preprocessor  # noqa: E402
 from edge_anytime.profile import matching_profile  # noqa: E402
 from edge_anytime.runners import close_runners, load_runners  # noqa: E402
-from simulator.baselines import baseline_outcomes, calibrate_thresholds, confidence_threshold  # noqa: E402
+from simulator.baselines import baseline_outcomes, calibrate_thresholds, confidence_threshold, static_exit  # noqa: E402
 from simulator.cache import cached_predictions  # noqa: E402
+from simulator.fallback import fallback_replay  # noqa: E402
 from simulator.fast import ReplaySetup, exit_predictions, replay_fast  # noqa: E402
 from simulator.metrics import Outcomes  # noqa: E402
 from simulator.sources import open_stream  # noqa: E402
@@ -126,11 +127,17 @@ def outcome_compute(out: Outcomes, cum_flops: np.ndarray, slice_flops: np.ndarra
     return np.where(reached >= 0, cum_flops[np.maximum(reached, 0)], 0.0) / cum_flops[-1]
 
 
-def simulated(cache, val_cache, profile, seeds: int) -> dict:
+def simulated(cache, val_cache, profile, seeds: int, fallback=None) -> dict:
+    """Every policy on the simulated clock; `fallback` (simulator.fallback.FallbackReplay): the controller's
+    precision fallback, as on a real clock (`anytime`, `apriori`; `fp32-only` without it), and the static int8
+    exits."""
     program = cache.program
-    setup = ReplaySetup.create(program, profile, cache.precisions)
+    plain = ReplaySetup.create(program, profile, cache.precisions)
+    setup = ReplaySetup.create(program, profile, cache.precisions, fallback=fallback)
     preds = exit_predictions(cache)
     draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), seed=0)
+    if fallback is not None:
+        fallback = fallback.drawn(setup.plan, profile, seed=0)
     truth = cache.labels
     reach = draws.cumulative()[:, [steps[-1] for _, steps in setup.plan.segments]]
     full_s, first_s = float(np.median(reach[:, -1])), float(np.median(reach[:, 0]))
@@ -145,16 +152,22 @@ def simulated(cache, val_cache, profile, seeds: int) -> dict:
         outs, best = baseline_outcomes(setup, preds, budgets, starts, draws, THRESHOLD)
         outs["threshold"] = outs.pop(f"threshold:{THRESHOLD:g}")
         outs["router"] = confidence_threshold(setup, preds, budgets, starts, draws, router)
-        outs["anytime"] = replay_fast(setup, preds, budgets, starts, draws, mode="anytime")
-        outs["apriori"] = replay_fast(setup, preds, budgets, starts, draws, mode="apriori")
+        outs["anytime"] = replay_fast(setup, preds, budgets, starts, draws, mode="anytime", fallback=fallback)
+        outs["apriori"] = replay_fast(setup, preds, budgets, starts, draws, mode="apriori", fallback=fallback)
+        if fallback is not None:
+            outs["fp32-only"] = replay_fast(plain, preds, budgets, starts, draws, mode="anytime")
+            for k in fallback.exits:
+                outs[f"static:{k}{INT8}"] = static_exit(setup, fallback.preds, budgets, starts, fallback.draws, k)
         rows = {}
         for policy, out in outs.items():
             static = policy.startswith("static") or policy == "best-static" or policy == "apriori"
-            rows[policy] = row(out.on_time, out.label == truth, outcome_compute(out, cum, slice_flops if static else None))
+            compute = np.where(out.fallback, outcome_compute(out, cum, slice_flops),   # a fallback slice's steps
+                               outcome_compute(out, cum, slice_flops if static else None))
+            rows[policy] = row(out.on_time, out.label == truth, compute)
         table[name] = rows
     ratios = []
     for k in range(len(program.exits)):
-        budget = result_budget(setup, preds, draws, cache.timestamps, k)
+        budget = result_budget(setup, preds, draws, cache.timestamps, k, fallback=fallback)
         p99 = float(np.percentile(reach[:, k], 99))
         ratios.append({"exit": k, "budget_ms": budget * 1e3, "p99_reach_ms": p99 * 1e3, "ratio": budget / p99})
     return {"full_median_ms": full_s * 1e3, "first_exit_median_ms": first_s * 1e3, "router_thresholds": router,
@@ -461,7 +474,10 @@ def main(argv=None) -> dict:
           f"(host {profile.host}); load average {os.getloadavg()}")
     report = {"bundle": args.bundle, "frames": len(cache), "profile": profile.target,
               "load_average_start": os.getloadavg()}
-    sim = simulated(cache, val_cache, profile, args.seeds)
+    fallback, why = fallback_replay(bundle, stream, cache, profile, frames=args.frames)
+    if fallback is None:
+        print(f"simulated clock without the precision fallback: {why}")
+    sim = simulated(cache, val_cache, profile, args.seeds, fallback)
     print(f"simulated clock: full model median {sim['full_median_ms']:.3f} ms, first exit {sim['first_exit_median_ms']:.3f} "
           f"ms; router thresholds {tuple(round(t, 4) for t in sim['router_thresholds'])}")
     sim["summary"] = print_table("simulated clock", sim["scenarios"])

@@ -71,10 +71,13 @@ class Controller:
                  clock=None, options: ControllerOptions | None = None, callbacks: Callbacks | None = None,
                  precisions: Mapping[str, str] | None = None, profile: LatencyProfile | None = None,
                  fallback_runners: Mapping[str, GraphRunner] | None = None,
-                 fallback_agreements: Mapping[int, float | None] | None = None) -> None:
+                 fallback_agreements: Mapping[int, float | None] | None = None,
+                 fallback_precision: str | None = None) -> None:
         """`fallback_runners`: graphs at `options.fallback_precision` that answer the exits in
         `fallback_agreements`, each with how often its argmax agrees with `runners`' there (None: not measured;
-        see `runners.load_fallback`); without it, every exit whose slice they hold, unmeasured."""
+        see `runners.load_fallback`); without it, every exit whose slice they hold, unmeasured.
+        `fallback_precision`: the precision those graphs hold; on a simulated clock `profile`'s samples at it
+        seed the fallback slices (on a real clock the warm-up times them through the serving path)."""
         self.options = options or ControllerOptions()
         self.program = program
         self.model = model
@@ -130,7 +133,8 @@ class Controller:
             self._recorder = SampleRecorder(self._apply_recorded,
                                             lambda exc: self._report_error(exc, "controller:estimates"))
         if profile is not None:
-            self.policy.seed_from_profile(program, profile, self._precisions)
+            self.policy.seed_from_profile(program, profile, self._precisions,
+                                          fallback_precision if simulated else None)
         if self.options.warmup_runs:
             self.warm_up(self.options.warmup_runs, record=profile is None)
 

@@ -58,6 +58,7 @@ from .latency import make_estimator, without_hiccups
 from .options import ControllerOptions, ControllerStats
 from .profile import LatencyProfile
 from .program import Program, exit_values
+from .seeding import draw_sums, plan_samples, scale_limits, seed_factor, slice_samples
 
 # The margin covers the usual delivery path; the rare preemption of a loaded host (milliseconds) is no
 # margin's job: reserving for it would refuse every sub-millisecond budget. Misses it causes are reported.
@@ -66,8 +67,6 @@ INLINE_DELIVERY_QUANTILE = 0.9   # inline, result assembly: its 90th percentile
 BUSY_RATE = 1.0 / 64        # how fast the busy-arrival fraction follows the frame rate
 STEP_RATE = 1.0 / 64        # how fast a step's mean latency follows new samples
 SAVINGS_EVERY = 256         # step observations between recomputations of the slice savings
-SEED_DRAWS = 1000           # samples drawn per segment when a profile's per-graph samples seed it
-SEED_SCALE_LIMITS = (0.8, 1.25)   # how far a warm-up may move a profile's seeds (a busy boot must not x50 them)
 SEED_CONFIRMED = 0.1        # a warm-up within 10% of the profile confirms it: ...
 TRUSTED_EXPLORE_AFTER = 64  # ... and its segments (and every fallback slice) first wait this many refusals, not 8
 PLAN_FLOOR_EVERY = 32       # frames between recomputations of the time left below which no slice can fit ...
@@ -436,9 +435,12 @@ class DeadlinePolicy:
         self.slice_estimators[exit_index].seed(samples)
         self._plan_floor_age = PLAN_FLOOR_EVERY
 
-    def seed_from_profile(self, program: Program, profile: LatencyProfile, precisions: Mapping[str, str]) -> None:
+    def seed_from_profile(self, program: Program, profile: LatencyProfile, precisions: Mapping[str, str],
+                          fallback_precision: str | None = None) -> None:
         """Seed every segment, exit reach and slice with sums of the profile's per-graph samples
-        (see `plan_samples`)."""
+        (see `plan_samples`); with `fallback_precision`, each fallback slice too, from the profile's samples of
+        its graphs at that precision (where the profile has them: a simulated clock, which has no warm-up to
+        time them)."""
         reach = 0.0
         for position, samples in enumerate(plan_samples(program, profile, precisions)):
             self.seed_segment(position, samples)
@@ -448,6 +450,14 @@ class DeadlinePolicy:
                          for i, step in enumerate(program.steps)})
         for exit_index, samples in slice_samples(program, profile, precisions).items():
             self.seed_slice(exit_index, samples)
+        if fallback_precision is not None:
+            at_fallback = dict.fromkeys(program.graphs, fallback_precision)
+            for e in program.exits:
+                steps = program.apriori_plan(e.index)
+                if fallback_key(e.index) in self.fallback_values and all(
+                        profile.has(program.steps[i].graph, fallback_precision) for i in steps):
+                    self.seed_slice(fallback_key(e.index),
+                                    draw_sums(program, profile, at_fallback, steps, 200 + e.index))
 
     def seed_from_warmup(self, warmup: WarmupSamples, record: bool) -> None:
         """Seed the estimates from a warm-up. A warm-up is a few dozen passes: one stall in it (a preemption)
@@ -486,12 +496,25 @@ class DeadlinePolicy:
         over a thousand runs); the warm-up (a few dozen runs) sets its level, and adds what the profile's bare
         graph timings leave out: the hooks between the steps and the exit's publication (5-6% of a segment
         here). The clip keeps a warm-up on a busy machine from multiplying the seeds by 50; online samples
-        replace them after `min_online` frames either way."""
+        replace them after `min_online` frames either way.
+
+        A host of another speed than the profile's (a VM of the same CPU model 1.8-2.4x slower here; another
+        power mode or clock) is not clipped (`seeding.scale_limits`): when every factor is within 0.25-4, all of
+        them agree within 1.5x and every warm-up distribution has its seeds' shape, the warm-up measured a steady
+        host, not stalls, and each factor is applied in full (clipped, the seeds stayed 1.5x too low here for
+        the first `min_online` frames of each segment)."""
+        measured = {}
         for position, samples in enumerate(segments):
-            self.seed_scales[f"segment{position}"] = _rescale(self.segment_estimators[position], samples)
-            self.seed_scales[f"reach{position}"] = _rescale(self.reach_estimators[position], reaches[position])
+            measured[f"segment{position}"] = (self.segment_estimators[position], samples)
+            measured[f"reach{position}"] = (self.reach_estimators[position], reaches[position])
         for index, samples in slices.items():
-            self.seed_scales[f"slice{index}"] = _rescale(self.slice_estimators[index], samples)
+            measured[f"slice{index}"] = (self.slice_estimators[index], samples)
+        factors = {name: seed_factor(estimator, samples) for name, (estimator, samples) in measured.items()}
+        low, high = scale_limits([(factors[name], estimator, samples) for name, (estimator, samples)
+                                  in measured.items() if factors[name] is not None])
+        for name, (estimator, _) in measured.items():
+            factor = factors[name]
+            self.seed_scales[name] = 1.0 if factor is None else _rescale(estimator, min(high, max(low, factor)))
         self._plan_floor_age = PLAN_FLOOR_EVERY
 
     def estimates(self) -> dict[str, float]:
@@ -515,41 +538,11 @@ class DeadlinePolicy:
         return ControllerStats(**self.counts)
 
 
-def _rescale(estimator, measured) -> float:
-    """Scale `estimator`'s seeds by median(measured) / their median, clipped to SEED_SCALE_LIMITS; the factor
-    applied (1.0 when there is nothing to compare, or no seeds are left: online samples replaced them)."""
-    seeded = estimator.typical()
-    if len(measured) < 3 or not (0.0 < seeded < math.inf):
-        return 1.0
-    low, high = SEED_SCALE_LIMITS
-    factor = min(high, max(low, float(np.median(measured)) / seeded))
+def _rescale(estimator, factor: float) -> float:
+    """Scale `estimator`'s seeds by `factor`; the factor applied (1.0 when no seeds are left: online samples
+    replaced them)."""
     if not estimator.scale_seeds(factor):
         return 1.0
     if abs(factor - 1.0) <= SEED_CONFIRMED:
         estimator.delay_exploration(TRUSTED_EXPLORE_AFTER)
     return factor
-
-
-def _draw_sums(program: Program, profile: LatencyProfile, precisions: Mapping[str, str], steps, seed: int):
-    rng = np.random.default_rng([seed, len(steps)])
-    total = np.zeros(SEED_DRAWS)
-    for index in steps:
-        graph = program.steps[index].graph
-        samples = np.asarray(profile.samples_s(graph, precisions.get(graph, "fp32")), np.float64)
-        total += samples[rng.integers(0, samples.size, SEED_DRAWS)]
-    return total
-
-
-def plan_samples(program: Program, profile: LatencyProfile, precisions: Mapping[str, str],
-                 seed: int = 0) -> list[np.ndarray]:
-    """Latency samples of each anytime segment: sums of independent draws from its steps' profile samples
-    (the distribution of the segment as the simulator draws it), SEED_DRAWS per segment, deterministic."""
-    return [_draw_sums(program, profile, precisions, seg.steps, seed + position)
-            for position, seg in enumerate(program.anytime_segments())]
-
-
-def slice_samples(program: Program, profile: LatencyProfile, precisions: Mapping[str, str],
-                  seed: int = 0) -> dict[int, np.ndarray]:
-    """Like `plan_samples`, for each exit's a-priori slice."""
-    return {e.index: _draw_sums(program, profile, precisions, program.apriori_plan(e.index), seed + 100 + e.index)
-            for e in program.exits}

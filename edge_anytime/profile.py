@@ -89,6 +89,10 @@ class LatencyProfile:
     host: str = field(default_factory=platform.node)
     fingerprint: Mapping[str, str] = field(default_factory=dict)   # host_fingerprint() where it was measured
 
+    def has(self, graph: str, precision: str) -> bool:
+        """Does the profile hold samples of `graph` at `precision`?"""
+        return bool(self.graphs.get(graph, {}).get(precision))
+
     def samples_s(self, graph: str, precision: str) -> tuple[float, ...]:
         try:
             return tuple(v / 1e6 for v in self.graphs[graph][precision])

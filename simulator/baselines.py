@@ -34,7 +34,7 @@ def _outcomes(exit_: np.ndarray, status: np.ndarray, preds: ExitPredictions, sta
     none = exit_ < 0
     return Outcomes(exit_, status, np.where(none, -1, preds.label[rows, col]),
                     np.where(none, -1, preds.coarse_label[rows, col]), ~none & preds.coarse_level[rows, col],
-                    start, deadline, delivered, error, np.zeros(len(exit_), np.int64))
+                    start, deadline, delivered, error, np.zeros(len(exit_), np.int64), np.zeros(len(exit_), bool))
 
 
 def static_exit(setup: ReplaySetup, preds: ExitPredictions, budgets_s, starts_s, draws: LatencyDraws, k: int,

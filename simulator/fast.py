@@ -23,12 +23,13 @@ frame (tests/test_sim_replay.py checks both, frame by frame).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 import numpy as np
 
 from edge_anytime.latency import EstimatorOptions, sorted_quantile
 from edge_anytime.options import ControllerOptions
-from edge_anytime.policy import DeadlinePolicy
+from edge_anytime.policy import DeadlinePolicy, fallback_key
 from edge_anytime.profile import LatencyProfile
 from edge_anytime.program import Program
 
@@ -56,16 +57,26 @@ class ReplaySetup:
     busy: float = 0.0                          # fraction of frames arriving while the interpreter is busy
     lose_current: bool = False                 # inline on a real clock: an overrun makes the result late
     options: ControllerOptions = field(default_factory=lambda: ControllerOptions(estimator=FROZEN, warmup_runs=0))
+    # the precision fallback (policy.fallback_values): (exit, value) best first, and each one's slice samples
+    fallback_values: tuple[tuple[int, float], ...] = ()
+    fallback_samples: Mapping[int, np.ndarray] = field(default_factory=dict)
+    slice_order: tuple[int, ...] = ()          # a-priori candidates best first (policy.slice_values), as codes
+
+    def fallback_code(self, exit_index: int) -> int:
+        """The code of exit `exit_index`'s fallback slice in `plan_choice`/`apriori_choice` (exits are 0..K-1)."""
+        return len(self.plan.slices) + exit_index
 
     @classmethod
     def create(cls, program: Program, profile: LatencyProfile, precisions: dict,
-               options: ControllerOptions | None = None) -> "ReplaySetup":
-        """Estimates exactly as a controller seeded from `profile` on a simulated clock computes them."""
+               options: ControllerOptions | None = None, fallback=None) -> "ReplaySetup":
+        """Estimates exactly as a controller seeded from `profile` on a simulated clock computes them; with
+        `fallback` (a `FallbackReplay`), its fallback slices too."""
         options = options or ControllerOptions(estimator=FROZEN, warmup_runs=0)
         if options.estimator.online:
             options = replace(options, estimator=replace(options.estimator, online=False))
-        policy = DeadlinePolicy(program, options, simulated=True, threaded=False)
-        policy.seed_from_profile(program, profile, precisions)
+        policy = DeadlinePolicy(program, options, simulated=True, threaded=False,
+                                fallbacks=None if fallback is None else fallback.exits)
+        policy.seed_from_profile(program, profile, precisions, None if fallback is None else fallback.precision)
         return cls.from_policy(program, policy, options)
 
     @classmethod
@@ -73,13 +84,20 @@ class ReplaySetup:
                     margin_s: float | None = None, guard_s: float | None = None) -> "ReplaySetup":
         """A snapshot of a policy's current samples and estimates (e.g. a real controller's, for its twin)."""
         slices = [policy.slice_estimators[e.index] for e in program.exits]
+        exits = len(program.exits)
+        fallbacks = tuple((e.index, policy.fallback_values[fallback_key(e.index)]) for e in program.exits
+                          if fallback_key(e.index) in policy.fallback_values)
+        fallbacks = tuple(sorted(fallbacks, key=lambda item: -item[1]))      # as policy.fallback_values orders them
+        codes = {fallback_key(e.index): exits + e.index for e in program.exits}
+        order = tuple(codes.get(key, key) for key in policy.slice_values)
         return cls(program, PlanInfo.from_program(program),
                    tuple(np.array(e.samples()) for e in policy.segment_estimators),
                    tuple(np.array(e.samples()) for e in slices),
                    tuple(np.array(e.samples()) for e in policy.reach_estimators), tuple(policy.slice_savings()),
                    tuple(policy.values), tuple(policy.reach_values),
                    policy.margin() if margin_s is None else margin_s, policy.guard() if guard_s is None else guard_s,
-                   policy.busy, policy.lose_current, options or policy.options)
+                   policy.busy, policy.lose_current, options or policy.options, fallbacks,
+                   {k: np.array(policy.slice_estimators[fallback_key(k)].samples()) for k, _ in fallbacks}, order)
 
     def admitted(self, position: int, remaining: np.ndarray, best: np.ndarray) -> np.ndarray:
         """Which frames the policy lets start segment `position` with `remaining` seconds before their limit
@@ -113,24 +131,47 @@ class ReplaySetup:
         return np.searchsorted(before, latest, side="right") / before.size
 
     def apriori_choice(self, remaining: np.ndarray) -> np.ndarray:
-        """DeadlinePolicy.choose_apriori over arrays: the exit per frame, -1 for none."""
+        """DeadlinePolicy.choose_apriori over arrays: the slice per frame (an exit, or `fallback_code(exit)`),
+        -1 for none."""
         chosen = np.full(remaining.shape, -1)
         score = np.zeros(remaining.shape)
-        for k in self.plan.apriori_order:
-            samples = self.slice_samples[k]
+        exits = len(self.plan.slices)
+        fallback_values = dict(self.fallback_values)
+        for code in self.slice_order or self.plan.apriori_order:
+            if code < exits:
+                samples, value = self.slice_samples[code], self.values[code]
+            else:
+                samples, value = self.fallback_samples[code - exits], fallback_values[code - exits]
             if samples.size == 0:
                 continue
-            p = np.searchsorted(samples, remaining, side="right") / samples.size
-            better = (p >= self.options.min_fit_probability) & (p > 0) & (p * self.values[k] > score)
-            chosen[better] = k
-            score[better] = (p * self.values[k])[better]
+            p = _fit(samples, remaining)
+            better = (p >= self.options.min_fit_probability) & (p > 0) & (p * value > score)
+            chosen[better] = code
+            score[better] = (p * value)[better]
         return chosen
 
     def plan_choice(self, remaining: np.ndarray) -> np.ndarray:
-        """DeadlinePolicy.plan_frame over arrays: the exit whose slice replaces the anytime plan, -1 for none."""
-        reach = [np.searchsorted(s, remaining, side="right") / s.size if s.size else np.zeros(remaining.shape)
-                 for s in self.reach_samples]
+        """DeadlinePolicy.plan_frame over arrays: the slice that replaces the anytime plan (an exit, or
+        `fallback_code(exit)`), -1 for none."""
+        min_p = self.options.min_fit_probability
+        reach = [_fit(s, remaining) for s in self.reach_samples]
         surely = reach[-1] >= 1.0          # the whole anytime plan surely fits (DeadlinePolicy.plan_frame)
+        # the fallback slices with p >= min_fit_probability: (exit, p * value, or NaN where p is below it)
+        fallbacks = []
+        for k, value in self.fallback_values:
+            p = _fit(self.fallback_samples[k], remaining)
+            fallbacks.append((k, np.where(p >= min_p, p * value, np.nan)))
+        quick = np.full(remaining.shape, -1)   # too tight for the primary first exit: the best fallback slice
+        if fallbacks:
+            best_score = np.full(remaining.shape, -np.inf)
+            for k, score in sorted(fallbacks, key=lambda item: fallback_key(item[0])):   # max() of (score, key)
+                take = score >= best_score
+                quick[take] = self.fallback_code(k)
+                best_score = np.where(take, score, best_score)
+            first = reach[0]
+            fast = np.isfinite(best_score) & (first < min_p) & \
+                (best_score > first * self.values[self.plan.segments[0][0]])
+            quick = np.where(fast, quick, -1)
         for position in range(1, len(reach)):   # a later exit counts for the frames whose segment is admitted:
             best = max((self.plan.segments[j][0] for j in range(position)), key=lambda k: self.values[k])
             admitted = self.admission_probability(position, remaining, self.values[best])   # its exit before early
@@ -150,10 +191,14 @@ class ReplaySetup:
             if self.slice_savings[position] <= 0 or samples.size == 0:
                 continue
             p = np.searchsorted(samples, remaining + self.slice_savings[position], side="right") / samples.size
-            better = (p >= self.options.min_fit_probability) & (p * self.values[k] > score)
+            better = (p >= min_p) & (p * self.values[k] > score)
             chosen[better] = k
             score = np.where(better, p * self.values[k], score)
-        return np.where(surely, -1, chosen)
+        for k, worth in fallbacks:   # NaN (p below min_fit_probability) is never better
+            better = worth > score
+            chosen[better] = self.fallback_code(k)
+            score = np.where(better, worth, score)
+        return np.where(surely, -1, np.where(quick >= 0, quick, chosen))
 
     @property
     def segment_typical(self) -> tuple[float, ...]:
@@ -183,6 +228,13 @@ class ExitPredictions:
     confidence: np.ndarray     # (N, K) float64, NaN where not computed
     coarse_label: np.ndarray   # (N, K) int, -1 without coarse labels
     coarse_level: np.ndarray   # (N, K) bool: reported at the coarse level (ControllerOptions.coarse_below)
+
+
+def _fit(samples: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """QuantileEstimator.fit_probability over arrays: the share of `samples` (sorted) at most `seconds`."""
+    if samples.size == 0:
+        return np.zeros(np.shape(seconds))
+    return np.searchsorted(samples, seconds, side="right") / samples.size
 
 
 def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -219,12 +271,17 @@ def exit_predictions(cache, coarse_below: float | None = None) -> ExitPrediction
 
 def replay_fast(setup: ReplaySetup, preds: ExitPredictions, budgets_s: np.ndarray, starts_s: np.ndarray,
                 draws: LatencyDraws, valid: np.ndarray | None = None, bad_steps: np.ndarray | None = None,
-                mode: str | None = None, dispatch_s: float = 0.0) -> Outcomes:
+                mode: str | None = None, dispatch_s: float = 0.0, fallback=None) -> Outcomes:
     """Outcomes of every frame under the controller's rules; see the module docstring.
 
     Frame i is captured at `starts_s[i]` and its deadline is `starts_s[i] + budgets_s[i]`; the
     controller takes it `dispatch_s` later (transfer, queueing, thread hand-off; 0 by default).
+    `fallback` (a `FallbackReplay` with draws): the fallback precision's predictions and step latencies, which
+    a setup with fallback slices needs.
     """
+    if setup.fallback_values and (fallback is None or fallback.draws is None):
+        raise ValueError("this setup plans fallback slices: pass fallback=FallbackReplay(...).drawn(...) "
+                         "(simulator/fallback.py), or build the setup without one")
     opts = setup.options
     mode = mode or opts.mode
     n = len(budgets_s)
@@ -252,7 +309,13 @@ def replay_fast(setup: ReplaySetup, preds: ExitPredictions, budgets_s: np.ndarra
         group = chosen == k
         if group.any():
             state.run(setup, preds, bad, group, limit, [(None, k, setup.plan.slices[k], draws.slice(k))])
-    return state.finish(preds, accepted)
+    for k, _ in setup.fallback_values:
+        group = chosen == setup.fallback_code(k)
+        if group.any():
+            state.fallback |= group
+            state.run(setup, fallback.preds, np.asarray(fallback.cache.bad_steps, bool), group, limit,
+                      [(None, k, setup.plan.slices[k], fallback.draws.slice(k))])
+    return state.finish(preds, accepted, None if fallback is None else fallback.preds)
 
 
 class _State:
@@ -268,6 +331,7 @@ class _State:
         self.delivered = np.full(n, np.nan)
         self.late = np.zeros(n, np.int64)
         self.errored = ~accepted
+        self.fallback = np.zeros(n, bool)   # the frame ran a fallback slice
         self.done = ~accepted
         self.status[~accepted] = STATUS["no_result"]
         self.delivered[~accepted] = admitted[~accepted]
@@ -312,13 +376,22 @@ class _State:
                 alive = alive & ~hit
         self.stop(alive, STATUS["final"])
 
-    def finish(self, preds: ExitPredictions, accepted: np.ndarray) -> Outcomes:
+    def finish(self, preds: ExitPredictions, accepted: np.ndarray,
+               fallback_preds: ExitPredictions | None = None) -> Outcomes:
         none = self.best < 0
         self.status[none] = STATUS["no_result"]
         rows = np.arange(len(self.best))
         col = np.maximum(self.best, 0)
-        label = np.where(none, -1, preds.label[rows, col])
-        coarse = np.where(none, -1, preds.coarse_label[rows, col])
-        level = ~none & preds.coarse_level[rows, col]
-        return Outcomes(self.best.copy(), self.status, label, coarse, level, self.start, self.deadline,
-                        self.delivered, self.errored, self.late)
+        fallback = self.fallback & ~none
+        label, coarse, level = _readings(preds, rows, col)
+        if fallback.any():
+            fb_label, fb_coarse, fb_level = _readings(fallback_preds, rows, col)
+            label, coarse, level = (np.where(fallback, a, b) for a, b in ((fb_label, label), (fb_coarse, coarse),
+                                                                           (fb_level, level)))
+        return Outcomes(self.best.copy(), self.status, np.where(none, -1, label), np.where(none, -1, coarse),
+                        ~none & level, self.start, self.deadline, self.delivered, self.errored, self.late, fallback)
+
+
+def _readings(preds: ExitPredictions, rows: np.ndarray, col: np.ndarray) -> tuple:
+    """(label, coarse label, coarse level) of exit `col[i]` for frame `rows[i]`."""
+    return preds.label[rows, col], preds.coarse_label[rows, col], preds.coarse_level[rows, col]

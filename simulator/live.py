@@ -114,11 +114,13 @@ class CachedGraphs:
 
 def replay_live_sim(cache, setup: ReplaySetup, profile: LatencyProfile, budgets_s: np.ndarray,
                     draws: LatencyDraws, starts_s: np.ndarray | None = None, mode: str | None = None,
-                    show_progress: bool = False, dispatch_s: float = 0.0) -> tuple[Outcomes, list[FrameResult]]:
+                    show_progress: bool = False, dispatch_s: float = 0.0,
+                    fallback=None) -> tuple[Outcomes, list[FrameResult]]:
     """Replay every cached frame through a Controller on the simulated clock.
 
     Frame i is captured at `starts_s[i]` (default: its timestamp) with deadline `starts_s[i] + budgets_s[i]`
-    and handed to the controller `dispatch_s` later. Outcomes' start_s are the capture times.
+    and handed to the controller `dispatch_s` later. Outcomes' start_s are the capture times. `fallback` (a
+    drawn `FallbackReplay`): the controller also holds the fallback precision's graphs, scripted from its cache.
     """
     starts = cache.timestamps if starts_s is None else starts_s
     clock = ReplayClock()
@@ -126,14 +128,25 @@ def replay_live_sim(cache, setup: ReplaySetup, profile: LatencyProfile, budgets_
     backend = graphs.backend(clock)
     program = cache.program
     runners = {name: backend.load_graph(GraphLoadSpec(sig)) for name, sig in program.graphs.items()}
+    scripted = [graphs]
+    extra = {}
+    if fallback is not None:
+        fallback_graphs = CachedGraphs(fallback.cache, fallback.draws)
+        fallback_backend = fallback_graphs.backend(clock)
+        scripted.append(fallback_graphs)
+        extra = {"fallback_agreements": dict(fallback.exits), "fallback_precision": fallback.precision,
+                 "fallback_runners": {g: fallback_backend.load_graph(GraphLoadSpec(program.graphs[g],
+                                                                                   fallback.precision))
+                                      for g in fallback.graphs}}
     options = setup.options if mode is None else _with_mode(setup.options, mode)
     shape = cache.model.input.shape
     results = []
     with Controller(program, runners, cache.model, clock=clock, options=options, precisions=cache.precisions,
-                    profile=profile) as ctrl:
+                    profile=profile, **extra) as ctrl:
         for i in progress(range(len(budgets_s)), desc="live replay (simulated clock)", enabled=show_progress):
             tensor = np.zeros(shape, np.float32) if cache.valid[i] else np.full(shape, np.nan, np.float32)
-            graphs.begin(i, tensor)
+            for script in scripted:
+                script.begin(i, tensor)
             start = float(starts[i])
             clock.jump_to(start + dispatch_s if dispatch_s else start)
             results.append(ctrl.run(tensor, deadline_s=start + float(budgets_s[i]), frame_id=i))

@@ -39,6 +39,7 @@ class Outcomes:
     delivered_s: np.ndarray
     error: np.ndarray         # bool: rejected frame or backend fault
     late_steps: np.ndarray    # int: steps whose output came after the watchdog delivered
+    fallback: np.ndarray      # bool: the fallback precision's graphs computed the result
 
     def __len__(self) -> int:
         return len(self.exit)
@@ -68,7 +69,8 @@ def outcomes_from_results(results: Sequence[FrameResult]) -> Outcomes:
     return Outcomes(exit_, np.array([STATUS[r.status.value] for r in results], np.int64), label, coarse, level,
                     np.array([r.start_s for r in results]), np.array([r.deadline_s for r in results]),
                     np.array([r.delivered_s for r in results]), np.array([r.error is not None for r in results]),
-                    np.array([r.late_steps for r in results], np.int64))
+                    np.array([r.late_steps for r in results], np.int64),
+                    np.array([r.fallback for r in results], bool))
 
 
 def concat(parts: Iterable[Outcomes]) -> Outcomes:
@@ -95,6 +97,7 @@ class Metrics:
     reported_accuracy: float | None   # fine results judged fine, coarse-level results judged coarse
     status: dict                  # frames per controller status
     late_steps: int
+    fallback_results: int = 0     # on-time results from the fallback precision's graphs
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -134,4 +137,5 @@ def compute_metrics(out: Outcomes, truth: np.ndarray, num_exits: int,
         exit_histogram=tuple(int(v) for v in hist),
         mean_exit=float(out.exit[on_time].mean()) if on_time.any() else None,
         latency_ms=pct, coarse_accuracy=coarse_acc, reported_accuracy=reported,
-        status={k: v for k, v in status.items() if v}, late_steps=int(out.late_steps.sum()))
+        status={k: v for k, v in status.items() if v}, late_steps=int(out.late_steps.sum()),
+        fallback_results=int((on_time & out.fallback).sum()))

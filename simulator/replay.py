@@ -32,9 +32,11 @@ import numpy as np
 
 from edge_anytime.errors import EdgeAnytimeError
 from edge_anytime.options import ControllerOptions
+from edge_anytime.runners import fallback_exits, slice_graphs
 
 from .budgets import BudgetError, parse_budget, parse_sweep
 from .cache import CacheError, PredictionCache, cached_predictions
+from .fallback import fallback_replay
 from .fast import FROZEN, ReplaySetup
 from .sources import SerialStream, Stream, StreamError, open_stream
 from .sweep import (Scenario, SweepConfig, exit_table, format_exits, format_real_table, format_table,
@@ -87,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sim clock: delay from capture to the controller (transfer, queueing, thread hand-off); "
                           "deadlines stay relative to capture (default 0)")
     clk.add_argument("--mode", choices=("anytime", "apriori"), default="anytime")
+    clk.add_argument("--fallback-precision", default="auto", choices=("auto", "none", "fp16", "int8"),
+                     help="the controller's precision fallback (ControllerOptions.fallback_precision): 'auto' holds "
+                          "the int8 graphs of each exit that agrees with the primary ones on >= 99%% of the parity "
+                          "images, on the simulated clock as on a real one (needs --bundle); 'none' turns it off")
     clk.add_argument("--margin-ms", type=float,
                      help="admission margin (default: measured delivery path; 0 on the simulated clock)")
     clk.add_argument("--guard-ms", type=float,
@@ -138,7 +144,12 @@ def controller_options(args, online: bool) -> ControllerOptions:
                              margin_s=_seconds(args.margin_ms), watchdog_guard_s=_seconds(args.guard_ms),
                              coarse_below=args.coarse_below, estimator=replace(FROZEN, online=online),
                              warmup_runs=ControllerOptions.warmup_runs if online else 0,
-                             precision=args.precision, num_threads=args.threads)
+                             precision=args.precision, num_threads=args.threads,
+                             fallback_precision=_fallback_option(args))
+
+
+def _fallback_option(args) -> str | None:
+    return None if args.fallback_precision == "none" else args.fallback_precision
 
 
 def _load_bundle(args):
@@ -149,11 +160,20 @@ def _load_bundle(args):
     return Bundle.load(args.bundle)
 
 
-def _measure(bundle, precisions: dict, threads: int):
-    """The project's profiler (edge_anytime.profiling) on this host, for these precisions."""
+def _measure(bundle, precisions: dict, args):
+    """The project's profiler (edge_anytime.profiling) on this host, for these precisions and the fallback
+    precision's graphs (`--fallback-precision`)."""
     from edge_anytime.profiling import ProfileOptions, profile_bundle
 
-    return profile_bundle(bundle, "this-host", "litert", threads, dict(precisions), ProfileOptions(warmup=20, samples=300))
+    options = ProfileOptions(warmup=20, samples=300)
+    profile = profile_bundle(bundle, "this-host", "litert", args.threads, dict(precisions), options)
+    precision, exits = fallback_exits(bundle, _fallback_option(args), precisions, simulated=False)
+    if exits:
+        graphs = set().union(*(slice_graphs(bundle.program, k) for k in exits))
+        at_fallback = profile_bundle(bundle, "this-host", "litert", args.threads, dict.fromkeys(graphs, precision),
+                                     options)
+        profile = at_fallback.merged_into(profile)
+    return profile
 
 
 def _open(args) -> Stream:
@@ -205,26 +225,28 @@ def run(args) -> dict:
               f"{sorted(cache.profiles)}): measuring this host instead. To keep one, run: python -m "
               f"edge_anytime.profiling --bundle {args.bundle} --target {args.target}", file=sys.stderr)
         bundle = bundle or _load_bundle(args)
-        profile, source = _measure(bundle, cache.precisions, args.threads), "measured:this-host"
+        profile, source = _measure(bundle, cache.precisions, args), "measured:this-host"
     else:
         bundle = bundle or _load_bundle(args)
-        profile, source = _measure(bundle, cache.precisions, args.threads), "measured:this-host"
+        profile, source = _measure(bundle, cache.precisions, args), "measured:this-host"
     if args.slowdown != 1.0:
         profile, source = scaled_profile(profile, args.slowdown), f"{source} x{args.slowdown:g}"
-    setup = ReplaySetup.create(cache.program, profile, cache.precisions, controller_options(args, online=False))
+    fallback = _fallback(args, bundle, stream, cache, profile)
+    setup = ReplaySetup.create(cache.program, profile, cache.precisions, controller_options(args, online=False),
+                               fallback=fallback)
     config = SweepConfig(seed=args.seed, threshold=args.threshold, verify=args.verify, show_progress=not args.quiet,
                          latency_scale=args.latency_scale, dispatch_s=args.dispatch_ms / 1e3,
                          engine=args.engine or ("live" if len(models or ()) == 1 or args.verify else "fast"))
     replay_started = time.perf_counter()
     real_stats = None
     if real:
-        scenarios, real_stats, setup = run_real(args, bundle, stream, cache, setup, profile, models, config)
+        scenarios, real_stats, setup = run_real(args, bundle, stream, cache, setup, profile, models, config, fallback)
         engine = "wall-clock"
     else:
-        scenarios = run_sweep(cache, setup, profile, models, config)
+        scenarios = run_sweep(cache, setup, profile, models, config, fallback)
         engine = config.engine
     replay_s = time.perf_counter() - replay_started
-    exits = exit_table(cache, setup, profile, measured_scale=args.slowdown)
+    exits = exit_table(cache, setup, profile, measured_scale=args.slowdown, fallback=fallback)
     print(f"stream {cache.meta.get('stream')}: {len(cache)} frames; clock {args.clock} ({engine}); "
           f"latency profile {source}")
     print(format_exits(exits))
@@ -286,7 +308,24 @@ def demo_budgets(exits: list[dict], margin_ms: float) -> list:
     return [parse_budget(f"constant:{float(f'{margin_ms + k * full:.3g}'):g}") for k in DEMO_SCALE]
 
 
-def run_real(args, bundle, stream, cache, setup, profile, models, config):
+def _fallback(args, bundle, stream, cache, profile):
+    """The precision fallback the replayed controller holds (`--fallback-precision`; simulator/fallback.py), or
+    None (printing why, where one was asked for and cannot be replayed)."""
+    if args.fallback_precision == "none":
+        return None
+    if bundle is None:
+        print("note: a replay of a saved --cache has no precision fallback (its graphs are not at hand); "
+              "give --bundle and --stream to replay it", file=sys.stderr)
+        return None
+    fallback, why = fallback_replay(bundle, stream, cache, profile, args.fallback_precision, frames=args.frames,
+                                    num_threads=args.threads, cache_dir=args.cache_dir, show_progress=not args.quiet,
+                                    coarse_below=args.coarse_below)
+    if fallback is None and (args.fallback_precision != "auto" or "profile" in why):
+        print(f"note: {why}", file=sys.stderr)
+    return fallback
+
+
+def run_real(args, bundle, stream, cache, setup, profile, models, config, fallback=None):
     """Each scenario through Controller.from_bundle on the wall clock, beside its simulated twin.
 
     Every scenario gets a fresh controller (warmed up, then settled, see `settle`), so a latency
@@ -306,6 +345,8 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config):
 
     preds = exit_predictions(cache, setup.options.coarse_below)
     draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), config.seed)
+    if fallback is not None:
+        fallback = fallback.drawn(setup.plan, profile, config.seed)
     options = controller_options(args, online=True)
     if args.realtime is not None:  # before the controllers start: their threads inherit the policy
         from edge_anytime.realtime import RealtimeOptions, apply_realtime
@@ -314,14 +355,14 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config):
     scenarios, stats, pwcets = [], {}, []
     with BackgroundLoad(args.cpu_load) if args.cpu_load else nullcontext():
         if models is None:   # the demo's budgets come from the latencies measured when the cache was built
-            models = demo_budgets(exit_table(cache, setup, profile), setup.margin_s * 1e3)
+            models = demo_budgets(exit_table(cache, setup, profile, fallback=fallback), setup.margin_s * 1e3)
         for i, model in enumerate(models):
             with Controller.from_bundle(bundle, options=options) as ctrl:
                 settle(ctrl, stream, args.settle)
                 setup = ReplaySetup.from_policy(cache.program, ctrl.policy, setup.options)
                 budgets = model.sample(len(cache), config.seed, cache.timestamps)
                 outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold,
-                                                   config.dispatch_s)
+                                                   config.dispatch_s, fallback)
                 outcomes["sim:" + args.mode] = outcomes[args.mode]
                 outcomes[args.mode], _ = replay_real(bundle, stream, budgets, pace=args.pace, controller=ctrl,
                                                      show_progress=config.show_progress,

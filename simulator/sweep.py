@@ -68,8 +68,8 @@ class ReplayMismatch(AssertionError):
 
 
 def compare_outcomes(a: Outcomes, b: Outcomes) -> list[int]:
-    """Frames where exit, status or label differ."""
-    differ = (a.exit != b.exit) | (a.status != b.status) | (a.label != b.label)
+    """Frames where exit, status, label or precision (fallback or not) differ."""
+    differ = (a.exit != b.exit) | (a.status != b.status) | (a.label != b.label) | (a.fallback != b.fallback)
     return [int(i) for i in np.flatnonzero(differ)]
 
 
@@ -80,11 +80,12 @@ def policy_metrics(outcomes: Mapping[str, Outcomes], cache) -> dict[str, Metrics
 
 
 def simulate_policies(cache, setup: ReplaySetup, preds: ExitPredictions, budgets: np.ndarray,
-                      draws: LatencyDraws, threshold: float,
-                      dispatch_s: float = 0.0) -> tuple[dict[str, Outcomes], int | None]:
-    """Controller modes and baselines on the simulated clock (vectorised)."""
+                      draws: LatencyDraws, threshold: float, dispatch_s: float = 0.0,
+                      fallback=None) -> tuple[dict[str, Outcomes], int | None]:
+    """Controller modes and baselines on the simulated clock (vectorised); `fallback`: a drawn FallbackReplay
+    (simulator/fallback.py) for a setup with the precision fallback."""
     out = {mode: replay_fast(setup, preds, budgets, cache.timestamps, draws, cache.valid, cache.bad_steps, mode,
-                             dispatch_s) for mode in CONTROLLER_MODES}
+                             dispatch_s, fallback) for mode in CONTROLLER_MODES}
     baselines, best = baseline_outcomes(setup, preds, budgets, cache.timestamps, draws, threshold, cache.valid,
                                         cache.bad_steps, dispatch_s)
     out.update(baselines)
@@ -92,20 +93,23 @@ def simulate_policies(cache, setup: ReplaySetup, preds: ExitPredictions, budgets
 
 
 def run_sweep(cache, setup: ReplaySetup, profile: LatencyProfile, models: Sequence[BudgetModel],
-              config: SweepConfig = SweepConfig()) -> list[Scenario]:
-    """Replay every budget model on the simulated clock."""
+              config: SweepConfig = SweepConfig(), fallback=None) -> list[Scenario]:
+    """Replay every budget model on the simulated clock (`fallback`: the setup's FallbackReplay, if any)."""
     from .live import replay_live_sim
 
     preds = exit_predictions(cache, setup.options.coarse_below)
     draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), config.seed, config.latency_scale)
+    if fallback is not None:
+        fallback = fallback.drawn(setup.plan, profile, config.seed, config.latency_scale)
     scenarios = []
     for model in progress(models, desc="budget scenarios", enabled=config.show_progress and len(models) > 1):
         budgets = model.sample(len(cache), config.seed, cache.timestamps)
-        outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold, config.dispatch_s)
+        outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold, config.dispatch_s,
+                                           fallback)
         if config.engine == "live":
             mode = setup.options.mode
             live, _ = replay_live_sim(cache, setup, profile, budgets, draws, dispatch_s=config.dispatch_s,
-                                      show_progress=config.show_progress and len(models) == 1)
+                                      show_progress=config.show_progress and len(models) == 1, fallback=fallback)
             if config.verify:
                 differ = compare_outcomes(live, outcomes[mode])
                 if differ:
@@ -118,14 +122,14 @@ def run_sweep(cache, setup: ReplaySetup, profile: LatencyProfile, models: Sequen
 
 
 def result_budget(setup: ReplaySetup, preds: ExitPredictions, draws: LatencyDraws, starts_s: np.ndarray,
-                  exit_index: int, fraction: float = 0.99, mode: str = "anytime") -> float:
+                  exit_index: int, fraction: float = 0.99, mode: str = "anytime", fallback=None) -> float:
     """The smallest constant budget (seconds) with which at least `fraction` of the frames get, by the deadline,
     a result at exit `exit_index` or one worth at least as much (validation accuracy; bisection over the
     vectorised replay)."""
     worth = np.asarray(setup.values) >= setup.values[exit_index]
 
     def share(budget: float) -> float:
-        out = replay_fast(setup, preds, np.full(len(starts_s), budget), starts_s, draws, mode=mode)
+        out = replay_fast(setup, preds, np.full(len(starts_s), budget), starts_s, draws, mode=mode, fallback=fallback)
         return float(np.mean(out.on_time & (out.exit >= 0) & worth[np.maximum(out.exit, 0)]))
 
     low, high = 0.0, 1e-3
@@ -142,14 +146,16 @@ def result_budget(setup: ReplaySetup, preds: ExitPredictions, draws: LatencyDraw
 
 
 def exit_table(cache, setup: ReplaySetup, profile: LatencyProfile, measured_scale: float = 1.0,
-               seed: int = 0) -> list[dict]:
+               seed: int = 0, fallback=None) -> list[dict]:
     """Per exit: validation and stream accuracy, measured latency to reach it (anytime path, from the
     cache build, times `measured_scale`), its segment's typical and tail latency, and the smallest
     constant budget with which the controller delivers it (or a deeper exit) for 99% of the frames on the
-    simulated clock (`result_budget`)."""
+    simulated clock (`result_budget`; with the setup's `fallback`, a FallbackReplay, its results count too)."""
     program, plan = cache.program, setup.plan
     preds = exit_predictions(cache)
     draws = draw_latencies(plan, profile, cache.precisions, len(cache), seed)
+    if fallback is not None:
+        fallback = fallback.drawn(plan, profile, seed)
     truth = cache.labels
     labelled = (truth >= 0) & cache.valid
     measured = np.cumsum(np.nan_to_num(cache.step_latency_s.astype(np.float64)), axis=1) * measured_scale
@@ -158,7 +164,7 @@ def exit_table(cache, setup: ReplaySetup, profile: LatencyProfile, measured_scal
         exit_ = program.exits[k]
         correct = preds.label[:, k] == truth
         reach = measured[cache.valid, steps[-1]] * 1e3 if cache.valid.any() else np.zeros(1)
-        needed = result_budget(setup, preds, draws, cache.timestamps, k)
+        needed = result_budget(setup, preds, draws, cache.timestamps, k, fallback=fallback)
         rows.append({"index": k, "name": exit_.name, "val_accuracy": exit_.val_accuracy,
                      "accuracy": float(correct[labelled].mean()) if labelled.any() else None,
                      "latency_ms": {"p50": float(np.percentile(reach, 50)), "p99": float(np.percentile(reach, 99))},
@@ -199,7 +205,9 @@ def format_table(scenarios: Sequence[Scenario], controller: str = "anytime", thr
     other = "anytime" if controller == "apriori" else "apriori"
     twin = "sim:" + controller
     has_twin = twin in scenarios[0].metrics
-    head = (f"{'budget (ms)':<22} {'mean':>6} | {controller + ' exit':>13} {'acc':>6} {'met':>6} {'missed':>6} "
+    fallback = any(sc.metrics[controller].fallback_results for sc in scenarios)   # a column only when it answered
+    head = (f"{'budget (ms)':<22} {'mean':>6} | {controller + ' exit':>13} " + (f"{'fallbk':>6} " if fallback else "")
+            + f"{'acc':>6} {'met':>6} {'missed':>6} "
             + (f"{'sim acc':>7} {'sim met':>7} " if has_twin else "")
             + f"| {other:>7} {'best-static':>14} {thr:>15} {'miss':>6}")
     lines = [head, "-" * len(head)]
@@ -211,7 +219,8 @@ def format_table(scenarios: Sequence[Scenario], controller: str = "anytime", thr
         exit_text = "-" if m.mean_exit is None else f"{m.mean_exit:.2f}"
         best_text = f"{_pct(best.accuracy)} (" + ("none" if sc.best_static is None else f"e{sc.best_static}") + ")"
         sim = (f"{_pct(sc.metrics[twin].accuracy):>7} {_pct(sc.metrics[twin].deadline_met):>7} " if has_twin else "")
-        lines.append(f"{sc.budget.spec:<22} {sc.budgets_s.mean() * 1e3:6.2f} | {exit_text:>13} {_pct(m.accuracy):>6} "
+        share = f"{_pct(m.fallback_results / m.frames if m.frames else None):>6} " if fallback else ""
+        lines.append(f"{sc.budget.spec:<22} {sc.budgets_s.mean() * 1e3:6.2f} | {exit_text:>13} {share}{_pct(m.accuracy):>6} "
                      f"{_pct(m.deadline_met):>6} {_pct(m.miss_rate):>6} {sim}| "
                      f"{_pct(apriori.accuracy if apriori else None):>7} "
                      f"{best_text:>14} {_pct(th.accuracy):>15} {_pct(th.miss_rate):>6}")

@@ -14,7 +14,7 @@ right with probability `accuracies[k]` at exit k.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -56,11 +56,14 @@ def synthetic_manifest(num_exits: int = 3, classes: int = 10, val_accuracy: Sequ
 
 
 def synthetic_profile(latency_ms: dict | None = None, spread: float = 0.0, samples: int = 200,
-                      seed: int = 0, target: str = "synthetic") -> LatencyProfile:
-    """Step latencies: each graph's ms value times (1 + spread * U[0, 1)), `samples` samples."""
+                      seed: int = 0, target: str = "synthetic",
+                      precisions: Mapping[str, float] | None = None) -> LatencyProfile:
+    """Step latencies: each graph's ms value times (1 + spread * U[0, 1)), `samples` samples, at each precision
+    of `precisions` (precision -> its latencies' factor; default fp32 alone, at 1)."""
     latency_ms = latency_ms or {"stem": 1.0, "body": 1.0, "head": 0.2}
     rng = np.random.default_rng(seed)
-    graphs = {g: {"fp32": tuple(float(v) for v in 1e3 * ms * (1.0 + spread * rng.random(samples)))}
+    graphs = {g: {precision: tuple(float(v) for v in 1e3 * ms * factor * (1.0 + spread * rng.random(samples)))
+                  for precision, factor in (precisions or {"fp32": 1.0}).items()}
               for g, ms in latency_ms.items()}
     return LatencyProfile(target, "fake", graphs, host="synthetic")
 

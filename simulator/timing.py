@@ -104,9 +104,10 @@ def _seed(seed: int, text: str) -> list[int]:
 
 
 def draw_latencies(plan: PlanInfo, profile: LatencyProfile, precisions: Mapping[str, str], n: int,
-                   seed: int = 0, scale: float = 1.0) -> LatencyDraws:
-    """Draw every graph call of `n` frames from the profile's samples (with replacement), times `scale`."""
-    rng = np.random.default_rng(_seed(seed, "latency"))
+                   seed: int = 0, scale: float = 1.0, stream: str = "latency") -> LatencyDraws:
+    """Draw every graph call of `n` frames from the profile's samples (with replacement), times `scale`;
+    `stream` names the random numbers' stream (the fallback precision's graphs draw from one of their own)."""
+    rng = np.random.default_rng(_seed(seed, stream))
     per_graph = {}
     for graph in sorted(plan.calls):
         samples = np.asarray(profile.samples_s(graph, precisions[graph]), np.float64)

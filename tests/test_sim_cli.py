@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 METRIC_KEYS = {"frames", "labelled", "accuracy", "accuracy_delivered", "deadline_met", "missed", "miss_rate", "errors",
                "exit_histogram", "mean_exit", "latency_ms", "coarse_accuracy", "reported_accuracy", "status",
-               "late_steps"}
+               "late_steps", "fallback_results"}
 
 
 @pytest.fixture(scope="module")

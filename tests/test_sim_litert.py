@@ -76,3 +76,21 @@ def test_a_cache_replays_the_bundles_profile_as_it_is_now(tmp_path):
     assert again.path == first.path and np.array_equal(again.logits, first.logits)   # loaded, not rebuilt
     np.testing.assert_allclose(again.profiles["x86-64"].samples_s("segment0", "fp32"),
                                2 * np.array(first.profiles["x86-64"].samples_s("segment0", "fp32")), rtol=1e-3)
+
+
+def test_the_simulated_clock_replays_the_precision_fallback(tmp_path):
+    """The demo bundle's int8 graphs answer on the simulated clock as on a real one: both engines agree frame by
+    frame (--verify), and without the fallback fewer frames get a result at tight budgets."""
+    pytest.importorskip("ai_edge_litert")
+    from simulator.replay import main
+
+    argv = ["--bundle", str(DEMO_BUNDLE), "--stream", "gtsrb-test", "--frames", "300", "--budget", "uniform:0.05:0.5",
+            "--verify", "--cache-dir", str(tmp_path), "--data-dir", str(data_dir()), "--quiet"]
+    reports = {}
+    for fallback in ("auto", "none"):
+        out = tmp_path / f"{fallback}.json"
+        assert main(argv + ["--fallback-precision", fallback, "--json", str(out)]) == 0
+        reports[fallback] = json.loads(out.read_text())["scenarios"][0]["policies"]
+    assert reports["auto"]["anytime"]["fallback_results"] > 60 and reports["auto"]["apriori"]["fallback_results"] > 60
+    assert reports["none"]["anytime"]["fallback_results"] == 0
+    assert reports["auto"]["anytime"]["deadline_met"] > reports["none"]["anytime"]["deadline_met"] + 0.1

@@ -151,3 +151,44 @@ def test_baselines_follow_their_definitions():
     # threshold 0.99 is rarely reached before the last exit -> delivered at 3.6 ms, after the 2.5 ms deadline
     thr = compute_metrics(outs["threshold:0.99"], cache.labels, 3)
     assert thr.miss_rate > 0.5 and thr.missed == int((~outs["threshold:0.99"].on_time).sum())
+
+
+# ----------------------------------------------------------------------------- the precision fallback
+@pytest.fixture(scope="module")
+def with_fallback():
+    """The noisy stream with int8 graphs twice as fast for exits 0 and 1 (agreement 99.5% and 99%), whose
+    predictions differ from fp32's on some frames."""
+    from simulator.fallback import FallbackReplay
+
+    profile = synthetic_profile(spread=0.5, seed=1, precisions={"fp32": 1.0, "int8": 0.5})
+    cache = synthetic_cache(frames=600, fail=(5, 17, 300), reject=(3, 40), profiles=[profile], coarse=3)
+    at_int8 = synthetic_cache(frames=600, reject=(3, 40), profiles=[profile], coarse=3, accuracies=(0.45, 0.7, 0.9))
+    return cache, profile, FallbackReplay("int8", {0: 0.995, 1: 0.99}, at_int8, exit_predictions(at_int8))
+
+
+@pytest.mark.parametrize("mode", ["anytime", "apriori"])
+def test_the_cached_replay_plans_fallback_slices_as_the_live_controller_does(with_fallback, mode):
+    cache, profile, fallback = with_fallback
+    options = ControllerOptions(mode=mode, estimator=FROZEN, warmup_runs=0)
+    setup = ReplaySetup.create(cache.program, profile, cache.precisions, options, fallback=fallback)
+    assert [k for k, _ in setup.fallback_values] == [1, 0] and setup.fallback_samples[0].size
+    drawn = fallback.drawn(setup.plan, profile, seed=4)
+    draws = draw_latencies(setup.plan, profile, cache.precisions, len(cache), seed=4)
+    budgets = parse_budget("uniform:0.4:4").sample(len(cache), seed=2, timestamps=cache.timestamps)
+    preds = exit_predictions(cache)
+    fast = replay_fast(setup, preds, budgets, cache.timestamps, draws, cache.valid, cache.bad_steps, fallback=drawn)
+    live, results = replay_live_sim(cache, setup, profile, budgets, draws, fallback=drawn)
+    assert compare_outcomes(fast, live) == []          # exit, status, label and precision, frame by frame
+    np.testing.assert_array_equal(fast.delivered_s, live.delivered_s)
+    np.testing.assert_array_equal(fast.fallback, [r.fallback for r in results])
+    assert {int(e) for e in fast.exit[fast.fallback]} == {0, 1}   # both fallback exits answer some frames
+    # its labels are the int8 graphs' (they differ from fp32's on some of those frames)
+    rows = np.flatnonzero(fast.fallback)
+    assert (fast.label[rows] == fallback.preds.label[rows, fast.exit[rows]]).all()
+    assert (fast.label[rows] != preds.label[rows, fast.exit[rows]]).any()
+    # the same replay without the fallback: fewer results by the deadline at these budgets
+    plain = ReplaySetup.create(cache.program, profile, cache.precisions, options)
+    without = replay_fast(plain, preds, budgets, cache.timestamps, draws, cache.valid, cache.bad_steps)
+    assert fast.on_time.sum() > without.on_time.sum() + 30 and not without.fallback.any()
+    with pytest.raises(ValueError, match="fallback=FallbackReplay"):
+        replay_fast(setup, preds, budgets, cache.timestamps, draws)
