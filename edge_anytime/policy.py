@@ -58,7 +58,7 @@ from .latency import make_estimator, without_hiccups
 from .options import ControllerOptions, ControllerStats
 from .profile import LatencyProfile
 from .program import Program, exit_values
-from .seeding import draw_sums, plan_samples, scale_limits, seed_factor, slice_samples
+from .seeding import SEED_SCALE_LIMITS, draw_sums, plan_samples, scale_limits, seed_factor, slice_samples
 
 # The margin covers the usual delivery path; the rare preemption of a loaded host (milliseconds) is no
 # margin's job: reserving for it would refuse every sub-millisecond budget. Misses it causes are reported.
@@ -512,9 +512,11 @@ class DeadlinePolicy:
         factors = {name: seed_factor(estimator, samples) for name, (estimator, samples) in measured.items()}
         low, high = scale_limits([(factors[name], estimator, samples) for name, (estimator, samples)
                                   in measured.items() if factors[name] is not None])
+        steady = (low, high) != SEED_SCALE_LIMITS   # the warm-up measured this host's speed: trusted like a match
         for name, (estimator, _) in measured.items():
             factor = factors[name]
-            self.seed_scales[name] = 1.0 if factor is None else _rescale(estimator, min(high, max(low, factor)))
+            self.seed_scales[name] = 1.0 if factor is None else \
+                _rescale(estimator, min(high, max(low, factor)), trusted=steady)
         self._plan_floor_age = PLAN_FLOOR_EVERY
 
     def estimates(self) -> dict[str, float]:
@@ -538,11 +540,12 @@ class DeadlinePolicy:
         return ControllerStats(**self.counts)
 
 
-def _rescale(estimator, factor: float) -> float:
+def _rescale(estimator, factor: float, trusted: bool = False) -> float:
     """Scale `estimator`'s seeds by `factor`; the factor applied (1.0 when no seeds are left: online samples
-    replaced them)."""
+    replaced them). Seeds the warm-up confirmed (`factor` within SEED_CONFIRMED of 1) or measured on a steady
+    host (`trusted`) are first explored after TRUSTED_EXPLORE_AFTER refusals."""
     if not estimator.scale_seeds(factor):
         return 1.0
-    if abs(factor - 1.0) <= SEED_CONFIRMED:
+    if trusted or abs(factor - 1.0) <= SEED_CONFIRMED:
         estimator.delay_exploration(TRUSTED_EXPLORE_AFTER)
     return factor

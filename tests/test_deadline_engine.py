@@ -296,6 +296,10 @@ def test_a_warm_up_brings_a_profiles_seeds_to_this_hosts_speed_within_limits():
         segments = warm_up(factors, stalls)
         host.calibrate_seeds([[v / (p + 1) for v in s] for p, s in enumerate(segments)], segments, {})
         assert [host.seed_scales[f"reach{p}"] for p in range(n)] == pytest.approx(expected, rel=0.05)
+        refusals = 0
+        while not host.segment_estimators[0].refused():
+            refusals += 1
+        assert refusals == (7 if stalls or expected[0] == SEED_SCALE_LIMITS[1] else 63)   # a measured host: trusted
     # too few warm-up samples: nothing to compare, nothing changes
     few = _seeded_policy()
     few.calibrate_seeds([[2e-3] * 2] * n, [[2e-3] * 2] * n, {})
