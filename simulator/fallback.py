@@ -56,10 +56,13 @@ class FallbackReplay:
 def fallback_replay(bundle, stream, cache: PredictionCache, profile: LatencyProfile, precision: str | None = "auto",
                     *, frames: int | None = None, num_threads: int = 1, cache_dir=None, show_progress: bool = False,
                     coarse_below: float | None = None) -> tuple[FallbackReplay | None, str]:
-    """The fallback a controller loading `bundle` on a real clock would hold (`precision` as
+    """The fallback a controller loading `bundle` (a path or a Bundle) on a real clock would hold (`precision` as
     `ControllerOptions.fallback_precision`: 'auto', an explicit precision, or None), for the replay of `cache`
     (the primary graphs' predictions of `stream`); (None, why) when there is none or `profile` has no samples of
     its graphs at that precision, else (the fallback, '')."""
+    from edge_anytime.bundle import Bundle
+
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     precision, exits = fallback_exits(bundle, precision, cache.precisions, simulated=False)   # a real clock's rule
     if not exits:
         return None, "no fallback precision (none asked, or no exit's graphs agree with the primary ones on >= 99%)"
