@@ -15,6 +15,8 @@ policy requires for the gain it offers over the frame's current best result
 step that fails ends the frame as `degraded`; a step that ends after
 `deadline - guard` is dropped and the best result goes out at that time; exits
 are ranked as the controller ranks them; a confidence target stops refining.
+With a precision fallback (simulator/fallback.py) its a-priori slices are planning candidates as in
+`DeadlinePolicy.plan_frame` and `choose_apriori`, and run on its own draws and cached predictions.
 With frozen estimates the outcomes match the live Controller replay exactly;
 with the controller's estimators updating online they agree on nearly every
 frame (tests/test_sim_replay.py checks both, frame by frame).
@@ -42,7 +44,7 @@ FROZEN = EstimatorOptions(online=False)
 @dataclass(frozen=True)
 class ReplaySetup:
     """The controller configuration a replay emulates: plan, frozen latency samples and estimates (seconds),
-    exit values, margin and guard."""
+    exit values, margin and guard, and the precision fallback's slices (simulator/fallback.py)."""
 
     program: Program
     plan: PlanInfo
@@ -61,6 +63,12 @@ class ReplaySetup:
     fallback_values: tuple[tuple[int, float], ...] = ()
     fallback_samples: Mapping[int, np.ndarray] = field(default_factory=dict)
     slice_order: tuple[int, ...] = ()          # a-priori candidates best first (policy.slice_values), as codes
+
+    def without_fallback(self) -> "ReplaySetup":
+        """This setup with no fallback slice (a twin of a controller whose fallback cannot be replayed)."""
+        exits = len(self.plan.slices)
+        return replace(self, fallback_values=(), fallback_samples={},
+                       slice_order=tuple(code for code in self.slice_order if code < exits))
 
     def fallback_code(self, exit_index: int) -> int:
         """The code of exit `exit_index`'s fallback slice in `plan_choice`/`apriori_choice` (exits are 0..K-1)."""
@@ -84,12 +92,9 @@ class ReplaySetup:
                     margin_s: float | None = None, guard_s: float | None = None) -> "ReplaySetup":
         """A snapshot of a policy's current samples and estimates (e.g. a real controller's, for its twin)."""
         slices = [policy.slice_estimators[e.index] for e in program.exits]
-        exits = len(program.exits)
-        fallbacks = tuple((e.index, policy.fallback_values[fallback_key(e.index)]) for e in program.exits
-                          if fallback_key(e.index) in policy.fallback_values)
-        fallbacks = tuple(sorted(fallbacks, key=lambda item: -item[1]))      # as policy.fallback_values orders them
-        codes = {fallback_key(e.index): exits + e.index for e in program.exits}
-        order = tuple(codes.get(key, key) for key in policy.slice_values)
+        exit_of = {fallback_key(e.index): e.index for e in program.exits}
+        fallbacks = tuple((exit_of[key], value) for key, value in policy.fallback_values.items())   # best first
+        order = tuple(len(program.exits) + exit_of[key] if key in exit_of else key for key in policy.slice_values)
         return cls(program, PlanInfo.from_program(program),
                    tuple(np.array(e.samples()) for e in policy.segment_estimators),
                    tuple(np.array(e.samples()) for e in slices),

@@ -360,6 +360,8 @@ def run_real(args, bundle, stream, cache, setup, profile, models, config, fallba
             with Controller.from_bundle(bundle, options=options) as ctrl:
                 settle(ctrl, stream, args.settle)
                 setup = ReplaySetup.from_policy(cache.program, ctrl.policy, setup.options)
+                if fallback is None:   # the controller's fallback cannot be replayed (a note said why)
+                    setup = setup.without_fallback()
                 budgets = model.sample(len(cache), config.seed, cache.timestamps)
                 outcomes, best = simulate_policies(cache, setup, preds, budgets, draws, config.threshold,
                                                    config.dispatch_s, fallback)
