@@ -55,11 +55,12 @@ class FallbackReplay:
 
 def fallback_replay(bundle, stream, cache: PredictionCache, profile: LatencyProfile, precision: str | None = "auto",
                     *, frames: int | None = None, num_threads: int = 1, cache_dir=None, show_progress: bool = False,
-                    coarse_below: float | None = None) -> tuple[FallbackReplay | None, str]:
+                    coarse_below: float | None = None, rebuild: bool = False) -> tuple[FallbackReplay | None, str]:
     """The fallback a controller loading `bundle` (a path or a Bundle) on a real clock would hold (`precision` as
     `ControllerOptions.fallback_precision`: 'auto', an explicit precision, or None), for the replay of `cache`
     (the primary graphs' predictions of `stream`); (None, why) when there is none or `profile` has no samples of
-    its graphs at that precision, else (the fallback, '')."""
+    its graphs at that precision, else (the fallback, ''). `rebuild`: recompute its cache (a recorded serial
+    stream, `--rebuild-cache`), as the primary one is."""
     from edge_anytime.bundle import Bundle
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
@@ -73,7 +74,7 @@ def fallback_replay(bundle, stream, cache: PredictionCache, profile: LatencyProf
         return None, (f"the latency profile {profile.target!r} has no {precision} samples of {missing}: the replay "
                       f"runs without the precision fallback (measure them: python -m edge_anytime.profiling)")
     fallback_cache = cached_predictions(bundle, stream, frames=frames, precision=precision, num_threads=num_threads,
-                                        cache_dir=cache_dir, show_progress=show_progress)
+                                        cache_dir=cache_dir, show_progress=show_progress, rebuild=rebuild)
     if len(fallback_cache) != len(cache):
         raise ValueError(f"the stream gave {len(fallback_cache)} frames through the {precision} graphs and "
                          f"{len(cache)} through the primary ones; rebuild both caches (--rebuild-cache)")

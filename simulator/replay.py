@@ -319,7 +319,8 @@ def _fallback(args, bundle, stream, cache, profile):
         return None
     fallback, why = fallback_replay(bundle, stream, cache, profile, args.fallback_precision, frames=args.frames,
                                     num_threads=args.threads, cache_dir=args.cache_dir, show_progress=not args.quiet,
-                                    coarse_below=args.coarse_below)
+                                    coarse_below=args.coarse_below,
+                                    rebuild=args.rebuild_cache or stream.spec.startswith("serial:"))
     if fallback is None and (args.fallback_precision != "auto" or "profile" in why):
         print(f"note: {why}", file=sys.stderr)
     return fallback
