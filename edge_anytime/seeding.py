@@ -56,6 +56,8 @@ def scale_limits(known: list) -> tuple[float, float]:
 
 
 def draw_sums(program: Program, profile: LatencyProfile, precisions: Mapping[str, str], steps, seed: int):
+    """SEED_DRAWS sums of one independent draw per step of `steps` from the profile's samples of its graph
+    (at `precisions[graph]`, fp32 by default), deterministic in `seed`."""
     rng = np.random.default_rng([seed, len(steps)])
     total = np.zeros(SEED_DRAWS)
     for index in steps:
