@@ -82,13 +82,18 @@ def load_fallback(bundle: Bundle, precision: str | None, primary: Mapping[str, s
     precision, exits = fallback_exits(bundle, precision, primary, simulated)
     if not exits:
         return {}, {}
-    graphs = sorted(set().union(*(slice_graphs(bundle.program, k) for k in exits)))
+    graphs = fallback_graphs(bundle.program, exits)
     return load_runners(bundle, {g: precision for g in graphs}, backend, threads, **backend_options), exits
 
 
 def slice_graphs(program: Program, exit_index: int) -> set[str]:
     """The graphs exit `exit_index`'s a-priori slice runs."""
     return {program.steps[i].graph for i in program.apriori_plan(exit_index)}
+
+
+def fallback_graphs(program: Program, exits) -> list[str]:
+    """The graphs the a-priori slices of `exits` run (what a fallback precision loads for them), sorted."""
+    return sorted(set().union(*(slice_graphs(program, k) for k in exits)))
 
 
 def covered_exits(program: Program, runners: Mapping) -> list[int]:

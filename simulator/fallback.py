@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from edge_anytime.profile import LatencyProfile
-from edge_anytime.runners import fallback_exits, slice_graphs
+from edge_anytime.runners import fallback_exits, fallback_graphs
 
 from .cache import PredictionCache, cached_predictions
 from .fast import ExitPredictions, exit_predictions
@@ -42,8 +42,7 @@ class FallbackReplay:
     @property
     def graphs(self) -> list[str]:
         """The graphs the fallback slices run (loaded at `precision`)."""
-        program = self.cache.program
-        return sorted(set().union(*(slice_graphs(program, k) for k in self.exits)))
+        return fallback_graphs(self.cache.program, self.exits)
 
     def drawn(self, plan: PlanInfo, profile: LatencyProfile, seed: int = 0, scale: float = 1.0) -> "FallbackReplay":
         """This fallback with step latencies drawn from `profile`'s samples at its precision (a stream of
@@ -67,9 +66,7 @@ def fallback_replay(bundle, stream, cache: PredictionCache, profile: LatencyProf
     precision, exits = fallback_exits(bundle, precision, cache.precisions, simulated=False)   # a real clock's rule
     if not exits:
         return None, "no fallback precision (none asked, or no exit's graphs agree with the primary ones on >= 99%)"
-    program = bundle.program
-    graphs = sorted(set().union(*(slice_graphs(program, k) for k in exits)))
-    missing = [g for g in graphs if not profile.has(g, precision)]
+    missing = [g for g in fallback_graphs(bundle.program, exits) if not profile.has(g, precision)]
     if missing:
         return None, (f"the latency profile {profile.target!r} has no {precision} samples of {missing}: the replay "
                       f"runs without the precision fallback (measure them: python -m edge_anytime.profiling)")

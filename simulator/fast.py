@@ -110,7 +110,7 @@ class ReplaySetup:
         samples = self.segment_samples[position]
         if samples.size == 0:
             return np.zeros(remaining.shape, bool)
-        p = np.searchsorted(samples, remaining, side="right") / samples.size
+        p = _fit(samples, remaining)
         gain, need = self._admission_need(position, np.where(best >= 0, np.asarray(self.values)[np.maximum(best, 0)],
                                                              0.0))
         return (gain > 0) & (p >= need) & (p > 0)
@@ -195,7 +195,7 @@ class ReplaySetup:
             samples = self.reach_samples[position]
             if self.slice_savings[position] <= 0 or samples.size == 0:
                 continue
-            p = np.searchsorted(samples, remaining + self.slice_savings[position], side="right") / samples.size
+            p = _fit(samples, remaining + self.slice_savings[position])
             better = (p >= min_p) & (p * self.values[k] > score)
             chosen[better] = k
             score = np.where(better, p * self.values[k], score)

@@ -32,7 +32,7 @@ import numpy as np
 
 from edge_anytime.errors import EdgeAnytimeError
 from edge_anytime.options import ControllerOptions
-from edge_anytime.runners import fallback_exits, slice_graphs
+from edge_anytime.runners import fallback_exits, fallback_graphs
 
 from .budgets import BudgetError, parse_budget, parse_sweep
 from .cache import CacheError, PredictionCache, cached_predictions
@@ -169,9 +169,8 @@ def _measure(bundle, precisions: dict, args):
     profile = profile_bundle(bundle, "this-host", "litert", args.threads, dict(precisions), options)
     precision, exits = fallback_exits(bundle, _fallback_option(args), precisions, simulated=False)
     if exits:
-        graphs = set().union(*(slice_graphs(bundle.program, k) for k in exits))
-        at_fallback = profile_bundle(bundle, "this-host", "litert", args.threads, dict.fromkeys(graphs, precision),
-                                     options)
+        at_fallback = profile_bundle(bundle, "this-host", "litert", args.threads,
+                                     dict.fromkeys(fallback_graphs(bundle.program, exits), precision), options)
         profile = at_fallback.merged_into(profile)
     return profile
 
