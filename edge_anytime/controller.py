@@ -47,7 +47,7 @@ from .interpreter import ProgramInterpreter
 from .manifest import ModelInfo
 from .options import ControllerOptions, ControllerStats
 from .plan import FramePlan
-from .policy import DeadlinePolicy, fallback_key
+from .policy import DeadlinePolicy
 from .preprocess import Preprocessor
 from .handoff import CpuSharing, Ping, tight_timer_slack
 from .profile import LatencyProfile, choose_profile
@@ -99,8 +99,6 @@ class Controller:
         else:
             agreements = dict(fallback_agreements)
         fallbacks = fallback_slices(program, self._runners, self._fallback_runners, agreements)
-        self._warmup_slices = {**self.interpreter.slices,
-                               **{fallback_key(index): bound for index, bound in fallbacks.items()}}
         self.policy = DeadlinePolicy(program, self.options, simulated=simulated, threaded=self._threaded,
                                      fallbacks=agreements)
         self._counts = self.policy.counts

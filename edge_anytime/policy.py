@@ -58,7 +58,8 @@ from .latency import make_estimator, without_hiccups
 from .options import ControllerOptions, ControllerStats
 from .profile import LatencyProfile
 from .program import Program, exit_values
-from .seeding import SEED_SCALE_LIMITS, draw_sums, plan_samples, scale_limits, seed_factor, slice_samples
+from .seeding import (HOST_SPEED_LIMITS, SEED_SCALE_LIMITS, draw_sums, plan_samples, seed_factor, slice_samples,
+                      steady_host)
 
 # The margin covers the usual delivery path; the rare preemption of a loaded host (milliseconds) is no
 # margin's job: reserving for it would refuse every sub-millisecond budget. Misses it causes are reported.
@@ -499,7 +500,7 @@ class DeadlinePolicy:
         replace them after `min_online` frames either way.
 
         A host of another speed than the profile's (a VM of the same CPU model 1.8-2.4x slower here; another
-        power mode or clock) is not clipped (`seeding.scale_limits`): when every factor is within 0.25-4, all of
+        power mode or clock) is not clipped (`seeding.steady_host`): when every factor is within 0.25-4, all of
         them agree within 1.5x and every warm-up distribution has its seeds' shape, the warm-up measured a steady
         host, not stalls, and each factor is applied in full (clipped, the seeds stayed 1.5x too low here for
         the first `min_online` frames of each segment)."""
@@ -510,9 +511,9 @@ class DeadlinePolicy:
         for index, samples in slices.items():
             measured[f"slice{index}"] = (self.slice_estimators[index], samples)
         factors = {name: seed_factor(estimator, samples) for name, (estimator, samples) in measured.items()}
-        low, high = scale_limits([(factors[name], estimator, samples) for name, (estimator, samples)
-                                  in measured.items() if factors[name] is not None])
-        steady = (low, high) != SEED_SCALE_LIMITS   # the warm-up measured this host's speed: trusted like a match
+        steady = steady_host([(factors[name], estimator, samples) for name, (estimator, samples)
+                              in measured.items() if factors[name] is not None])
+        low, high = HOST_SPEED_LIMITS if steady else SEED_SCALE_LIMITS   # steady: trusted like a matching profile
         for name, (estimator, _) in measured.items():
             factor = factors[name]
             self.seed_scales[name] = 1.0 if factor is None else \

@@ -5,8 +5,8 @@ move them (a host of another speed, or a busy one).
 >>> seeded = QuantileEstimator(); seeded.seed([1.0, 1.02, 1.05] * 10)
 >>> seed_factor(seeded, [2.0, 2.04, 2.1] * 10)
 2.0
->>> scale_limits([(2.0, seeded, [2.0, 2.04, 2.1] * 10)]), scale_limits([(2.0, seeded, [1.0, 2.0, 9.0] * 10)])
-((0.25, 4.0), (0.8, 1.25))
+>>> steady_host([(2.0, seeded, [2.0, 2.04, 2.1] * 10)]), steady_host([(2.0, seeded, [1.0, 2.0, 9.0] * 10)])
+(True, False)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .program import Program
 
 SEED_DRAWS = 1000           # samples drawn per segment when a profile's per-graph samples seed it
 SEED_SCALE_LIMITS = (0.8, 1.25)   # how far a warm-up may move a profile's seeds (a busy boot must not x50 them) ...
-HOST_SPEED_LIMIT = 4.0      # ... unless it measured a host of another speed (see calibrate_seeds): up to 4x either way
+HOST_SPEED_LIMITS = (0.25, 4.0)   # ... unless it measured a steady host of another speed (`steady_host`)
 HOST_SPEED_AGREE = 1.5      # every estimator's factor within this ratio of the others': a host's speed, not a stall
 HOST_SPEED_SPREAD = 1.3     # and every warm-up p90 / p50 within this factor of its seeds': no burst of preemptions
 
@@ -41,18 +41,18 @@ def spread(samples) -> float:
     return float(np.percentile(values, 90)) / median if median > 0 else math.inf
 
 
-def scale_limits(known: list) -> tuple[float, float]:
-    """How far a warm-up may move a profile's seeds (`DeadlinePolicy.calibrate_seeds`); `known`: (factor,
-    estimator, warm-up samples) per estimator with a factor. SEED_SCALE_LIMITS, unless the warm-up measured a
-    steady host of another speed: every factor within HOST_SPEED_LIMIT either way, all of them within
-    HOST_SPEED_AGREE of each other, and every warm-up distribution with its seeds' shape (p90 / p50 within
-    HOST_SPEED_SPREAD of theirs); then (1 / HOST_SPEED_LIMIT, HOST_SPEED_LIMIT)."""
+def steady_host(known: list) -> bool:
+    """Did a warm-up measure a steady host of another speed than the profile's, rather than stalls? `known`:
+    (factor, estimator, warm-up samples) per estimator with a factor (`seed_factor`). True when every factor is
+    within HOST_SPEED_LIMITS, all of them within HOST_SPEED_AGREE of each other, and every warm-up distribution
+    has its seeds' shape (p90 / p50 within HOST_SPEED_SPREAD of theirs): then the factors may apply in full
+    (`DeadlinePolicy.calibrate_seeds`), else only within SEED_SCALE_LIMITS."""
     factors = [factor for factor, _, _ in known]
-    steady = (bool(factors) and 1.0 / HOST_SPEED_LIMIT <= min(factors) and max(factors) <= HOST_SPEED_LIMIT
-              and max(factors) <= HOST_SPEED_AGREE * min(factors)
-              and all(spread(samples) <= HOST_SPEED_SPREAD * spread(estimator.samples())
-                      for _, estimator, samples in known))
-    return (1.0 / HOST_SPEED_LIMIT, HOST_SPEED_LIMIT) if steady else SEED_SCALE_LIMITS
+    low, high = HOST_SPEED_LIMITS
+    return (bool(factors) and low <= min(factors) and max(factors) <= high
+            and max(factors) <= HOST_SPEED_AGREE * min(factors)
+            and all(spread(samples) <= HOST_SPEED_SPREAD * spread(estimator.samples())
+                    for _, estimator, samples in known))
 
 
 def draw_sums(program: Program, profile: LatencyProfile, precisions: Mapping[str, str], steps, seed: int):

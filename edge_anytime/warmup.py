@@ -30,8 +30,8 @@ def warm_up_controller(ctrl, runs: int, max_seconds: float, record: bool) -> Non
     policy = ctrl.policy
     plan = ctrl._plan
     ctrl._drain_samples()   # warm-up seeds the estimators: nothing else may write them meanwhile
-    slice_keys = tuple(ctrl._warmup_slices)
     plan.reset_warmup()
+    slice_keys = tuple(plan.warmup_slices)   # every a-priori slice the plan holds, the fallback's included
     started = time.perf_counter()
     ctrl._warmup_delivery = []    # filled by run() while ctrl._warming: the delivery path, ...
     ctrl._warmup_handover = []    # ... and threaded, the hand-over after a wake-up

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
+from edge_anytime.bundle import Bundle
 from edge_anytime.profile import LatencyProfile
 from edge_anytime.runners import fallback_exits, fallback_graphs
 
@@ -60,8 +61,6 @@ def fallback_replay(bundle, stream, cache: PredictionCache, profile: LatencyProf
     (the primary graphs' predictions of `stream`); (None, why) when there is none or `profile` has no samples of
     its graphs at that precision, else (the fallback, ''). `rebuild`: recompute its cache (a recorded serial
     stream, `--rebuild-cache`), as the primary one is."""
-    from edge_anytime.bundle import Bundle
-
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     precision, exits = fallback_exits(bundle, precision, cache.precisions, simulated=False)   # a real clock's rule
     if not exits:

@@ -308,7 +308,7 @@ def test_a_warm_up_brings_a_profiles_seeds_to_this_hosts_speed_within_limits():
 
 def test_a_profile_seeded_controller_is_calibrated_by_its_warm_up_on_a_real_clock():
     from edge_anytime import Bundle
-    from edge_anytime.seeding import HOST_SPEED_AGREE, HOST_SPEED_LIMIT, SEED_SCALE_LIMITS
+    from edge_anytime.seeding import HOST_SPEED_AGREE, HOST_SPEED_LIMITS, SEED_SCALE_LIMITS
 
     bundle = Bundle.load("deploy/bundles/gtsrb-resann")
     target = sorted(bundle.profiles)[0]
@@ -320,7 +320,7 @@ def test_a_profile_seeded_controller_is_calibrated_by_its_warm_up_on_a_real_cloc
     assert len(scales) == 3 * len(bundle.program.anytime_segments())   # segments, reaches and slices (one per exit)
     values = list(scales.values())
     assert all(SEED_SCALE_LIMITS[0] <= v <= SEED_SCALE_LIMITS[1] for v in values) or (   # a host like the profile's
-        1 / HOST_SPEED_LIMIT <= min(values) and max(values) <= HOST_SPEED_LIMIT   # or a steady host of another speed
+        HOST_SPEED_LIMITS[0] <= min(values) and max(values) <= HOST_SPEED_LIMITS[1]   # or a steady host of another speed
         and max(values) <= HOST_SPEED_AGREE * min(values))
     with Controller.from_bundle(bundle, options=ControllerOptions(profile_target=None, warmup_runs=5)) as ctrl:
         assert not any(k.startswith("seed_scale.") for k in ctrl.latency_estimates())   # warm-up seeds: no profile
