@@ -8,25 +8,34 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kind="${1:-full}"
 PYTHON="${PYTHON:-python3}"
+# The checkout on the venv's import path (a .pth file, as an editable install makes): programs anywhere run
+# with `.venv/bin/python my_loop.py` import edge_anytime (and, in .venv, training and simulator) from here.
+link_checkout() {
+  local site
+  site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  printf '%s\n' "$PWD" > "$site/edge_anytime_checkout.pth"
+}
 pip_install() { "$venv/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
 case "$kind" in
   runtime)
     venv=.venv-runtime
     stamp="$venv/.edge_anytime-$(cat requirements/runtime.txt requirements/constraints.txt | sha256sum | cut -c1-12)"
-    [ -f "$stamp" ] && exit 0
+    [ -f "$stamp" ] && { link_checkout; exit 0; }
     rm -rf "$venv"; "$PYTHON" -m venv "$venv"
     pip_install -r requirements/runtime.txt
+    link_checkout
     touch "$stamp" ;;
   full)
     venv=.venv
     stamp="$venv/.edge_anytime-$(cat requirements/*.txt | sha256sum | cut -c1-12)"
-    [ -f "$stamp" ] && exit 0
+    [ -f "$stamp" ] && { link_checkout; exit 0; }
     rm -rf "$venv"; "$PYTHON" -m venv "$venv"
     echo "setting up $venv (pinned; about 1-2 minutes) ..."
     pip_install torch==2.13.0
     pip_install -r requirements/runtime.txt -r requirements/train.txt -r requirements/convert.txt -r requirements/dev.txt
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/convert-nodeps.txt
+    link_checkout
     touch "$stamp" ;;
   *) echo "usage: $0 [full|runtime]" >&2; exit 2 ;;
 esac

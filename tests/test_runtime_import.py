@@ -3,6 +3,7 @@ venv with only those two packages: `make test-runtime`, scripts/runtime_smoke.py
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -50,3 +51,15 @@ def test_install_hints_name_only_extras_that_exist():
             require("definitely_not_installed_pkg", extra)
         except MissingDependencyError as exc:
             assert wanted in str(exc) and ("'.[base]'" not in str(exc))
+
+
+def test_a_program_outside_the_checkout_imports_the_package_with_the_venvs_python(tmp_path):
+    """`make setup` puts the checkout on the venv's import path (scripts/setup_env.sh, link_checkout): a user's
+    own program in any directory runs with `.venv/bin/python my_loop.py`."""
+    program = tmp_path / "my_loop.py"
+    program.write_text("import edge_anytime, simulator\nprint(edge_anytime.__file__)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, str(program)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, f"{out.stderr}\n(set the venv up with `make setup`: it links this checkout)"
+    assert out.stdout.strip() == str(REPO / "edge_anytime" / "__init__.py")
