@@ -49,9 +49,10 @@ from .options import ControllerOptions, ControllerStats
 from .plan import FramePlan
 from .policy import DeadlinePolicy
 from .preprocess import Preprocessor
+from .priming import ArrivalTracker, Primer, prime_controller
 from .handoff import CpuSharing, Ping, tight_timer_slack
 from .profile import LatencyProfile, choose_profile
-from .recording import SampleBacklog
+from .recording import SampleBacklog, SampleRouting
 from .program import Program
 from .results import ExitResult, FrameResult, StopReason
 from .runners import close_runners, covered_exits, fallback_slices, load_fallback, load_runners
@@ -60,7 +61,7 @@ from .workers import DeliveryThread, SampleRecorder, Watchdog
 
 
 
-class Controller:
+class Controller(SampleRouting):
     """Runs frames of one anytime model under deadlines. See the module docstring.
 
     Build it with `Controller.from_bundle(path, backend="litert")`, or directly
@@ -133,8 +134,15 @@ class Controller:
         if profile is not None:
             self.policy.seed_from_profile(program, profile, self._precisions,
                                           fallback_precision if simulated else None)
+        self._arrivals = ArrivalTracker()   # served calls' times: their period, for priming.py
+        self._last_budget: float | None = None
+        self._prime_frame = (self._preprocess.sample_frame()[0] if self.options.validate_frames else
+                             np.zeros(model.input.shape, np.float32))   # frames arrive as tensors
+        self._plan.frame_waiting = lambda: self._arrivals.last > self._plan.job.start
         if self.options.warmup_runs:
             self.warm_up(self.options.warmup_runs, record=profile is None)
+        self._primer = Primer(self, self.options.prime_lead_s) if self.options.prime == "auto" and not simulated \
+            else None
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -313,6 +321,22 @@ class Controller:
             self._publish_final(result, job)
         return result
 
+    def prime(self, budget_s: float | None = None) -> float:
+        """Run a dry frame now so that the next frame finds the caches warm; returns the seconds it took.
+
+        A mid-grey sample frame takes the serving path with `budget_s` (default: the last frame's) up to its
+        first exit: preprocessing, planning, the graphs that budget picks, the result. Nothing is counted,
+        called back or recorded, and its admission checks are undone. Call it about a millisecond before a
+        frame is due (e.g. on the camera's trigger); `ControllerOptions(prime="auto")` does it by itself for
+        calls that come at a steady period (priming.py). Returns 0.0 on a simulated clock (nothing is cold).
+
+            ctrl.prime()                      # the frame is due in about 1 ms
+            result = ctrl.run(camera.read(), budget_s=0.002)
+        """
+        if self._frame_owner == threading.get_ident():
+            raise RuntimeError("prime() was called from a callback while this thread is running a frame")
+        return prime_controller(self, budget_s)
+
     def latency_estimates(self) -> dict[str, float]:
         """Current estimates (seconds): each segment's typical and tail latency, each a-priori slice's,
         and the margin and watchdog guard in use; with a profile, the factors the warm-up applied to its seeds
@@ -334,6 +358,8 @@ class Controller:
             self._delivery.flush(timeout)
 
     def close(self) -> None:
+        if getattr(self, "_primer", None) is not None:
+            self._primer.close()
         if self._closed:
             return
         self._closed = True
@@ -372,6 +398,7 @@ class Controller:
         frame_id = next(self._frame_ids) if frame_id is None else int(frame_id)
         if not self._warming:
             self._counts["frames"] += 1
+            self._arrivals.observe(now)
         mode = mode or self.options.mode
         target = confidence_target if confidence_target is not None else self.options.confidence_target
         deadline, target, error = check_request(now, budget_s, deadline_s, mode, target)
@@ -383,6 +410,8 @@ class Controller:
                 error = str(exc)
         job = FrameJob(frame_id, tensor, now, deadline, deadline - self.policy.guard(), mode, target, user_data,
                        waitable)
+        if error is None and not self._warming:
+            self._last_budget = job.budget     # a dry frame (prime) plans with it
         if error is not None:
             self._counts["rejected_frames"] += 1
             self._report_error(FrameError(f"frame {frame_id}: {error}"), "frame")
@@ -400,22 +429,6 @@ class Controller:
         if not self._worker.is_alive():   # it never dies by design; if it did, say so and start a new one
             self._report_error(RuntimeError("the inference thread had stopped; restarted"), "controller")
             self._start_worker()
-
-    def _observe_delivery(self, seconds: float) -> None:
-        """A delivery path measured after its result's stamp: applied with the next frame's samples."""
-        if self._warming:
-            self._warmup_delivery.append(seconds)
-        elif self._recorder is not None:
-            self._recorder.put(float(seconds))   # the recorder thread is the estimators' writer (inline frames)
-        else:
-            self._backlog.add_stamped(self.policy.delivery, seconds)
-
-    def _apply_recorded(self, item) -> None:
-        """The recorder thread: a frame's samples (a batch), or a delivery-path time (seconds)."""
-        if isinstance(item, float):
-            self.policy.delivery.observe(item)
-        else:
-            self._plan.apply_samples(item)
 
     def _inference_loop(self) -> None:
         while True:
@@ -440,8 +453,10 @@ class Controller:
                 self._finish(job, StopReason.DEGRADED, exc, "inference thread")
 
     def _execute(self, job: FrameJob) -> FrameResult | None:
-        self._current = job
-        freeze = gc.isenabled() and not self._simulated_clock
+        priming = job.priming            # a dry frame: the collector may run, interrupt() does not see it
+        if not priming:
+            self._current = job
+        freeze = gc.isenabled() and not self._simulated_clock and not priming
         if freeze:
             gc.disable()
         try:
@@ -449,24 +464,20 @@ class Controller:
                 self._frame_owner = threading.get_ident()
                 try:
                     limit = job.deadline    # if planning fails before the limits are read
+                    admission = self.policy.admission_state() if priming else None
                     try:   # the margin is read once (frame_limits): its tail check has side effects
                         limit, first_limit = self.policy.frame_limits(job.deadline)
                         reason, error, where = self._plan.execute(job, limit, first_limit)
                     except Exception as exc:  # noqa: BLE001 - planning failed: this frame degrades, nothing else
                         reason, error, where = StopReason.DEGRADED, exc, "plan"
-                    if job.best is None:
-                        job.last_exit_s = self._now()   # the delivery path of a frame without result starts here
-                    # The frame's samples leave the plan under the lock (another thread's frame may be next).
-                    if self._recorder is not None and not job.hand_back:
-                        self._recorder.put(self._plan.take_samples())   # recorded off the caller's path
+                    if priming:   # no trace of the dry frame; samples other frames left waiting are recorded
+                        self.policy.restore_admission_state(admission)
+                        self._plan.take_samples()
+                        self._record_samples(math.inf, 0.0)
                     else:
-                        # Before the result is stamped or handed back, in the time the frame has to spare
-                        # (recording.py); the delivery path the margin covers leaves it out. (Recording after a
-                        # threaded hand-back would only move the work onto the next frame: the caller and this
-                        # thread share one interpreter lock.)
-                        self._backlog.add(self._plan.take_samples())
-                        left = math.inf if self._simulated_clock else job.deadline - self._now()
-                        job.recording_s = self._record_samples(left, job.deadline - limit)
+                        if job.best is None:
+                            job.last_exit_s = self._now()   # a frame without result: its delivery path starts here
+                        self._keep_samples(job, limit)
                 finally:
                     self._frame_owner = 0
                     if self._close_runners_after_frame:
@@ -474,27 +485,15 @@ class Controller:
         finally:
             if freeze:
                 gc.enable()
-            self._current = None
+            if not priming:
+                self._current = None
         return self._finish(job, reason, error, where)
 
-    def _record_samples(self, time_left: float, margin: float) -> float:
-        """Record waiting samples in the frame's spare time, `margin` kept for delivery (recording.py); the
-        seconds it took."""
-        try:
-            return self._backlog.record(time_left, margin)
-        except Exception as exc:  # noqa: BLE001 - estimates are not worth a frame
-            self._report_error(exc, "controller:estimates")
-            return 0.0
-
-    def _drain_samples(self) -> None:
-        """Apply every sample still waiting (reading estimates, flush, close: off a frame's path)."""
-        if self._recorder is not None:
-            self._recorder.drain()
-        if self._backlog.pending:
-            with self._inference_lock:
-                self._backlog.drain()
-
     def _finish(self, job: FrameJob, reason: StopReason, error: BaseException | None, where: str) -> FrameResult | None:
+        if job.priming:                    # a dry frame: an error is reported, nothing is counted or delivered
+            if error is not None:
+                self._report_error(error, "controller:prime")
+            return job.finalize(reason, self._now())
         text = None
         if error is not None:
             self._counts["backend_errors"] += 1

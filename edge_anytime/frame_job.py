@@ -59,7 +59,7 @@ class FrameJob:
     __slots__ = ("frame_id", "tensor", "start", "deadline", "fire_at", "budget", "mode", "confidence_target",
                  "user_data", "exits", "best", "best_rank", "steps_run", "steps_skipped", "late_steps", "error",
                  "result", "stop_reason", "last_exit_s", "outcome", "hand_back", "caller_cpu", "counted", "admitted",
-                 "segment_start", "recording_s", "_lock", "_done")
+                 "segment_start", "recording_s", "priming", "_lock", "_done")
 
     def __init__(self, frame_id: int, tensor: np.ndarray | None, start: float, deadline: float, fire_at: float,
                  mode: str, confidence_target: float | None, user_data: Any, waitable: bool = True) -> None:
@@ -89,6 +89,7 @@ class FrameJob:
         self.admitted = False                        # a segment of this frame was admitted
         self.hand_back = False                       # True: the inference thread leaves finalize to run()
         self.caller_cpu = None                       # run()'s thread, for handoff.CpuSharing
+        self.priming = False                         # a dry frame (Controller.prime): nothing counted or published
         self._lock = threading.Lock()
         self._done: threading.Lock | None = None      # held until the frame is done: a cheap one-shot gate
         if waitable:                                  # (an inline run() frame has nobody to wait for it)

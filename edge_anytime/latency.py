@@ -17,6 +17,14 @@ a segment's.
   per sample; the one sort on the frame's path is of the `min_online` online
   samples, once, when the seeds give way); the typical and tail quantiles are
   re-read at every sample while seeds count, then every `refresh_every`.
+* A shift resets the window: every SHIFT_CHECK_EVERY online samples, when the
+  median of the latest SHIFT_SAMPLES is above (or below) SHIFT_SHARE of the older ones, the
+  older ones describe another regime (a warm-up served back to back before a
+  control loop that idles between frames and finds the caches cold, a machine
+  that became busy or quiet) and only the latest are kept. A steady stream
+  almost never does that (half of 32 samples above the 90th percentile by
+  chance: about 1e-9), and a shifted one is followed within 40 frames, not the
+  few hundred it takes a window of 512 to turn over.
 * A burst guard: two consecutive samples above the tail raise it at once to
   their maximum (thermal throttling, another process); it decays by
   `burst_release` at each admission check, so nothing starves. It guards
@@ -53,6 +61,11 @@ from dataclasses import dataclass
 import numpy as np
 
 STALE_QUANTILE = 0.1   # an exploration faster than this quantile of the samples says they are stale
+SHIFT_SAMPLES = 32     # the latest this many online samples are checked against the older ones ...
+SHIFT_CHECK_EVERY = 8  # ... every this many samples
+SHIFT_SHARE = 0.9      # ... and when their median is above (below) this share of the older samples, the latency
+                       # has shifted (a loop that idles between frames, a machine that became busy): the window
+                       # keeps only the latest SHIFT_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -140,7 +153,8 @@ class QuantileEstimator:
         self.explore_max = explore_max
         self._window = [0.0] * window          # a list: a scalar read or write is 5x numpy's
         self._seeds = np.zeros(0, np.float64)
-        self._online = 0
+        self._online = 0                        # online samples in the window's ring (reset by a shift)
+        self._measured = 0                      # online samples ever observed
         self._pending = 0
         self._typical = math.inf
         self._tail = math.inf
@@ -150,6 +164,8 @@ class QuantileEstimator:
         self._refusals = 0                      # in a row, since the last sample
         self._explore_after = explore_after
         self._explore_fast: float | None = None    # an exploration faster than this says the samples are stale
+        self.shifts = 0                         # windows reset to their latest samples (see the module docstring)
+        self.shift_factor = 1.0                 # the typical latency after the last shift over the one before
 
     @property
     def count(self) -> int:
@@ -159,7 +175,8 @@ class QuantileEstimator:
 
     @property
     def online_count(self) -> int:
-        return self._online
+        """Samples measured while serving, all of them (a shift may have left fewer in the window)."""
+        return self._measured
 
     def seed(self, samples) -> None:
         """Add seed samples (profile, warm-up); they count until `min_online` online samples exist."""
@@ -201,6 +218,7 @@ class QuantileEstimator:
         seconds = float(seconds)
         window[slot] = seconds
         self._online = online = online + 1
+        self._measured += 1
         if online < self.min_online:           # seeds still count: the sample joins them (one insert, no rebuild:
             insort(self._sorted_list, seconds)  # a window of seeds re-sorted per sample: 25 us, six times a frame)
             self._read_quantiles()
@@ -212,9 +230,60 @@ class QuantileEstimator:
         if evicted is not None:
             del ordered[bisect_left(ordered, evicted)]
         insort(ordered, seconds)
+        if not online % SHIFT_CHECK_EVERY and len(ordered) >= 2 * SHIFT_SAMPLES:
+            shift = self._shift()
+            if shift is not None:
+                self._keep_latest(*shift)
+                return
         self._pending += 1
         if self._pending >= self.refresh_every:
             self._read_quantiles()
+
+    def _latest(self) -> list[float]:
+        """The latest SHIFT_SAMPLES online samples, oldest first."""
+        window, online = self._window, self._online
+        return [window[(online - k) % len(window)] for k in range(SHIFT_SAMPLES, 0, -1)]
+
+    def _shift(self) -> tuple[float, bool] | None:
+        """(the older samples' bound the latest crossed, True if upwards) when the median of the latest samples is
+        above (below) SHIFT_SHARE of the older ones; else None."""
+        latest = sorted(self._latest())
+        median = latest[SHIFT_SAMPLES // 2]
+        ordered = self._sorted_list
+        older = len(ordered) - SHIFT_SAMPLES
+        below = bisect_left(ordered, median) - bisect_left(latest, median)    # older samples under the median
+        above = len(ordered) - bisect_right(ordered, median) - (SHIFT_SAMPLES - bisect_right(latest, median))
+        if below < SHIFT_SHARE * older and above < SHIFT_SHARE * older:
+            return None
+        older_sorted = list(ordered)
+        for value in latest:
+            del older_sorted[bisect_left(older_sorted, value)]
+        upwards = below >= SHIFT_SHARE * older
+        return sorted_quantile(older_sorted, SHIFT_SHARE if upwards else 1.0 - SHIFT_SHARE), upwards
+
+    def _keep_latest(self, bound: float, upwards: bool) -> None:
+        """Only the latest samples from the first one past `bound` on stay (see the module docstring)."""
+        latest = self._latest()
+        first = next((i for i, v in enumerate(latest) if (v > bound if upwards else v < bound)), 0)
+        kept = latest[min(first, SHIFT_SAMPLES - SHIFT_CHECK_EVERY):]
+        before = sorted_quantile(self._sorted_list, self.typical_quantile)
+        self._window[:len(kept)] = kept
+        self._online = len(kept)
+        self._sorted_list = sorted(kept)
+        self.shifts += 1
+        self._read_quantiles()
+        self.shift_factor = self._typical / before if 0.0 < before < math.inf else 1.0
+
+    def scale_samples(self, factor: float) -> None:
+        """Multiply every sample by `factor`: another estimator of the same path measured a shift this one,
+        seldom run, has not seen yet (`DeadlinePolicy.follow_shifts`)."""
+        if not 0.0 < factor < math.inf:
+            return
+        size = min(self._online, len(self._window))
+        self._window[:size] = [v * factor for v in self._window[:size]]
+        self._seeds = self._seeds * factor
+        self._sorted_list = [v * factor for v in self._sorted_list]
+        self._read_quantiles()
 
     def observe_stopped(self, seconds: float) -> None:
         """A run stopped by a late step, which would have taken about `seconds` (the steps it ran, plus the
@@ -292,6 +361,14 @@ class QuantileEstimator:
             self._burst = burst * self.burst_release
             return burst
         return self._tail
+
+    def admission_state(self) -> tuple:
+        """What admission checks change (refusals, exploration, burst guard): `restore_admission_state` puts
+        it back after a dry frame (`Controller.prime`), whose checks must leave no trace."""
+        return (self._refusals, self._explore_after, self._explore_fast, self._burst, self._last_above)
+
+    def restore_admission_state(self, state: tuple) -> None:
+        (self._refusals, self._explore_after, self._explore_fast, self._burst, self._last_above) = state
 
     def refuse_unchecked(self) -> bool:
         """A refusal decided without an admission check (`DeadlinePolicy.first_exit_only`): counted like one,
@@ -388,6 +465,21 @@ class GaussianEstimator:
 
     def refuse_unchecked(self) -> bool:
         return True
+
+    shifts = 0                    # no shift detection here (see QuantileEstimator)
+    shift_factor = 1.0
+
+    def scale_samples(self, factor: float) -> None:
+        """Multiply every sample by `factor` (see QuantileEstimator.scale_samples)."""
+        if 0.0 < factor < math.inf:
+            self._samples *= float(factor)
+
+    def admission_state(self) -> tuple:
+        """Admission checks change nothing here (see QuantileEstimator.admission_state)."""
+        return ()
+
+    def restore_admission_state(self, state: tuple) -> None:
+        """Nothing to restore (see QuantileEstimator.admission_state)."""
 
 
 

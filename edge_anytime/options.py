@@ -19,6 +19,7 @@ from .latency import EstimatorOptions
 from .manifest import PRECISIONS
 
 MODES = ("anytime", "apriori")
+PRIME_MODES = ("auto", "off")
 
 
 def valid_confidence(value) -> bool:
@@ -81,6 +82,13 @@ class ControllerOptions:
           thread (`edge-anytime-recorder`, waking every 2 ms) does it, which takes that work (5-10 us a frame
           here) off the frame's path when the loop has idle time between frames, but competes for the
           interpreter lock when frames run back to back (measured in docs/results.md).
+    prime: 'auto' (default): when calls come at a steady period of 2 ms or more (a control loop idling
+          between frames, whose caches go cold), a thread (`edge-anytime-primer`) runs a dry frame up to its
+          first exit about `prime_lead_s` before each expected call (`Controller.prime`, priming.py): the
+          served frame finds the caches warm. It costs that much computation per frame; frames back to back,
+          irregular calls and simulated clocks never prime. 'off': never by itself (`prime()` still works).
+    prime_lead_s: how long before an expected call its dry frame starts, at least (longer when a dry frame
+          takes more than half of it, or calls jitter).
     """
 
     mode: str = "anytime"
@@ -103,6 +111,8 @@ class ControllerOptions:
     max_pending: int = 64
     share_caller_cpu: bool = False
     record_in_background: bool = False
+    prime: str = "auto"
+    prime_lead_s: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -121,6 +131,11 @@ class ControllerOptions:
         if self.fallback_precision not in (None, "auto", *PRECISIONS):
             raise ValueError(f"fallback_precision must be None, 'auto' or one of {PRECISIONS}, got "
                              f"{self.fallback_precision!r}")
+        if self.prime not in PRIME_MODES:
+            raise ValueError(f"prime must be one of {PRIME_MODES}, got {self.prime!r}")
+        if not (isinstance(self.prime_lead_s, (int, float)) and math.isfinite(self.prime_lead_s)
+                and 0 <= self.prime_lead_s <= 1):
+            raise ValueError(f"prime_lead_s must be a number of seconds in [0, 1], got {self.prime_lead_s!r}")
         if not (isinstance(self.max_pending, int) and self.max_pending >= 1):
             raise ValueError(f"max_pending must be an integer >= 1, got {self.max_pending!r}")
 

@@ -79,6 +79,8 @@ class FramePlan:
         self.apriori = False
         self.admit_all = False   # warm-up: run every segment, whatever the estimates say, and time it here
         self.forced_slice = None  # warm-up: the a-priori slice key every frame runs, timed through this path
+        # a dry frame (FrameJob.priming, Controller.prime) gives way when this says a served frame waits
+        self.frame_waiting: Callable[[], bool] = lambda: False
         self._segment: BoundSegment | None = None   # the segment running now
         self.started = 0.0
         self.counts = policy.counts
@@ -140,6 +142,7 @@ class FramePlan:
             policy.observe_step(index, seconds)
         for seconds in exit_gaps:
             policy.observe_exit_gap(seconds)
+        policy.follow_shifts()
 
     # ----------------------------------------------------------------- one frame
     def execute(self, job: FrameJob, limit: float, first_limit: float | None = None
@@ -199,7 +202,7 @@ class FramePlan:
     # ----------------------------------------------------------------- hooks
     def admit(self, segment: BoundSegment, now: float) -> bool:
         job = self.job
-        if job.finalized:
+        if job.finalized or (job.priming and self.frame_waiting()):
             return False
         policy = self.policy
         if self.apriori or self.admit_all:
@@ -225,6 +228,8 @@ class FramePlan:
     def observe(self, step, started: float, ended: float) -> bool:
         job = self.job
         job.steps_run += 1
+        if job.priming and self.frame_waiting():
+            return False                   # a dry frame gives the interpreters to a served one at once
         if self.admit_all:
             if not self._fallback_frame:   # the fallback's steps are other graphs than the ones step means follow
                 self.warmup_steps[step.index].append(ended - started)
@@ -283,6 +288,8 @@ class FramePlan:
             return False
         job.last_exit_s = self._published_at = ended
         self._published_position = segment.position
+        if job.priming:
+            return False                   # a dry frame publishes nothing, and its first exit is as far as it goes
         self._publish(result)
         target = job.confidence_target
         if target is not None and result.prediction.confidence >= target:

@@ -74,6 +74,9 @@ PLAN_FLOOR_EVERY = 32       # frames between recomputations of the time left bel
 PLAN_FLOOR_SLACK = 0.1      # ... which is kept 10% low: samples move it between recomputations
 FIRST_ONLY_QUANTILE = 0.01  # the first segment's fast tail, when judging whether a refinement could follow it
 FALLBACK_UNKNOWN_PENALTY = 0.01   # value lost by a fallback whose agreement with the primary is not measured
+# counters that planning and the frame's hooks change, under the inference lock (see admission_state)
+FRAME_PATH_COUNTS = ("steps_admitted", "steps_skipped", "steps_overrun", "late_steps", "explorations", "fallback_frames",
+                     "invalid_exits")
 EXPLORE_NEAR = 0.9          # a fallback slice that lost with p * value >= this share of the winner's is explored
 
 
@@ -166,6 +169,8 @@ class DeadlinePolicy:
         self.lose_current = not simulated and not threaded   # inline on a real clock: an overrun is a late result
         self._first_guard_only = threaded and not simulated and options.margin_s is None   # see first_margin
         self.seed_scales: dict[str, float] = {}   # calibrate_seeds(): estimator name -> factor applied
+        self._seen_shifts = [0] * len(self.reach_estimators)   # follow_shifts(): the shifts already followed
+        self._slice_shifts: dict = {}
         self.busy = 0.0            # EMA: fraction of frames that arrive while the interpreter is still busy
         self.counts = {name: 0 for name in ControllerStats.__dataclass_fields__}
 
@@ -423,6 +428,42 @@ class DeadlinePolicy:
                 self.step_mean[index] = float(np.mean(values))
         self._savings = None
 
+    def follow_shifts(self) -> None:
+        """After samples were recorded: where an exit's reach shifted (latency.py: its window kept only its
+        latest samples), its a-priori slice, and after the first exit's every fallback slice, are scaled by the
+        same factor, unless they shifted themselves meanwhile. They run only on the frames planning picks them
+        for, so after a change of regime (a loop that idles between frames, a machine that became busy) their
+        samples would describe the old one for hundreds of frames, and planning would pick a slice that no
+        longer fits: all or nothing, it delivers nothing then."""
+        for position, reach in enumerate(self.reach_estimators):
+            if reach.shifts == self._seen_shifts[position]:
+                continue
+            self._seen_shifts[position] = reach.shifts
+            keys = [self.segments[position].exit_index, *(self.fallback_values if position == 0 else ())]
+            for key in keys:
+                estimator = self.slice_estimators[key]
+                if estimator.shifts == self._slice_shifts.get(key, 0):
+                    estimator.scale_samples(reach.shift_factor)
+                self._slice_shifts[key] = estimator.shifts
+            self._plan_floor_age = PLAN_FLOOR_EVERY
+
+    def admission_state(self) -> tuple:
+        """What planning and admitting a frame change (each estimator's refusals, exploration and burst guard;
+        the frame-path counters): a dry frame (`Controller.prime`) is planned and admitted like a served one,
+        then `restore_admission_state` leaves no trace of it."""
+        estimators = self._estimators()
+        return [e.admission_state() for e in estimators], {name: self.counts[name] for name in FRAME_PATH_COUNTS}
+
+    def restore_admission_state(self, state: tuple) -> None:
+        estimator_states, counts = state
+        for estimator, saved in zip(self._estimators(), estimator_states):
+            estimator.restore_admission_state(saved)
+        self.counts.update(counts)
+
+    def _estimators(self) -> list:
+        return [*self.segment_estimators, *self.reach_estimators, *self.slice_estimators.values(), self.delivery,
+                self.wakeup]
+
     def note_arrival(self, busy: bool) -> None:
         """A frame arrived; `busy`: the interpreter was still running an earlier frame's step."""
         self.busy += ((1.0 if busy else 0.0) - self.busy) * BUSY_RATE
@@ -522,7 +563,8 @@ class DeadlinePolicy:
 
     def estimates(self) -> dict[str, float]:
         """Current estimates in seconds, by name (segment<k>.typical/.tail, slice<k>.typical/.tail, margin, guard),
-        the fraction of frames that arrived while the interpreter was busy, and the factors a warm-up applied
+        the fraction of frames that arrived while the interpreter was busy, how many times an estimator's
+        window kept only its latest samples (window_shifts: the latency shifted; latency.py), and the factors a warm-up applied
         to a profile's seeds (seed_scale.<estimator>; see calibrate_seeds)."""
         out = {}
         for position, est in enumerate(self.segment_estimators):
@@ -534,6 +576,7 @@ class DeadlinePolicy:
         out["margin"] = self.margin()
         out["guard"] = self.guard()
         out["busy_arrivals"] = self.busy
+        out["window_shifts"] = float(sum(getattr(est, "shifts", 0) for est in self._estimators()))
         out.update({f"seed_scale.{name}": factor for name, factor in self.seed_scales.items()})
         return out
 

@@ -29,7 +29,10 @@ from __future__ import annotations
 import collections
 import math
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .frame_job import FrameJob
 
 MAX_BATCHES = 8          # frames' batches that may wait for a frame with time to spare
 MAX_STAMPED = 64         # samples measured after a stamp that may wait
@@ -105,3 +108,56 @@ class SampleBacklog:
         while stamped:
             estimator, seconds = stamped.popleft()
             estimator.observe(seconds)
+
+
+class SampleRouting:
+    """Where a controller's latency samples go (the `Controller` methods of this concern): the frame's batch
+    to the recorder thread or the backlog, recorded in spare time; a delivery path measured after its stamp;
+    everything pending applied before estimates are read. Uses the controller's `_plan`, `policy`, `_backlog`,
+    `_recorder`, `_warming`, `_inference_lock`, `_now`, `_simulated_clock` and `_report_error`."""
+
+    def _observe_delivery(self, seconds: float) -> None:
+        """A delivery path measured after its result's stamp: applied with the next frame's samples."""
+        if self._warming:
+            self._warmup_delivery.append(seconds)
+        elif self._recorder is not None:
+            self._recorder.put(float(seconds))   # the recorder thread is the estimators' writer (inline frames)
+        else:
+            self._backlog.add_stamped(self.policy.delivery, seconds)
+
+    def _apply_recorded(self, item) -> None:
+        """The recorder thread: a frame's samples (a batch), or a delivery-path time (seconds)."""
+        if isinstance(item, float):
+            self.policy.delivery.observe(item)
+        else:
+            self._plan.apply_samples(item)
+
+    def _keep_samples(self, job: FrameJob, limit: float) -> None:
+        """The frame's samples leave the plan under the lock (another thread's frame may be next)."""
+        if self._recorder is not None and not job.hand_back:
+            self._recorder.put(self._plan.take_samples())   # recorded off the caller's path
+            return
+        # Before the result is stamped or handed back, in the time the frame has to spare (recording.py); the
+        # delivery path the margin covers leaves it out. (Recording after a threaded hand-back would only move
+        # the work onto the next frame: the caller and this thread share one interpreter lock.)
+        self._backlog.add(self._plan.take_samples())
+        left = math.inf if self._simulated_clock else job.deadline - self._now()
+        job.recording_s = self._record_samples(left, job.deadline - limit)
+
+    def _record_samples(self, time_left: float, margin: float) -> float:
+        """Record waiting samples in the frame's spare time, `margin` kept for delivery (recording.py); the
+        seconds it took."""
+        try:
+            return self._backlog.record(time_left, margin)
+        except Exception as exc:  # noqa: BLE001 - estimates are not worth a frame
+            self._report_error(exc, "controller:estimates")
+            return 0.0
+
+    def _drain_samples(self) -> None:
+        """Apply every sample still waiting (reading estimates, flush, close: off a frame's path)."""
+        if self._recorder is not None:
+            self._recorder.drain()
+        if self._backlog.pending:
+            with self._inference_lock:
+                self._backlog.drain()
+

@@ -9,11 +9,16 @@ cd "$(dirname "$0")/.."
 kind="${1:-full}"
 PYTHON="${PYTHON:-python3}"
 # The checkout on the venv's import path (a .pth file, as an editable install makes): programs anywhere run
-# with `.venv/bin/python my_loop.py` import edge_anytime (and, in .venv, training and simulator) from here.
+# with `.venv/bin/python my_loop.py` import edge_anytime, training and simulator from here; .venv-runtime
+# gets edge_anytime alone (the device's footprint), through a folder holding a link to it.
 link_checkout() {
-  local site
+  local site target="$PWD"
   site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-  printf '%s\n' "$PWD" > "$site/edge_anytime_checkout.pth"
+  if [ "$kind" = runtime ]; then
+    target="$PWD/$venv/checkout"
+    mkdir -p "$target"; ln -sfn "$PWD/edge_anytime" "$target/edge_anytime"
+  fi
+  printf '%s\n' "$target" > "$site/edge_anytime_checkout.pth"
 }
 pip_install() { "$venv/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 

@@ -46,7 +46,11 @@ def test_inspect_and_selftest_run_on_the_shipped_bundle():
 def test_replay_without_the_simulator_names_where_it_lives(tmp_path):
     (tmp_path / "edge_anytime").symlink_to(REPO / "edge_anytime")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-m", "edge_anytime", "replay", "--demo"], cwd=tmp_path,
+    # the venv's python has this checkout on its path (scripts/setup_env.sh): an install without the simulator
+    # is one whose path lacks it
+    without_checkout = (f"import runpy, sys; sys.path[:] = [p for p in sys.path if p != {str(REPO)!r}]; "
+                        "runpy.run_module('edge_anytime', run_name='__main__', alter_sys=True)")
+    out = subprocess.run([sys.executable, "-c", without_checkout, "replay", "--demo"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 1 and "simulator is not installed here" in out.stderr
     assert "python -m simulator.replay" in out.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_anytime import ControllerOptions, EstimatorOptions, StopReason
-from edge_anytime.latency import GaussianEstimator, QuantileEstimator, make_estimator
+from edge_anytime.latency import SHIFT_SAMPLES, GaussianEstimator, QuantileEstimator, make_estimator
 from tests.test_controller_sim import Phase, make
 
 MS = 1e-3
@@ -249,7 +249,9 @@ def test_exploration_relearns_a_faster_host_within_a_few_dozen_frames():
         if est.refused():
             runs += 1
             est.observe(1 * MS)      # the host is fast again: the samples are stale, the next exploration comes sooner
-    assert runs >= 0.05 * 512
+    # the explorations' fast samples, once most of the latest SHIFT_SAMPLES, say the latency shifted: the slow
+    # spell's samples go (latency.py) before 5% of the window (26 samples) was fast
+    assert est.shifts == 1 and SHIFT_SAMPLES // 2 <= runs < 0.05 * 512
 
 
 def test_runs_stopped_late_enter_the_window_so_a_slowdown_is_learnt_under_a_preempted_tail():
@@ -440,3 +442,32 @@ def test_planning_skips_its_candidates_below_the_slice_floor_with_the_same_choic
     assert plans(with_floor) == plans(without)
     assert 0.0 < with_floor._plan_floor < 2 * MS
     assert with_floor.plan_frame(0.0, 0.9 * with_floor._plan_floor) is None
+
+
+def test_a_shifted_latency_replaces_the_window_within_forty_samples_and_a_steady_one_never_does():
+    rng = np.random.default_rng(0)
+    est = QuantileEstimator(0.99, min_online=32, refresh_every=16)
+    for value in rng.lognormal(np.log(1 * MS), 0.05, 600):        # served back to back: warm caches
+        est.observe(value)
+    for k, value in enumerate(rng.lognormal(np.log(2 * MS), 0.05, 40)):   # then a loop idling between frames
+        est.observe(value)
+    assert est.shifts == 1 and 1.8 * MS < est.typical() < 2.1 * MS and est.tail() > 1.9 * MS   # at most 8 old samples kept
+    for value in rng.lognormal(np.log(1 * MS), 0.05, 40):        # back again: followed as fast
+        est.observe(value)
+    assert est.shifts == 2 and est.typical() < 1.1 * MS
+    steady = QuantileEstimator(0.99, min_online=32, refresh_every=16)
+    heavy = np.where(rng.random(30000) < 0.05, rng.lognormal(np.log(5 * MS), 0.5, 30000),
+                     rng.lognormal(np.log(1 * MS), 0.2, 30000))    # 5% preemptions: a heavy tail, not a shift
+    for value in heavy:
+        steady.observe(value)
+    assert steady.shifts == 0
+
+
+def test_without_the_shift_check_the_old_window_would_keep_a_shifted_latency_refused():
+    # the same shift, read as admission does: a segment needing 1.5 ms of a 1.6 ms budget after the shift
+    est = QuantileEstimator(0.99, min_online=32, refresh_every=16)
+    for _ in range(512):
+        est.observe(1 * MS)
+    for _ in range(40):
+        est.observe(2 * MS)
+    assert est.fit_probability(1.6 * MS) == 0.0                  # the window is the latest samples only
