@@ -1,7 +1,7 @@
 """A control loop's pace: every policy served one frame per sensor period, idling in between.
 
     .venv/bin/python bench/bench_paced.py [--bundle deploy/bundles/gtsrb-resann] [--period-ms 33]
-        [--budgets 0.5,0.7,1.0,1.5,2.0] [--frames 200] [--block 50] [--lead-ms 1.0] [--json OUT]
+        [--budgets 0.5,0.7,1.0,1.5,2.0] [--frames 200] [--block 50] [--lead-ms 1.0] [--against COMMIT] [--json OUT]
 
 The other benchmarks serve frames back to back, so the code, tables and weights a frame touches are always in
 the CPU's caches. A control loop calls `run()` once per period (33 ms for a 30 Hz camera) and idles between
@@ -11,6 +11,8 @@ GTSRB test frames, budgets in units of the full model's back-to-back median (`be
 * `anytime`            - the controller with its defaults (`prime="auto"`: a dry frame `prime_lead_s` before
                          each expected call, priming.py);
 * `anytime prime=off`  - the same without priming;
+* `ref COMMIT`         - with `--against COMMIT`: that commit's controller with its defaults (bench_ab.py's
+                         `import_reference`), to judge a change in this regime;
 * `static:k`, `static:0/int8`, `threshold` - deadline-unaware policies (bench_budgets.Unaware), timed alike.
 
 Policies take turns in blocks of `--block` frames (a shuffled order per block), each frame `--period-ms` after
@@ -26,6 +28,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,6 +67,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--frames", type=int, default=200, help="counted frames per policy and budget")
     parser.add_argument("--block", type=int, default=50)
     parser.add_argument("--lead-ms", type=float, default=None, help="prime_lead_s of the primed controller")
+    parser.add_argument("--against", help="also a git commit's controller, with its defaults")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.block <= SETTLE:
@@ -78,6 +82,12 @@ def main(argv=None) -> dict:
     controllers = {"anytime": Controller.from_bundle(bundle, options=options),
                    "anytime prime=off": Controller.from_bundle(bundle, options=dataclasses.replace(options,
                                                                                                   prime="off"))}
+    folder = tempfile.TemporaryDirectory()
+    if args.against:
+        from bench.bench_ab import import_reference
+
+        reference = import_reference(args.against, Path(folder.name))
+        controllers[f"ref {args.against}"] = reference.Controller.from_bundle(args.bundle)
     runner_sets = [load_runners(bundle, bundle.resolve_precisions("fp32"))]
     fp32 = Unaware(bundle, runner_sets[0])
     unaware = {f"static:{k}": (fp32, k) for k in range(len(bundle.program.exits))}
@@ -124,12 +134,13 @@ def main(argv=None) -> dict:
             for name, r in rows.items():
                 print(f"  {name:18s} {100 * r['on_time_correct']:5.1f} ({100 * r['returned_late']:5.1f}) "
                       f"[{r['median_call_us']:6.0f}]")
-        primed = {name: c._primer.primed if c._primer else 0 for name, c in controllers.items()}
+        primed = {name: c._primer.primed if getattr(c, "_primer", None) else 0 for name, c in controllers.items()}
     finally:
         for ctrl in controllers.values():
             ctrl.close()
         for runners in runner_sets:
             close_runners(runners)
+        folder.cleanup()
     report = {"bundle": args.bundle, "period_ms": args.period_ms, "frames_per_budget": blocks * counted,
               "full_median_us": setup.full_s * 1e6, "dry_frames": primed, "scenarios": table,
               "load_average_start": load_start, "load_average_end": os.getloadavg()}

@@ -35,6 +35,7 @@ def benches(quick: bool) -> list[tuple[str, list[str]]]:
                         "--json", str(RESULTS / "stuck_step.json")]),
         ("fallback", ["bench/bench_fallback.py", "--frames", "300" if quick else "1000",
                       "--json", str(RESULTS / "fallback.json")]),
+        ("paced", ["bench/bench_paced.py", "--frames", "40" if quick else "200", "--json", str(RESULTS / "paced.json")]),
     ]
 
 

@@ -163,3 +163,5 @@ class ControllerStats:
     callback_errors: int = 0
     explorations: int = 0         # segments run although refused, to re-measure them (edge_anytime/latency.py)
     fallback_frames: int = 0      # frames planning gave to a slice at the fallback precision (fallback_precision)
+    dry_frames: int = 0           # dry frames run before served ones (Controller.prime, the primer thread)
+    frames_behind_dry_frames: int = 0   # served frames that came in while a dry frame ran (they waited for its step)

@@ -173,12 +173,17 @@ def prime_controller(ctrl, budget_s: float | None, blocking: bool = True) -> flo
     if result is not None and result.best is not None:
         result.label        # the argmax a control loop reads first
     warm_first_exit_graphs(ctrl, job)
+    counts = ctrl._counts
+    counts["dry_frames"] += 1
+    if ctrl._arrivals.last > job.start:
+        counts["frames_behind_dry_frames"] += 1
     return ctrl._now() - start
 
 
 def warm_first_exit_graphs(ctrl, job: FrameJob) -> None:
     """The graphs that answer the first exit which the dry frame did not run: the primary first segment and
-    the fallback precision's first slice (planning picks between them per frame, on estimates that move)."""
+    the fallback precision's first slice (planning picks between them per frame, on estimates that move). Step by
+    step, giving way like the dry frame when a served frame comes in."""
     plan = ctrl._plan
     ran = fallback_key(0) if plan.apriori and plan._slice_key == fallback_key(0) else None if not plan.apriori else -1
     candidates = {None: ctrl.interpreter.segments[:1]}
@@ -186,9 +191,13 @@ def warm_first_exit_graphs(ctrl, job: FrameJob) -> None:
         candidates[fallback_key(0)] = plan._slice_plans[fallback_key(0)]
     tensor = ctrl._preprocess(ctrl._prime_frame) if ctrl.options.validate_frames else ctrl._prime_frame
     for key, segments in candidates.items():
-        if key == ran or ctrl._arrivals.last > job.start:
+        if key == ran:
             continue
-        with ctrl._inference_lock:
-            env = {ctrl.program.input_tensor: tensor}
-            for segment in segments:
-                ctrl.interpreter.run_all(None, steps=segment.steps, env=env)
+        env = {ctrl.program.input_tensor: tensor}
+        for step in (step for segment in segments for step in segment.steps):
+            if ctrl._arrivals.last > job.start or not ctrl._inference_lock.acquire(blocking=False):
+                return           # a served frame came in, or holds the interpreters: it goes first
+            try:
+                ctrl.interpreter.run_all(None, steps=(step,), env=env)
+            finally:
+                ctrl._inference_lock.release()

@@ -3,6 +3,7 @@ primer runs it by itself only for calls that come at a steady period; latency sh
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -60,8 +61,9 @@ def test_a_dry_frame_leaves_no_trace(threaded, monkeypatch):
         for budget in (0.01, 0.0003, 0.01):
             ctrl.run(frame, budget)
         ctrl.flush()
-        stats, estimates = ctrl.stats(), ctrl.latency_estimates()
-        state = ctrl.policy.admission_state()
+        ctrl.latency_estimates()                  # applies whatever samples wait
+        samples = [e.samples().tolist() for e in ctrl.policy._estimators()]
+        stats, state = ctrl.stats(), ctrl.policy.admission_state()
         calls = list(recorder.calls)
         ran = []
         for step in ctrl.interpreter.steps:      # the primary graphs a dry frame at a loose budget runs
@@ -71,9 +73,10 @@ def test_a_dry_frame_leaves_no_trace(threaded, monkeypatch):
             assert ctrl.prime(budget) > 0.0
         ctrl.flush()
         assert ran, "a dry frame at a loose budget runs the primary graphs"
-        assert ctrl.stats() == stats
-        assert ctrl.latency_estimates() == estimates
-        assert ctrl.policy.admission_state() == state
+        assert ctrl.stats() == dataclasses.replace(stats, dry_frames=stats.dry_frames + 4)
+        assert ctrl.policy.admission_state() == state     # (reading estimates would release a burst guard)
+        ctrl.latency_estimates()
+        assert [e.samples().tolist() for e in ctrl.policy._estimators()] == samples
         assert recorder.calls == calls
         with pytest.raises(ValueError, match="budget_s"):
             ctrl.prime(float("nan"))
@@ -132,7 +135,9 @@ def test_the_primer_runs_dry_frames_for_steady_calls_only_and_stops_with_the_con
             assert ctrl.run(frame, 0.01).best is not None
         primed = ctrl._primer.primed
         assert primed >= 10, primed
-        assert ctrl.stats().frames == 80          # dry frames are not counted
+        stats = ctrl.stats()
+        assert stats.frames == 80 and stats.dry_frames == primed   # dry frames are not served frames
+        assert stats.frames_behind_dry_frames <= 2                 # a steady loop's calls come after them
         thread = ctrl._primer._thread
     assert not thread.is_alive()
     with Controller.from_bundle(DEMO_BUNDLE, options=ControllerOptions(prime="off")) as ctrl:
