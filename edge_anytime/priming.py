@@ -17,9 +17,10 @@ millisecond earlier brings them back.
 * `ControllerOptions(prime="auto")` (the default) primes by itself: an
   `ArrivalTracker` reads the period of the calls, and once they arrive steadily
   (at least `MIN_GAPS` gaps of `MIN_PERIOD_S` or more, none further than
-  `MAX_JITTER` of the period from their median) a `Primer` thread runs
-  `prime()` `lead` before each expected call. Frames back to back (caches warm),
-  irregular calls or a simulated clock never prime.
+  `MAX_JITTER` of the period from their median; after a pause, `RESUME_GAPS`
+  gaps at the period found before) a `Primer` thread runs `prime()` `lead`
+  before each expected call. Frames back to back (caches warm), irregular calls
+  or a simulated clock never prime.
 
 >>> tracker = ArrivalTracker()
 >>> for k in range(10):
@@ -29,6 +30,10 @@ millisecond earlier brings them back.
 (0.33, 0.033, 0.0)
 >>> tracker.forecast(now=0.400) is None        # calls stopped coming: nothing to prime for
 True
+>>> for t in (2.0, 2.033, 2.066):                 # ... and resumed at the same period after a pause
+...     tracker.observe(t)
+>>> round(tracker.forecast(now=2.08)[0], 3)
+2.099
 """
 
 from __future__ import annotations
@@ -41,13 +46,13 @@ from .frame_job import FrameJob
 from .handoff import tight_timer_slack
 from .policy import fallback_key
 
-MIN_GAPS = 8            # steady calls seen before priming starts
+MIN_GAPS = 8            # steady calls seen before priming starts ...
+RESUME_GAPS = 2         # ... or again, after a pause, calls at the period found before it
 MIN_PERIOD_S = 2e-3     # below this the caches stay warm between calls (measured: 1 ms gaps cost nothing)
 MAX_JITTER = 0.2        # a gap further than this share of the period from the median one: not steady
 IDLE_POLL_S = 0.25      # how often the primer looks again while calls are not steady (a look takes the GIL)
 DURATION_RATE = 0.25    # how fast the expected length of a dry frame follows measurements
 LEAD_PER_DURATION = 2.0  # a dry frame starts at least this many of its lengths (plus the jitter) before a call
-SPIN = False
 DEFAULT_BUDGET_S = 1.0  # the budget of a dry frame before any frame was served
 
 
@@ -61,6 +66,7 @@ class ArrivalTracker:
         self._times: collections.deque = collections.deque(maxlen=size + 1)
         self.count = 0          # calls observed so far
         self.last = -math.inf   # the latest call's time
+        self.period: float | None = None   # the last steady period found
 
     def observe(self, now: float) -> None:
         self._times.append(now)
@@ -72,17 +78,30 @@ class ArrivalTracker:
         the median one), or None while the calls are not steady, come faster than MIN_PERIOD_S, or stopped
         (none for more than 1.5 periods)."""
         times = list(self._times)
-        if len(times) < MIN_GAPS + 1:
+        steady = self._steady(times)
+        if steady is None:
             return None
-        gaps = sorted(b - a for a, b in zip(times[-MIN_GAPS - 1:], times[-MIN_GAPS:]))
-        period = 0.5 * (gaps[MIN_GAPS // 2 - 1] + gaps[MIN_GAPS // 2])
-        jitter = max(period - gaps[0], gaps[-1] - period)
-        if period < MIN_PERIOD_S or jitter > MAX_JITTER * period:
-            return None
+        period, jitter = steady
         next_call = times[-1] + period
         if now > next_call + 0.5 * period:
             return None
         return next_call, period, jitter
+
+    def _steady(self, times: list[float]) -> tuple[float, float] | None:
+        """(period, jitter) of the latest MIN_GAPS gaps when steady, or of the latest RESUME_GAPS when they keep
+        the period found before (a loop that paused and resumed); else None."""
+        if len(times) >= MIN_GAPS + 1:
+            gaps = sorted(b - a for a, b in zip(times[-MIN_GAPS - 1:], times[-MIN_GAPS:]))
+            period = 0.5 * (gaps[MIN_GAPS // 2 - 1] + gaps[MIN_GAPS // 2])
+            jitter = max(period - gaps[0], gaps[-1] - period)
+            if period >= MIN_PERIOD_S and jitter <= MAX_JITTER * period:
+                self.period = period
+                return period, jitter
+        period = self.period
+        if period is None or len(times) < RESUME_GAPS + 1:
+            return None
+        jitter = max(abs(b - a - period) for a, b in zip(times[-RESUME_GAPS - 1:], times[-RESUME_GAPS:]))
+        return (period, jitter) if jitter <= MAX_JITTER * period else None
 
 
 class Primer:
@@ -130,12 +149,6 @@ class Primer:
             if seconds > 0:
                 self.primed += 1
                 self.duration_s += (seconds - self.duration_s) * (1.0 if self.primed == 1 else DURATION_RATE)
-                if SPIN:
-                    import ctypes
-                    yield_ = ctypes.CDLL(None).sched_yield
-                    until = next_call + jitter + 5e-4
-                    while tracker.count == count and now() < until:
-                        yield_()
 
     def close(self) -> None:
         self._stop.set()

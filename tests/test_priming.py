@@ -176,3 +176,13 @@ def test_a_shifted_reach_brings_its_seldom_run_slice_and_the_fallback_slices_alo
     assert policy.slice_estimators[fallback_key(0)].typical() == pytest.approx(2e-3, rel=0.05)
     policy.follow_shifts()                        # followed once, not again
     assert policy.slice_estimators[exit_last].typical() == pytest.approx(2e-3, rel=0.05)
+
+
+def test_the_module_and_estimator_docstrings_run():
+    import doctest
+
+    import edge_anytime.latency
+    import edge_anytime.priming
+
+    for module in (edge_anytime.priming, edge_anytime.latency):
+        assert doctest.testmod(module).failed == 0
