@@ -19,8 +19,11 @@ millisecond earlier brings them back.
   (at least `MIN_GAPS` gaps of `MIN_PERIOD_S` or more, none further than
   `MAX_JITTER` of the period from their median; after a pause, `RESUME_GAPS`
   gaps at the period found before) a `Primer` thread runs `prime()` `lead`
-  before each expected call. Frames back to back (caches warm), irregular calls
-  or a simulated clock never prime.
+  before each expected call, if the process was idle just before (it used less
+  than `MAX_BUSY` of a CPU over `BUSY_WINDOW_S`: a loop that calls several
+  models in turn, or does its own work then, is not idle, and a dry frame would
+  compete with it). Frames back to back (caches warm), irregular calls or a
+  simulated clock never prime.
 
 >>> tracker = ArrivalTracker()
 >>> for k in range(10):
@@ -41,6 +44,7 @@ from __future__ import annotations
 import collections
 import math
 import threading
+import time
 
 from .frame_job import FrameJob
 from .handoff import tight_timer_slack
@@ -53,6 +57,9 @@ MAX_JITTER = 0.2        # a gap further than this share of the period from the m
 IDLE_POLL_S = 0.25      # how often the primer looks again while calls are not steady (a look takes the GIL)
 DURATION_RATE = 0.25    # how fast the expected length of a dry frame follows measurements
 LEAD_PER_DURATION = 2.0  # a dry frame starts at least this many of its lengths (plus the jitter) before a call
+BUSY_WINDOW_S = 1e-3    # the process's CPU time over this long before a dry frame is due ...
+MAX_BUSY = 0.25         # ... above this share of it: something runs (the loop's own work, other models): no dry
+                        # frame, which would compete with it for the CPU and the interpreter lock
 DEFAULT_BUDGET_S = 1.0  # the budget of a dry frame before any frame was served
 
 
@@ -112,6 +119,7 @@ class Primer:
         self._lead_s = lead_s
         self.duration_s = 0.0        # expected length of a dry frame (EMA of measured ones)
         self.primed = 0              # dry frames run
+        self.skipped_busy = 0        # dry frames not run: the process was busy just before (MAX_BUSY)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edge-anytime-primer", daemon=True)
         self._thread.start()
@@ -135,11 +143,17 @@ class Primer:
                 continue
             count = tracker.count
             start_at = next_call - self.lead(jitter)
-            if self._stop.wait(max(0.0, start_at - now())):
+            if self._stop.wait(max(0.0, start_at - BUSY_WINDOW_S - now())):
+                return
+            cpu, wall = time.process_time(), now()
+            if self._stop.wait(max(0.0, start_at - wall)):
                 return
             primed_for = next_call
             if tracker.count != count or now() > next_call:
                 continue             # the call came early (or this thread woke late): no dry frame this time
+            if time.process_time() - cpu > MAX_BUSY * max(now() - wall, BUSY_WINDOW_S):
+                self.skipped_busy += 1
+                continue             # the process is working: the caches are not idle, the CPU is not free
             try:
                 seconds = prime_controller(ctrl, None, blocking=False)
             except Exception as exc:  # noqa: BLE001 - priming is an optimisation: never worth the thread
