@@ -3,10 +3,10 @@
 A control loop calls `run()` once per sensor period and idles in between. After a
 few milliseconds of idling, the code, tables and weights the next frame touches
 have left the CPU's caches: measured on this repository's 2-core VM host
-(docs/results.md, "Priming"), a frame arriving every 33 ms took 2-3x its
-back-to-back latency, and the controller's own Python work suffered most
-(from the call to its first step 150 us instead of 14). A dry frame run about a
-millisecond earlier brings them back.
+(`bench/bench_paced.py`, docs/results.md "Paced frames"), a call every 33 ms took
+1.5-3.5x its back-to-back time. A dry frame run about a millisecond earlier brings
+them back: the controller's median call at the full model's median budget went
+from 610-676 us to 421 us.
 
 * `Controller.prime(budget_s)` runs one dry frame now: a mid-grey sample frame
   through the serving path (preprocessing, planning with the given budget, the
