@@ -328,7 +328,8 @@ class Controller(SampleRouting):
         first exit: preprocessing, planning, the graphs that budget picks, the result. Nothing is counted,
         called back or recorded, and its admission checks are undone. Call it about a millisecond before a
         frame is due (e.g. on the camera's trigger); `ControllerOptions(prime="auto")` does it by itself for
-        calls that come at a steady period (priming.py). Returns 0.0 on a simulated clock (nothing is cold).
+        calls that come at a steady period (priming.py). Returns 0.0 on a simulated clock (nothing is cold) and
+        during a warm-up.
 
             ctrl.prime()                      # the frame is due in about 1 ms
             result = ctrl.run(camera.read(), budget_s=0.002)

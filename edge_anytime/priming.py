@@ -175,8 +175,8 @@ def prime_controller(ctrl, budget_s: float | None, blocking: bool = True) -> flo
     skip it (0.0) when a frame holds the interpreters."""
     if ctrl._closed:
         raise RuntimeError("controller is closed")
-    if ctrl._simulated_clock:
-        return 0.0
+    if ctrl._simulated_clock or ctrl._warming:
+        return 0.0            # nothing is cold (a simulated clock), or warm-up frames are running
     if budget_s is None:
         budget_s = ctrl._last_budget if ctrl._last_budget is not None else DEFAULT_BUDGET_S
     if not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s > 0):
