@@ -21,7 +21,8 @@ a segment's.
   median of the latest SHIFT_SAMPLES is above (or below) SHIFT_SHARE of the older ones, the
   older ones describe another regime (a warm-up served back to back before a
   control loop that idles between frames and finds the caches cold, a machine
-  that became busy or quiet) and only the latest are kept. A steady stream
+  that became busy or quiet) and only the latest are kept (from the first one
+  past the older samples' SHIFT_SHARE quantile on, at least 8). A steady stream
   almost never does that (half of 32 samples above the 90th percentile by
   chance: about 1e-9), and a shifted one is followed within 40 frames, not the
   few hundred it takes a window of 512 to turn over.
@@ -65,7 +66,7 @@ SHIFT_SAMPLES = 32     # the latest this many online samples are checked against
 SHIFT_CHECK_EVERY = 8  # ... every this many samples
 SHIFT_SHARE = 0.9      # ... and when their median is above (below) this share of the older samples, the latency
                        # has shifted (a loop that idles between frames, a machine that became busy): the window
-                       # keeps only the latest SHIFT_SAMPLES
+                       # keeps only the latest samples, from the first one past the older ones' 90th percentile
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ have left the CPU's caches: measured on this repository's 2-core VM host
 (`bench/bench_paced.py`, docs/results.md "Paced frames"), a call every 33 ms took
 1.5-3.5x its back-to-back time. A dry frame run about a millisecond earlier brings
 them back: the controller's median call at the full model's median budget went
-from 610-676 us to 421 us.
+from 610-702 us to 421-596 us (five runs).
 
 * `Controller.prime(budget_s)` runs one dry frame now: a mid-grey sample frame
   through the serving path (preprocessing, planning with the given budget, the
