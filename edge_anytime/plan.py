@@ -144,6 +144,17 @@ class FramePlan:
             policy.observe_exit_gap(seconds)
         policy.follow_shifts()
 
+    def other_first_exit_steps(self) -> list[tuple]:
+        """The steps of each way to the first exit (the primary first segment, the fallback precision's first
+        slice) other than the one the last frame ran: what a dry frame (priming.py) warms besides its own."""
+        key = fallback_key(0)
+        candidates = {None: self.interpreter.segments[:1]}
+        if key in self._slice_plans:
+            candidates[key] = self._slice_plans[key]
+        ran = (self._slice_key if self.apriori else None)
+        return [tuple(step for segment in segments for step in segment.steps)
+                for name, segments in candidates.items() if name != ran]
+
     # ----------------------------------------------------------------- one frame
     def execute(self, job: FrameJob, limit: float, first_limit: float | None = None
                 ) -> tuple[StopReason, BaseException | None, str]:

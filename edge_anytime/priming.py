@@ -48,7 +48,6 @@ import time
 
 from .frame_job import FrameJob
 from .handoff import tight_timer_slack
-from .policy import fallback_key
 
 MIN_GAPS = 8            # steady calls seen before priming starts ...
 RESUME_GAPS = 2         # ... or again, after a pause, calls at the period found before it
@@ -208,20 +207,13 @@ def prime_controller(ctrl, budget_s: float | None, blocking: bool = True) -> flo
 
 
 def warm_first_exit_graphs(ctrl, job: FrameJob) -> None:
-    """The graphs that answer the first exit which the dry frame did not run: the primary first segment and
-    the fallback precision's first slice (planning picks between them per frame, on estimates that move). Step by
-    step, giving way like the dry frame when a served frame comes in."""
-    plan = ctrl._plan
-    ran = fallback_key(0) if plan.apriori and plan._slice_key == fallback_key(0) else None if not plan.apriori else -1
-    candidates = {None: ctrl.interpreter.segments[:1]}
-    if fallback_key(0) in plan._slice_plans:
-        candidates[fallback_key(0)] = plan._slice_plans[fallback_key(0)]
+    """The graphs that answer the first exit which the dry frame did not run (`FramePlan.other_first_exit_steps`:
+    planning picks between them per frame, on estimates that move). Step by step, giving way like the dry frame
+    when a served frame comes in."""
     tensor = ctrl._preprocess(ctrl._prime_frame) if ctrl.options.validate_frames else ctrl._prime_frame
-    for key, segments in candidates.items():
-        if key == ran:
-            continue
+    for steps in ctrl._plan.other_first_exit_steps():
         env = {ctrl.program.input_tensor: tensor}
-        for step in (step for segment in segments for step in segment.steps):
+        for step in steps:
             if ctrl._arrivals.last > job.start or not ctrl._inference_lock.acquire(blocking=False):
                 return           # a served frame came in, or holds the interpreters: it goes first
             try:
