@@ -136,9 +136,10 @@ class Controller(SampleRouting):
                                           fallback_precision if simulated else None)
         self._arrivals = ArrivalTracker()   # served calls' times: their period, for priming.py
         self._last_budget: float | None = None
-        self._prime_frame = (self._preprocess.sample_frame()[0] if self.options.validate_frames else
-                             np.zeros(model.input.shape, np.float32))   # frames arrive as tensors
-        self._plan.frame_waiting = lambda: self._arrivals.last > self._plan.job.start
+        # what warm-up and dry frames run: a mid-grey camera frame (or, when frames arrive as tensors, the zero tensor)
+        self._sample_frame = (self._preprocess.sample_frame()[0] if self.options.validate_frames else
+                              np.zeros(model.input.shape, np.float32))
+        self._plan.frame_waiting = lambda: self._arrivals.came_after(self._plan.job.start)
         if self.options.warmup_runs:
             self.warm_up(self.options.warmup_runs, record=profile is None)
         self._primer = Primer(self, self.options.prime_lead_s) if self.options.prime == "auto" and not simulated \

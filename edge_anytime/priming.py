@@ -79,6 +79,10 @@ class ArrivalTracker:
         self.last = now
         self.count += 1
 
+    def came_after(self, start: float) -> bool:
+        """Did a served call come in after `start` (a dry frame's start: it then gives way)?"""
+        return self.last > start
+
     def forecast(self, now: float) -> tuple[float, float, float] | None:
         """(the next call's expected time, the period, the jitter: the largest distance of a recent gap from
         the median one), or None while the calls are not steady, come faster than MIN_PERIOD_S, or stopped
@@ -184,8 +188,8 @@ def prime_controller(ctrl, budget_s: float | None, blocking: bool = True) -> flo
     if not blocking and (ctrl._inference_lock.locked() or ctrl._current is not None):
         return 0.0
     start = ctrl._now()
-    frame = ctrl._prime_frame
-    tensor = ctrl._preprocess(frame) if ctrl.options.validate_frames else frame
+    frame = ctrl._sample_frame
+    tensor = ctrl._preprocess(frame) if ctrl.options.validate_frames else frame   # the served frames' path, warmed
     deadline = start + float(budget_s)
     job = FrameJob(-1, tensor, start, deadline, deadline - ctrl.policy.guard(), ctrl.options.mode,
                    ctrl.options.confidence_target, None, waitable=ctrl._threaded)
@@ -198,23 +202,22 @@ def prime_controller(ctrl, budget_s: float | None, blocking: bool = True) -> flo
     result = job.result
     if result is not None and result.best is not None:
         result.label        # the argmax a control loop reads first
-    warm_first_exit_graphs(ctrl, job)
+    warm_first_exit_graphs(ctrl, job, tensor)
     counts = ctrl._counts
     counts["dry_frames"] += 1
-    if ctrl._arrivals.last > job.start:
+    if ctrl._arrivals.came_after(job.start):
         counts["frames_behind_dry_frames"] += 1
     return ctrl._now() - start
 
 
-def warm_first_exit_graphs(ctrl, job: FrameJob) -> None:
+def warm_first_exit_graphs(ctrl, job: FrameJob, tensor) -> None:
     """The graphs that answer the first exit which the dry frame did not run (`FramePlan.other_first_exit_steps`:
     planning picks between them per frame, on estimates that move). Step by step, giving way like the dry frame
     when a served frame comes in."""
-    tensor = ctrl._preprocess(ctrl._prime_frame) if ctrl.options.validate_frames else ctrl._prime_frame
     for steps in ctrl._plan.other_first_exit_steps():
         env = {ctrl.program.input_tensor: tensor}
         for step in steps:
-            if ctrl._arrivals.last > job.start or not ctrl._inference_lock.acquire(blocking=False):
+            if ctrl._arrivals.came_after(job.start) or not ctrl._inference_lock.acquire(blocking=False):
                 return           # a served frame came in, or holds the interpreters: it goes first
             try:
                 ctrl.interpreter.run_all(None, steps=(step,), env=env)

@@ -25,8 +25,7 @@ COLD_PASSES = 3   # warm-up frames never recorded: cold caches, lazy allocation
 def warm_up_controller(ctrl, runs: int, max_seconds: float, record: bool) -> None:
     """`ctrl.warm_up(runs, max_seconds, record)`: see `Controller.warm_up` (this module is its body)."""
     needed = ctrl.options.estimator.min_online
-    frame = (ctrl._preprocess.sample_frame()[0] if ctrl.options.validate_frames else
-             np.zeros(ctrl.model.input.shape, np.float32))   # frames arrive as tensors
+    frame = ctrl._sample_frame
     policy = ctrl.policy
     plan = ctrl._plan
     ctrl._drain_samples()   # warm-up seeds the estimators: nothing else may write them meanwhile
