@@ -155,24 +155,47 @@ class ReplaySetup:
             score[better] = (p * value)[better]
         return chosen
 
+    def _typical(self, samples: np.ndarray) -> float:
+        """A path estimator's typical() of these samples (their median: `make_estimator`'s default)."""
+        return sorted_quantile(samples, 0.5) if samples.size else float("inf")
+
+    def _pick(self, items, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """DeadlinePolicy.pick over arrays: per frame the code of the slice chosen among `items` (code, p * value
+        with NaN where it is not a candidate, p, typical latency) when the best is worth more than `floor` (-1:
+        none), and its p * value (-inf: none)."""
+        best = np.full(floor.shape, -np.inf)
+        for _, worth, _, _ in items:
+            best = np.where((worth > floor) & (worth > best), worth, best)
+        tie = np.where(np.isfinite(best), best - self.options.value_tie, np.inf)   # none beat the floor: no pick
+        chosen = np.full(floor.shape, -1)
+        chosen_p, chosen_typical, chosen_worth = (np.full(floor.shape, -np.inf), np.full(floor.shape, np.inf),
+                                                  np.full(floor.shape, -np.inf))
+        for code, worth, p, typical in items:    # max() by (-typical, p, worth): the first maximal one
+            better = (worth >= tie) & (
+                (typical < chosen_typical) | ((typical == chosen_typical) & ((p > chosen_p)
+                                                                            | ((p == chosen_p) & (worth > chosen_worth)))))
+            chosen[better] = code
+            chosen_p = np.where(better, p, chosen_p)
+            chosen_typical = np.where(better, typical, chosen_typical)
+            chosen_worth = np.where(better, worth, chosen_worth)
+        return chosen, chosen_worth
+
     def plan_choice(self, remaining: np.ndarray) -> np.ndarray:
         """DeadlinePolicy.plan_frame over arrays: the slice that replaces the anytime plan (an exit, or
         `fallback_code(exit)`), -1 for none."""
         min_p = self.options.min_fit_probability
         reach = [_fit(s, remaining) for s in self.reach_samples]
         surely = reach[-1] >= 1.0          # the whole anytime plan surely fits (DeadlinePolicy.plan_frame)
-        # the fallback slices with p >= min_fit_probability: (exit, p * value, or NaN where p is below it)
+        # the fallback slices with p >= min_fit_probability: (code, p * value or NaN where p is below it, p, typical)
         fallbacks = []
         for k, value in self.fallback_values:
-            p = _fit(self.fallback_samples[k], remaining)
-            fallbacks.append((k, np.where(p >= min_p, p * value, np.nan)))
+            samples = self.fallback_samples[k]
+            p = _fit(samples, remaining)
+            fallbacks.append((self.fallback_code(k), np.where(p >= min_p, p * value, np.nan), p,
+                              self._typical(samples)))
         quick = np.full(remaining.shape, -1)   # too tight for the primary first exit: the best fallback slice
         if fallbacks:
-            best_score = np.full(remaining.shape, -np.inf)
-            for k, score in sorted(fallbacks, key=lambda item: fallback_key(item[0])):   # max() of (score, key)
-                take = score >= best_score
-                quick[take] = self.fallback_code(k)
-                best_score = np.where(take, score, best_score)
+            quick, best_score = self._pick(fallbacks, np.full(remaining.shape, -np.inf))
             first = reach[0]
             fast = np.isfinite(best_score) & (first < min_p) & \
                 (best_score > first * self.values[self.plan.segments[0][0]])
@@ -187,8 +210,7 @@ class ReplaySetup:
         for k, p in enumerate(reach):
             best = max(best, self.values[self.plan.segments[k][0]])
             anytime += best * (p - (reach[k + 1] if k + 1 < len(reach) else 0.0))
-        chosen = np.full(remaining.shape, -1)
-        score = anytime
+        items = []
         order = sorted(range(len(self.plan.segments)), key=lambda p: -self.values[self.plan.segments[p][0]])
         for position in order:
             k = self.plan.segments[position][0]
@@ -196,13 +218,9 @@ class ReplaySetup:
             if self.slice_savings[position] <= 0 or samples.size == 0:
                 continue
             p = _fit(samples, remaining + self.slice_savings[position])
-            better = (p >= min_p) & (p * self.values[k] > score)
-            chosen[better] = k
-            score = np.where(better, p * self.values[k], score)
-        for k, worth in fallbacks:   # NaN (p below min_fit_probability) is never better
-            better = worth > score
-            chosen[better] = self.fallback_code(k)
-            score = np.where(better, worth, score)
+            items.append((k, np.where(p >= min_p, p * self.values[k], np.nan), p,
+                          self._typical(samples) - self.slice_savings[position]))
+        chosen = self._pick(items + fallbacks, anytime)[0]   # NaN (p below min_fit_probability) is never better
         return np.where(surely, -1, np.where(quick >= 0, quick, chosen))
 
     @property
