@@ -8,6 +8,9 @@ itself relatively, so both load side by side in one process), both controllers l
 defaults, and every frame runs through static exit 0 (the bare chain, deadline-unaware), the reference and the
 working tree's controller in a shuffled order (bench_budgets.shuffled_orders), each timed around its call. Scenarios: constant budgets of 0.5x,
 0.6x, 0.8x and 1.0x the full model's median latency and four speed traces (bench/budget_traces.py, seed 0).
+`--crowded`: static exits 1 and 2 and static int8 exit 0 (each with its own interpreters) run on every frame
+too, so each controller runs on caches larger graphs left, as in bench_budgets.py's real clock; adds 1.2x and
+1.4x.
 Columns: on time and correct, calls that returned after the deadline (%). Pin it to a core
 (`taskset -c 0`) and run nothing else beside it: it measures differences of microseconds.
 
@@ -35,12 +38,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_budgets import interleaved, scenarios, side_by_side  # noqa: E402
+from bench.bench_budgets import Unaware, interleaved, scenarios, side_by_side  # noqa: E402
 from edge_anytime import Bundle, Controller  # noqa: E402
+from edge_anytime.runners import load_runners  # noqa: E402
 
 REFERENCE_PACKAGE = "ea_ref"
 SCENARIOS = ("constant 0.5x full", "constant 0.6x full", "constant 0.8x full", "constant 1.0x full",
              "speed cruise #0", "speed sweep #0", "speed stop-and-go #0", "speed random #0")   # bench_budgets' names
+CROWDED_SCENARIOS = SCENARIOS[:4] + ("constant 1.2x full", "constant 1.4x full") + SCENARIOS[4:]
 
 
 def import_reference(ref: str, folder: Path):
@@ -63,6 +68,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--bundle", default=str(ROOT / "deploy/bundles/gtsrb-resann"))
     parser.add_argument("--fresh", type=int, default=0, metavar="LOADS",
                         help="compare fresh controllers over this many loads instead (see above)")
+    parser.add_argument("--crowded", action="store_true",
+                        help="static exits 1 and 2 and static int8 exit 0 run on every frame too (see above)")
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as folder:
@@ -78,13 +85,19 @@ def main(argv=None) -> dict:
         for ctrl in controllers.values():      # settle: online estimates of this host and stream
             for i in range(min(n, 500)):
                 ctrl.run(frames[i], 10 * full)
+        crowd = {}
+        if args.crowded:      # each with its own interpreters, as separate tools would have
+            crowd = {f"static:{k}": (Unaware(bundle, load_runners(bundle, bundle.resolve_precisions("fp32"))), k)
+                     for k in (1, 2)}
+            crowd["static:0/int8"] = (Unaware(bundle, load_runners(bundle, bundle.resolve_precisions("int8"))), 0)
+        wanted = CROWDED_SCENARIOS if args.crowded else SCENARIOS
         chosen = {name: budgets for name, budgets in scenarios(stamps, full, first, 1, n).items()
-                  if name in SCENARIOS}
-        names = ["static:0", *controllers]
+                  if name in wanted}
+        names = ["static:0", *crowd, *controllers]
         report = {}
         try:
             for scenario, budgets in chosen.items():
-                good, late = interleaved(setup, budgets, controllers)
+                good, late = interleaved(setup, budgets, controllers, crowd)
                 report[scenario] = {name: {"on_time_correct": good[name] / n, "late": late[name] / n}
                                     for name in names}
                 print(f"{scenario:<22}" + "".join(f"  {name}: {good[name] / n * 100:5.1f} (late {late[name] / n * 100:5.1f})"

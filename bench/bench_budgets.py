@@ -250,10 +250,12 @@ def shuffled_orders(names, count: int, seed: int = 0) -> list[list]:
     return [[names[j] for j in rng.permutation(len(names))] for _ in range(count)]
 
 
-def interleaved(setup: SideBySide, budgets, controllers: dict) -> tuple[dict, dict]:
+def interleaved(setup: SideBySide, budgets, controllers: dict, crowd: dict | None = None) -> tuple[dict, dict]:
     """Static fp32 exit 0 and each controller on every frame, in a shuffled order, each timed around its call with
-    its label read: (on time and correct, calls returned late), counted per name ('static:0' and the keys)."""
-    names = ["static:0", *controllers]
+    its label read: (on time and correct, calls returned late), counted per name ('static:0' and the keys).
+    `crowd`: more deadline-unaware policies in the rotation, name -> (Unaware, exit), counted alike."""
+    crowd = crowd or {}
+    names = ["static:0", *crowd, *controllers]
     good, late = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
     orders = shuffled_orders(names, len(setup.frames))
     for i, frame in enumerate(setup.frames):
@@ -262,6 +264,9 @@ def interleaved(setup: SideBySide, budgets, controllers: dict) -> tuple[dict, di
             t0 = time.perf_counter()
             if name == "static:0":
                 label, _ = setup.bare.static(frame, 0)
+            elif name in crowd:
+                policy, k = crowd[name]
+                label, _ = policy.static(frame, k)
             else:
                 label = controllers[name].run(frame, budget).label
             elapsed = time.perf_counter() - t0

@@ -78,6 +78,7 @@ FALLBACK_UNKNOWN_PENALTY = 0.01   # value lost by a fallback whose agreement wit
 FRAME_PATH_COUNTS = ("steps_admitted", "steps_skipped", "steps_overrun", "late_steps", "explorations", "fallback_frames",
                      "invalid_exits")
 EXPLORE_NEAR = 0.9          # a fallback slice that lost with p * value >= this share of the winner's is explored
+TIE_ROOM = 1.5              # pick(): the best slice runs, near ties or not, with this many times its typical latency left
 
 
 def fallback_key(exit_index: int) -> str:
@@ -284,7 +285,7 @@ class DeadlinePolicy:
         if fallbacks:          # too tight for the primary first exit: a fallback slice, decided fast
             first = self.reach_estimators[0].fit_probability(remaining, guarded=False)   # no burst release here
             if first < min_p:
-                score, _, _, key = self.pick(fallbacks, -math.inf)
+                score, _, _, key = self.pick(fallbacks, -math.inf, remaining)
                 if score > first * self._segment_values[0]:
                     return self._explore_fallbacks(fallbacks, key, score)
         saved = self.slice_savings()
@@ -315,32 +316,34 @@ class DeadlinePolicy:
             if value > best:   # the last exit reached in time is kept (admission stops before overruns)
                 best = value
             anytime += best * (p - p_next)
-        chosen = self.pick(candidates, anytime)
+        chosen = self.pick(candidates, anytime, remaining)
         if chosen is None:
             return None
         return chosen[3] if not fallbacks else self._explore_fallbacks(fallbacks, chosen[3], chosen[0])
 
-    def pick(self, scored: list[tuple[float, float, float, int | str]], floor: float
+    def pick(self, scored: list[tuple[float, float, float, int | str]], floor: float, remaining: float
              ) -> tuple[float, float, float, int | str] | None:
         """The slice to run among `scored` candidates (p * value, p, typical latency, key) when the best is worth
-        more than `floor` (the anytime plan's value, when it is the alternative): its entry, or None if none is
-        worth more. Those within `options.value_tie` of the best p * value are equally good (exit values are validation
-        accuracies, and a difference below the validation set's resolution does not pay for a slower slice):
-        the fastest (lowest typical latency) wins, then the highest p, then the highest p * value, then the
-        first listed. Speed first: a typical latency is measured robustly, while a seldom-run slice's p can rest
-        on older, cleaner samples than a busy one's. `value_tie=0`: strict p * value order. (Measured interleaved with other models at 0.8x the full model: the fp32 exit-1 slice, worth 0.1
-        point more than the int8 one, won on 34 frames in 1,000 and ended late on 11.)"""
+        more than `floor` (the anytime plan's value, when it is the alternative), with `remaining` seconds left:
+        its entry, or None if none is worth more. The best runs when it has room to spare (`remaining` at least
+        TIE_ROOM times its typical latency). Otherwise those within `options.value_tie` of the best p * value
+        are equally good (exit values are validation accuracies, and a difference below the validation set's
+        resolution does not pay for a slower slice that barely fits): the fastest (lowest typical latency)
+        wins, then the highest p, then the highest p * value, then the first listed. Speed first: a typical
+        latency is measured robustly, while a seldom-run slice's p can rest on older, cleaner samples than a
+        busy one's. `value_tie=0`: strict p * value order. (Measured interleaved with other models at 0.8x the
+        full model: the fp32 exit-1 slice, worth 0.1 point more than the int8 one, won on 34 frames in 1,000
+        and ended late on 11.)"""
         best = None
         for item in scored:
-            if item[0] > floor and (best is None or item[0] > best):
-                best = item[0]
-        if best is None:
-            return None
-        tie = best - self.options.value_tie
-        chosen = None
+            if item[0] > floor and (best is None or item[0] > best[0]):
+                best = item
+        if best is None or remaining >= TIE_ROOM * best[2]:
+            return best
+        tie = best[0] - self.options.value_tie
+        chosen = best
         for item in scored:
-            if item[0] >= tie and (
-                    chosen is None or (-item[2], item[1], item[0]) > (-chosen[2], chosen[1], chosen[0])):
+            if item[0] >= tie and (-item[2], item[1], item[0]) > (-chosen[2], chosen[1], chosen[0]):
                 chosen = item
         return chosen
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from edge_anytime.latency import EstimatorOptions, sorted_quantile
 from edge_anytime.options import ControllerOptions
-from edge_anytime.policy import DeadlinePolicy, fallback_key
+from edge_anytime.policy import TIE_ROOM, DeadlinePolicy, fallback_key
 from edge_anytime.profile import LatencyProfile
 from edge_anytime.program import Program
 
@@ -159,19 +159,23 @@ class ReplaySetup:
         """A path estimator's typical() of these samples (their median: `make_estimator`'s default)."""
         return sorted_quantile(samples, 0.5) if samples.size else float("inf")
 
-    def _pick(self, items, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _pick(self, items, floor: np.ndarray, remaining: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """DeadlinePolicy.pick over arrays: per frame the code of the slice chosen among `items` (code, p * value
-        with NaN where it is not a candidate, p, typical latency) when the best is worth more than `floor` (-1:
-        none), and its p * value (-inf: none)."""
-        best = np.full(floor.shape, -np.inf)
-        for _, worth, _, _ in items:
-            best = np.where((worth > floor) & (worth > best), worth, best)
-        tie = np.where(np.isfinite(best), best - self.options.value_tie, np.inf)   # none beat the floor: no pick
-        chosen = np.full(floor.shape, -1)
-        chosen_p, chosen_typical, chosen_worth = (np.full(floor.shape, -np.inf), np.full(floor.shape, np.inf),
-                                                  np.full(floor.shape, -np.inf))
-        for code, worth, p, typical in items:    # max() by (-typical, p, worth): the first maximal one
-            better = (worth >= tie) & (
+        with NaN where it is not a candidate, p, typical latency) when the best is worth more than `floor`, with
+        `remaining` seconds left (-1: none), and its p * value (-inf: none)."""
+        shape = floor.shape
+        chosen, chosen_worth = np.full(shape, -1), np.full(shape, -np.inf)
+        chosen_p, chosen_typical = np.full(shape, -np.inf), np.full(shape, np.inf)
+        for code, worth, p, typical in items:    # the best: the first with the highest p * value above the floor
+            better = (worth > floor) & (worth > chosen_worth)
+            chosen[better] = code
+            chosen_worth = np.where(better, worth, chosen_worth)
+            chosen_p = np.where(better, p, chosen_p)
+            chosen_typical = np.where(better, typical, chosen_typical)
+        tied = (chosen >= 0) & (remaining < TIE_ROOM * chosen_typical)   # no room to spare: near ties count
+        tie = chosen_worth - self.options.value_tie
+        for code, worth, p, typical in items:    # then max() by (-typical, p, worth) from the best on
+            better = tied & (worth >= tie) & (
                 (typical < chosen_typical) | ((typical == chosen_typical) & ((p > chosen_p)
                                                                             | ((p == chosen_p) & (worth > chosen_worth)))))
             chosen[better] = code
@@ -195,7 +199,7 @@ class ReplaySetup:
                               self._typical(samples)))
         quick = np.full(remaining.shape, -1)   # too tight for the primary first exit: the best fallback slice
         if fallbacks:
-            quick, best_score = self._pick(fallbacks, np.full(remaining.shape, -np.inf))
+            quick, best_score = self._pick(fallbacks, np.full(remaining.shape, -np.inf), remaining)
             first = reach[0]
             fast = np.isfinite(best_score) & (first < min_p) & \
                 (best_score > first * self.values[self.plan.segments[0][0]])
@@ -220,7 +224,7 @@ class ReplaySetup:
             p = _fit(samples, remaining + self.slice_savings[position])
             items.append((k, np.where(p >= min_p, p * self.values[k], np.nan), p,
                           self._typical(samples) - self.slice_savings[position]))
-        chosen = self._pick(items + fallbacks, anytime)[0]   # NaN (p below min_fit_probability) is never better
+        chosen = self._pick(items + fallbacks, anytime, remaining)[0]   # NaN (p below min_fit_probability): never
         return np.where(surely, -1, np.where(quick >= 0, quick, chosen))
 
     @property
