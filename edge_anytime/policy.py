@@ -285,23 +285,25 @@ class DeadlinePolicy:
         if fallbacks:          # too tight for the primary first exit: a fallback slice, decided fast
             first = self.reach_estimators[0].fit_probability(remaining, guarded=False)   # no burst release here
             if first < min_p:
-                score, _, _, key = self.pick(fallbacks, -math.inf, remaining)
+                score, _, key, _, _ = self.pick(fallbacks, -math.inf, remaining)
                 if score > first * self._segment_values[0]:
                     return self._explore_fallbacks(fallbacks, key, score)
         saved = self.slice_savings()
         min_online = self.options.estimator.min_online
-        candidates = []        # slices that could run: (p * value, p, typical latency, exit)
+        candidates = []        # slices that could run: (p * value, p, exit, estimator, offset: see pick)
         for position, index, value in self._plan_candidates:
             if saved[position] <= 0:
                 continue       # the slice is the anytime prefix itself: nothing to win
             measured = self.slice_estimators[index]
             if measured.online_count >= min_online:   # this slice has run: its own samples
-                p, typical = measured.fit_probability(remaining), measured.typical()
+                p = measured.fit_probability(remaining)
+                if p >= min_p:
+                    candidates.append((p * value, p, index, measured, 0.0))
             else:                       # else the exit's reach without the steps the slice skips
                 reach = self.reach_estimators[position]
-                p, typical = reach.fit_probability(remaining + saved[position]), reach.typical() - saved[position]
-            if p >= min_p:
-                candidates.append((p * value, p, typical, index))
+                p = reach.fit_probability(remaining + saved[position])
+                if p >= min_p:
+                    candidates.append((p * value, p, index, reach, saved[position]))
         candidates += fallbacks
         if not candidates:
             return None        # no slice can run (the usual case at tight budgets: one cheap check per slice)
@@ -319,36 +321,39 @@ class DeadlinePolicy:
         chosen = self.pick(candidates, anytime, remaining)
         if chosen is None:
             return None
-        return chosen[3] if not fallbacks else self._explore_fallbacks(fallbacks, chosen[3], chosen[0])
+        return chosen[2] if not fallbacks else self._explore_fallbacks(fallbacks, chosen[2], chosen[0])
 
-    def pick(self, scored: list[tuple[float, float, float, int | str]], floor: float, remaining: float
-             ) -> tuple[float, float, float, int | str] | None:
-        """The slice to run among `scored` candidates (p * value, p, typical latency, key) when the best is worth
-        more than `floor` (the anytime plan's value, when it is the alternative), with `remaining` seconds left:
-        its entry, or None if none is worth more. The best runs when it has room to spare (`remaining` at least
-        TIE_ROOM times its typical latency). Otherwise those within `options.value_tie` of the best p * value
-        are equally good (exit values are validation accuracies, and a difference below the validation set's
-        resolution does not pay for a slower slice that barely fits): the fastest (lowest typical latency)
-        wins, then the highest p, then the highest p * value, then the first listed. Speed first: a typical
-        latency is measured robustly, while a seldom-run slice's p can rest on older, cleaner samples than a
-        busy one's. `value_tie=0`: strict p * value order. (Measured interleaved with other models at 0.8x the
-        full model: the fp32 exit-1 slice, worth 0.1 point more than the int8 one, won on 34 frames in 1,000
-        and ended late on 11.)"""
+    def pick(self, scored: list[tuple], floor: float, remaining: float) -> tuple | None:
+        """The slice to run among `scored` candidates (p * value, p, key, estimator, offset: its typical latency is
+        `estimator.typical() - offset`, read only when needed) when the best is worth more than `floor` (the
+        anytime plan's value, when it is the alternative), with `remaining` seconds left: its entry, or None if
+        none is worth more. The best runs when it has room to spare (`remaining` at least TIE_ROOM times its
+        typical latency). Otherwise those within `options.value_tie` of the best p * value are equally good
+        (exit values are validation accuracies, and a difference below the validation set's resolution does
+        not pay for a slower slice that barely fits): the fastest (lowest typical latency) wins, then the
+        highest p, then the highest p * value, then the first listed. Speed first: a typical latency is
+        measured robustly, while a seldom-run slice's p can rest on older, cleaner samples than a busy one's.
+        `value_tie=0`: strict p * value order. (Measured interleaved with other models at 0.8x the full model:
+        the fp32 exit-1 slice, worth 0.1 point more than the int8 one, won on 34 frames in 1,000 and ended late
+        on 11.)"""
         best = None
         for item in scored:
             if item[0] > floor and (best is None or item[0] > best[0]):
                 best = item
-        if best is None or remaining >= TIE_ROOM * best[2]:
+        if best is None or len(scored) == 1:
             return best
-        tie = best[0] - self.options.value_tie
-        chosen = best
+        typical = best[3].typical() - best[4]
+        if remaining >= TIE_ROOM * typical:
+            return best
+        tie, chosen, chosen_key = best[0] - self.options.value_tie, best, (-typical, best[1], best[0])
         for item in scored:
-            if item[0] >= tie and (-item[2], item[1], item[0]) > (-chosen[2], chosen[1], chosen[0]):
-                chosen = item
+            if item[0] >= tie and item is not best:
+                key = (item[4] - item[3].typical(), item[1], item[0])
+                if key > chosen_key:
+                    chosen, chosen_key = item, key
         return chosen
 
-    def _explore_fallbacks(self, scores: list[tuple[float, float, float, str]], chosen: int | str, score: float
-                           ) -> int | str:
+    def _explore_fallbacks(self, scores: list[tuple], chosen: int | str, score: float) -> int | str:
         """Slice `chosen` won with `score` (p * value); a fallback slice worth more (by value) that lost on its fit
         probability, narrowly (its p * value at least EXPLORE_NEAR of the winner's), counts a refusal, and after
         its exploration wait (TRUSTED_EXPLORE_AFTER refusals in a row at first, then halved or doubled by each
@@ -357,7 +362,7 @@ class DeadlinePolicy:
         the estimators' usual first wait of 8 refusals, explorations lost half the frames they tried in a
         cache-cold benchmark.)"""
         value, near, estimators = self.slice_values[chosen], EXPLORE_NEAR * score, self.slice_estimators
-        for worth, _, _, key in scores:
+        for worth, _, key, _, _ in scores:
             if worth >= near and self.fallback_values[key] > value and estimators[key].refused():
                 self.counts["explorations"] += 1
                 return key
@@ -372,16 +377,16 @@ class DeadlinePolicy:
         self._fallback_candidates = []
         self._plan_floor_age = PLAN_FLOOR_EVERY     # the planning floor loses its fallback slices
 
-    def _fallback_scores(self, remaining: float) -> list[tuple[float, float, float, str]]:
-        """(p * value, p, typical latency, key) of each fallback slice with p >= min_fit_probability (its own
-        samples, seeds or not; no burst-guard release: no result is in hand at planning)."""
+    def _fallback_scores(self, remaining: float) -> list[tuple]:
+        """(p * value, p, key, estimator, 0.0) of each fallback slice with p >= min_fit_probability (its own
+        samples, seeds or not; no burst-guard release: no result is in hand at planning): `pick`'s candidates."""
         min_p, estimators = self.options.min_fit_probability, self.slice_estimators
         scores = []
         for key, value in self._fallback_candidates:
             estimator = estimators[key]
             p = estimator.fit_probability(remaining, guarded=False)
             if p >= min_p:
-                scores.append((p * value, p, estimator.typical(), key))
+                scores.append((p * value, p, key, estimator, 0.0))
         return scores
 
     def tick_floors(self) -> None:

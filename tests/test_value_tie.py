@@ -16,22 +16,34 @@ def _policy(value_tie: float = 0.003, accuracies=(0.97, 0.989, 0.991)) -> Deadli
                           simulated=True, threaded=False, fallbacks={1: 0.999})
 
 
+class _Typical:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def typical(self) -> float:
+        return self.seconds
+
+
+def _slice(worth: float, p: float, typical: float, key):
+    return (worth, p, key, _Typical(typical), 0.0)      # pick()'s candidates
+
+
 def test_pick_takes_the_fastest_of_the_slices_within_the_tie_of_the_best_unless_the_best_has_room():
     policy = _policy()
-    slow_best = (0.990, 1.0, 5e-4, 2)           # (p * value, p, typical latency, key)
-    fast_near = (0.988, 1.0, 2e-4, fallback_key(1))
-    far = (0.960, 1.0, 1e-4, 0)
+    slow_best = _slice(0.990, 1.0, 5e-4, 2)
+    fast_near = _slice(0.988, 1.0, 2e-4, fallback_key(1))
+    far = _slice(0.960, 1.0, 1e-4, 0)
     tight = 6e-4                                 # less than TIE_ROOM times the best's typical latency
-    assert policy.pick([slow_best, fast_near, far], 0.5, tight) == fast_near
-    assert policy.pick([slow_best, fast_near, far], 0.5, 1e-3) == slow_best     # room to spare: the best
-    assert policy.pick([slow_best, fast_near, far], 0.995, tight) is None       # none beats the anytime plan
+    assert policy.pick([slow_best, fast_near, far], 0.5, tight) is fast_near
+    assert policy.pick([slow_best, fast_near, far], 0.5, 1e-3) is slow_best    # room to spare: the best
+    assert policy.pick([slow_best, fast_near, far], 0.995, tight) is None      # none beats the anytime plan
     # the best must beat the floor; the tie is measured from the best, not the floor
-    assert policy.pick([slow_best, fast_near], 0.989, tight) == fast_near
+    assert policy.pick([slow_best, fast_near], 0.989, tight) is fast_near
     # equal speed: the likelier to fit; strict order with value_tie=0
-    likelier = (0.9885, 1.0, 5e-4, 1)
-    assert policy.pick([(0.990, 0.999, 5e-4, 2), likelier], 0.0, tight) == likelier
+    likelier = _slice(0.9885, 1.0, 5e-4, 1)
+    assert policy.pick([_slice(0.990, 0.999, 5e-4, 2), likelier], 0.0, tight) is likelier
     strict = _policy(value_tie=0.0)
-    assert strict.pick([slow_best, fast_near, far], 0.5, tight) == slow_best
+    assert strict.pick([slow_best, fast_near, far], 0.5, tight) is slow_best
 
 
 def test_plan_frame_runs_the_faster_of_two_nearly_equal_slices():
