@@ -78,6 +78,7 @@ FALLBACK_UNKNOWN_PENALTY = 0.01   # value lost by a fallback whose agreement wit
 FRAME_PATH_COUNTS = ("steps_admitted", "steps_skipped", "steps_overrun", "late_steps", "explorations", "fallback_frames",
                      "invalid_exits")
 EXPLORE_NEAR = 0.9          # a fallback slice that lost with p * value >= this share of the winner's is explored
+STARVED_REACH = 0.5         # _explore_starved(): a starved frame explores only with this share of the slice's time left
 TIE_ROOM = 1.5              # pick(): the best slice runs, near ties or not, with this many times its typical latency left
 
 
@@ -278,7 +279,7 @@ class DeadlinePolicy:
         """
         remaining = limit - now
         if remaining < self._plan_floor:
-            return self._explore_starved()   # no slice fits yet (a frame at a tight budget pays one comparison)
+            return self._explore_starved(remaining)   # no slice fits (a frame at a tight budget pays little)
         last = self.reach_estimators[-1].fit_probability(remaining)
         if last >= 1.0:
             return None        # the whole anytime plan surely fits: no slice is worth more
@@ -288,7 +289,7 @@ class DeadlinePolicy:
             first = self.reach_estimators[0].fit_probability(remaining, guarded=False)   # no burst release here
             if first < min_p:
                 if not fallbacks:
-                    return self._explore_starved()
+                    return self._explore_starved(remaining)
                 score, _, key, _, _ = self.pick(fallbacks, -math.inf, remaining)
                 if score > first * self._segment_values[0]:
                     return self._explore_fallbacks(fallbacks, key, score)
@@ -337,9 +338,7 @@ class DeadlinePolicy:
         not pay for a slower slice that barely fits): the fastest (lowest typical latency) wins, then the
         highest p, then the highest p * value, then the first listed. Speed first: a typical latency is
         measured robustly, while a seldom-run slice's p can rest on older, cleaner samples than a busy one's.
-        `value_tie=0`: strict p * value order. (Measured interleaved with other models at 0.8x the full model:
-        the fp32 exit-1 slice, worth 0.1 point more than the int8 one, won on 34 frames in 1,000 and ended late
-        on 11.)"""
+        `value_tie=0`: strict p * value order."""
         best = None
         for item in scored:
             if item[0] > floor and (best is None or item[0] > best[0]):
@@ -372,17 +371,26 @@ class DeadlinePolicy:
                 return key
         return chosen
 
-    def _explore_starved(self) -> str | None:
+    def _explore_starved(self, remaining: float) -> str | None:
         """A frame for which nothing is planned and the primary first exit is unlikely (or no slice reaches
-        `min_fit_probability`): it would have no result. The fallback slice of the first exit counts a refusal,
-        and when its exploration wait runs out it runs once anyway (latency.py, "Exploration"). Its samples may be
-        stale: a spell of overruns at a tight budget fills its window with slow runs, and a slice never run
-        again is never measured again; then every frame at such a budget had no result, for good. (Measured:
-        after 1,000 frames at 0.3x the full model, one of two controllers side by side got 78% on time and
-        correct on a speed trace where the other got 97%.) None: no exploration (no fallback slice, or it
-        waits)."""
+        `min_fit_probability`) would have no result. If the first exit's fallback slice could still end in
+        time were its samples up to 2x too slow (`remaining` at least STARVED_REACH of its time at
+        `min_fit_probability`), it counts a refusal, and when its exploration wait runs out it runs once anyway
+        (latency.py, "Exploration": the wait halves after a run faster than its samples said, doubles
+        otherwise). A spell of overruns at a tight budget fills its window with slow runs, and a slice never
+        run again is never measured again: without this, every frame at such a budget had no result for good
+        (bench_budgets.py on this host, 22:19 UTC: 38-53% on time and correct on the cruise traces where the
+        a-priori mode, which explores its refused slices, had 73%). None: no exploration."""
         key = self._starved_key
-        if key is None or not self.slice_estimators[key].refused():
+        if key is None:
+            return None
+        min_p = self.options.min_fit_probability
+        if self.reach_estimators[0].fit_probability(remaining, guarded=False) >= min_p:
+            return None          # the primary first exit may make it: the anytime plan runs
+        estimator = self.slice_estimators[key]
+        if remaining < STARVED_REACH * estimator.lower_bound(min_p):
+            return None
+        if not estimator.refused():
             return None
         self.counts["explorations"] += 1
         return key
