@@ -78,7 +78,8 @@ FALLBACK_UNKNOWN_PENALTY = 0.01   # value lost by a fallback whose agreement wit
 FRAME_PATH_COUNTS = ("steps_admitted", "steps_skipped", "steps_overrun", "late_steps", "explorations", "fallback_frames",
                      "invalid_exits")
 EXPLORE_NEAR = 0.9          # a fallback slice that lost with p * value >= this share of the winner's is explored
-STARVED_REACH = 0.5         # _explore_starved(): a starved frame explores only with this share of the slice's time left
+STARVED_REACH = 0.5         # _explore_starved(): a starved frame explores only with this share of the slice's time left,
+STARVED_GAP = 8             # ... and at most one starved frame in this many does (its own wait aside): no storms
 TIE_ROOM = 1.5              # pick(): the best slice runs, near ties or not, with this many times its typical latency left
 
 
@@ -165,6 +166,7 @@ class DeadlinePolicy:
         self._fallback_candidates = list(self.fallback_values.items())
         first_fallback = fallback_key(program.exits[self.segments[0].exit_index].index)
         self._starved_key = first_fallback if first_fallback in self.fallback_values else None   # _explore_starved
+        self._starved_frames = STARVED_GAP      # starved frames since its last exploration
         self.plan_order = sorted(range(len(self.segments)), key=lambda p: -self.values[self.segments[p].exit_index])
         self._early_reach = self.reach_estimators[:-1]
         self._segment_values = [self.values[seg.exit_index] for seg in self.segments]
@@ -377,10 +379,11 @@ class DeadlinePolicy:
         time were its samples up to 2x too slow (`remaining` at least STARVED_REACH of its time at
         `min_fit_probability`), it counts a refusal, and when its exploration wait runs out it runs once anyway
         (latency.py, "Exploration": the wait halves after a run faster than its samples said, doubles
-        otherwise). A spell of overruns at a tight budget fills its window with slow runs, and a slice never
-        run again is never measured again: without this, every frame at such a budget had no result for good
-        (bench_budgets.py on this host, 22:19 UTC: 38-53% on time and correct on the cruise traces where the
-        a-priori mode, which explores its refused slices, had 73%). None: no exploration."""
+        otherwise), at most once in STARVED_GAP starved frames. A spell of overruns at a tight budget fills its
+        window with slow runs, and a slice never run again is never measured again: without this, every frame
+        at such a budget had no result for good (bench_budgets.py on this host, 22:19 UTC: 38-53% on time and
+        correct on the cruise traces where the a-priori mode, which explores its refused slices, had 73%).
+        None: no exploration."""
         key = self._starved_key
         if key is None:
             return None
@@ -390,8 +393,10 @@ class DeadlinePolicy:
         estimator = self.slice_estimators[key]
         if remaining < STARVED_REACH * estimator.lower_bound(min_p):
             return None
-        if not estimator.refused():
+        self._starved_frames += 1
+        if self._starved_frames < STARVED_GAP or not estimator.refused():
             return None
+        self._starved_frames = 0
         self.counts["explorations"] += 1
         return key
 
