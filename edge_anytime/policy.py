@@ -78,9 +78,9 @@ FALLBACK_UNKNOWN_PENALTY = 0.01   # value lost by a fallback whose agreement wit
 FRAME_PATH_COUNTS = ("steps_admitted", "steps_skipped", "steps_overrun", "late_steps", "explorations", "fallback_frames",
                      "invalid_exits")
 EXPLORE_NEAR = 0.9          # a fallback slice that lost with p * value >= this share of the winner's is explored
-STARVED_REACH = 0.5         # _explore_starved(): a starved frame explores only with this share of the slice's time left,
+STARVED_REACH = 0.5         # _explore_starved(): a starved frame explores only with this share of its slice's time
 STARVED_GAP = 8             # ... and at most one starved frame in this many does (its own wait aside): no storms
-TIE_ROOM = 1.5              # pick(): the best slice runs, near ties or not, with this many times its typical latency left
+TIE_ROOM = 1.5              # pick(): the best slice runs, near ties or not, with this many times its typical time left
 
 
 def fallback_key(exit_index: int) -> str:

@@ -175,9 +175,9 @@ class ReplaySetup:
         tied = (chosen >= 0) & (remaining < TIE_ROOM * chosen_typical)   # no room to spare: near ties count
         tie = chosen_worth - self.options.value_tie
         for code, worth, p, typical in items:    # then max() by (-typical, p, worth) from the best on
-            better = tied & (worth >= tie) & (
-                (typical < chosen_typical) | ((typical == chosen_typical) & ((p > chosen_p)
-                                                                            | ((p == chosen_p) & (worth > chosen_worth)))))
+            same_speed = typical == chosen_typical
+            better = tied & (worth >= tie) & ((typical < chosen_typical) | (same_speed & (p > chosen_p))
+                                              | (same_speed & (p == chosen_p) & (worth > chosen_worth)))
             chosen[better] = code
             chosen_p = np.where(better, p, chosen_p)
             chosen_typical = np.where(better, typical, chosen_typical)
