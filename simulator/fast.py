@@ -31,7 +31,8 @@ import numpy as np
 
 from edge_anytime.latency import EstimatorOptions, sorted_quantile
 from edge_anytime.options import ControllerOptions
-from edge_anytime.policy import TIE_ROOM, DeadlinePolicy, fallback_key
+from edge_anytime.planning import TIE_ROOM
+from edge_anytime.policy import DeadlinePolicy, fallback_key
 from edge_anytime.profile import LatencyProfile
 from edge_anytime.program import Program
 
