@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_budgets import Unaware, interleaved, scenarios, side_by_side  # noqa: E402
 from edge_anytime import Bundle, Controller  # noqa: E402
-from edge_anytime.runners import load_runners  # noqa: E402
+from edge_anytime.runners import close_runners, load_runners  # noqa: E402
 
 REFERENCE_PACKAGE = "ea_ref"
 SCENARIOS = ("constant 0.5x full", "constant 0.6x full", "constant 0.8x full", "constant 1.0x full",
@@ -85,11 +85,11 @@ def main(argv=None) -> dict:
         for ctrl in controllers.values():      # settle: online estimates of this host and stream
             for i in range(min(n, 500)):
                 ctrl.run(frames[i], 10 * full)
-        crowd = {}
+        crowd, crowd_runners = {}, []
         if args.crowded:      # each with its own interpreters, as separate tools would have
-            crowd = {f"static:{k}": (Unaware(bundle, load_runners(bundle, bundle.resolve_precisions("fp32"))), k)
-                     for k in (1, 2)}
-            crowd["static:0/int8"] = (Unaware(bundle, load_runners(bundle, bundle.resolve_precisions("int8"))), 0)
+            for name, precision, k in (("static:1", "fp32", 1), ("static:2", "fp32", 2), ("static:0/int8", "int8", 0)):
+                crowd_runners.append(load_runners(bundle, bundle.resolve_precisions(precision)))
+                crowd[name] = (Unaware(bundle, crowd_runners[-1]), k)
         wanted = CROWDED_SCENARIOS if args.crowded else SCENARIOS
         chosen = {name: budgets for name, budgets in scenarios(stamps, full, first, 1, n).items()
                   if name in wanted}
@@ -105,6 +105,8 @@ def main(argv=None) -> dict:
         finally:
             for ctrl in controllers.values():
                 ctrl.close()
+            for runners in crowd_runners:
+                close_runners(runners)
     print(f"on time and correct % (calls returned late %); load average at the end {os.getloadavg()}")
     return report
 

@@ -67,6 +67,7 @@ SHIFT_CHECK_EVERY = 8  # ... every this many samples
 SHIFT_SHARE = 0.9      # ... and when their median is above (below) this share of the older samples, the latency
                        # has shifted (a loop that idles between frames, a machine that became busy): the window
                        # keeps only the latest samples, from the first one past the older ones' 90th percentile
+TYPICAL_QUANTILE = 0.5   # what a path estimator's `typical()` reports by default (make_estimator): the median
 
 
 @dataclass(frozen=True)
@@ -484,7 +485,7 @@ class GaussianEstimator:
 
 
 
-def make_estimator(options: EstimatorOptions, typical_quantile: float = 0.5):
+def make_estimator(options: EstimatorOptions, typical_quantile: float = TYPICAL_QUANTILE):
     """The estimator `options` describe; `typical()` reports the latency at `typical_quantile`."""
     if options.kind == "gaussian":
         return GaussianEstimator(options.sigmas, typical_quantile, options.window, options.online)

@@ -76,7 +76,7 @@ class SlicePlanning:
             first = self.reach_estimators[0].fit_probability(remaining, guarded=False)   # no burst release here
             if first < min_p:
                 if not fallbacks:
-                    return self._explore_starved(remaining)
+                    return self._explore_starved(remaining, first)
                 score, _, key, _, _ = self.pick(fallbacks, -math.inf, remaining)
                 if score > first * self._segment_values[0]:
                     return self._explore_fallbacks(fallbacks, key, score)
@@ -158,7 +158,7 @@ class SlicePlanning:
                 return key
         return chosen
 
-    def _explore_starved(self, remaining: float) -> str | None:
+    def _explore_starved(self, remaining: float, first: float | None = None) -> str | None:
         """A frame for which nothing is planned and the primary first exit is unlikely (or no slice reaches
         `min_fit_probability`) would have no result. If the first exit's fallback slice could still end in
         time were its samples up to 2x too slow (`remaining` at least STARVED_REACH of its time at
@@ -168,12 +168,14 @@ class SlicePlanning:
         window with slow runs, and a slice never run again is never measured again: without this, every frame
         at such a budget had no result for good (bench_budgets.py on this host, 22:19 UTC: 38-53% on time and
         correct on the cruise traces where the a-priori mode, which explores its refused slices, had 73%).
-        None: no exploration."""
+        `first`: the primary first exit's fit probability, when the caller has it. None: no exploration."""
         key = self._starved_key
         if key is None:
             return None
         min_p = self.options.min_fit_probability
-        if self.reach_estimators[0].fit_probability(remaining, guarded=False) >= min_p:
+        if first is None:
+            first = self.reach_estimators[0].fit_probability(remaining, guarded=False)
+        if first >= min_p:
             return None          # the primary first exit may make it: the anytime plan runs
         estimator = self.slice_estimators[key]
         if remaining < STARVED_REACH * estimator.lower_bound(min_p):

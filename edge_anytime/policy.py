@@ -55,8 +55,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .latency import make_estimator, without_hiccups
-from .planning import (EXPLORE_NEAR, FIRST_ONLY_QUANTILE, PLAN_FLOOR_EVERY, PLAN_FLOOR_SLACK, STARVED_GAP,  # noqa: F401
-                       STARVED_REACH, TIE_ROOM, SlicePlanning)
+from .planning import PLAN_FLOOR_EVERY, STARVED_GAP, SlicePlanning
 from .options import ControllerOptions, ControllerStats
 from .profile import LatencyProfile
 from .program import Program, exit_values

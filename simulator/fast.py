@@ -29,7 +29,7 @@ from typing import Mapping
 
 import numpy as np
 
-from edge_anytime.latency import EstimatorOptions, sorted_quantile
+from edge_anytime.latency import TYPICAL_QUANTILE, EstimatorOptions, sorted_quantile
 from edge_anytime.options import ControllerOptions
 from edge_anytime.planning import TIE_ROOM
 from edge_anytime.policy import DeadlinePolicy, fallback_key
@@ -157,8 +157,8 @@ class ReplaySetup:
         return chosen
 
     def _typical(self, samples: np.ndarray) -> float:
-        """A path estimator's typical() of these samples (their median: `make_estimator`'s default)."""
-        return sorted_quantile(samples, 0.5) if samples.size else float("inf")
+        """A path estimator's typical() of these samples (`make_estimator`'s TYPICAL_QUANTILE)."""
+        return sorted_quantile(samples, TYPICAL_QUANTILE) if samples.size else float("inf")
 
     def _pick(self, items, floor: np.ndarray, remaining: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """DeadlinePolicy.pick over arrays: per frame the code of the slice chosen among `items` (code, p * value
