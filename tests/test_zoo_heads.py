@@ -7,7 +7,7 @@ import torch
 
 from training.flops import count_flops
 from training.models import create_model
-from training.models.heads import ExitHead, head_specs
+from training.models.heads import BoostedHead, ExitHead, boost_flags, head_specs
 from training.stages import run_staged
 
 
@@ -53,7 +53,8 @@ def randomized(**kwargs):
 
 
 @pytest.mark.parametrize("kwargs", [dict(head_pool=4), dict(head_pool=[4, 4, 2], blocks_per_section=[2, 2, 3]),
-                                    dict(head_pool=[2, 1, 1], head_conv=[8, 0, 16])])
+                                    dict(head_pool=[2, 1, 1], head_conv=[8, 0, 16]),
+                                    dict(head_pool=4, head_boost=True), dict(head_pool=4, head_boost=[0, 0, 1])])
 def test_resann_spatial_heads_staged_equals_monolithic(kwargs):
     model = randomized(**kwargs)
     staged = model.stage_program(torch.zeros(1, 3, 32, 32))
@@ -102,3 +103,36 @@ def test_every_family_takes_a_head_pool(arch, kwargs):
     with torch.no_grad():
         for a, b in zip(run_staged(staged, x), model(x)):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_a_boosted_exit_refines_the_previous_exits_logits():
+    model = randomized(head_pool=4, head_boost=[0, 0, 1])
+    assert [type(h) for h in model.heads] == [ExitHead, ExitHead, BoostedHead]
+    assert model.config["head_boost"] == [False, False, True]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(x)
+        features = model.segments[2](model.segments[1](model.segments[0](x)))
+        own = model.heads[2].head(features)
+        torch.testing.assert_close(logits[2], own + logits[1])            # scale starts at 1
+        model.heads[2].scale.fill_(0.5)
+        torch.testing.assert_close(model(x)[2], own + 0.5 * logits[1])
+    program = model.stage_program().program
+    head2 = next(step for step in program.steps if step.name == "head2")
+    assert dict(head2.inputs) == {"x": "feat2", "previous": "logits1"}
+    assert [p.name for p in program.graphs["head2"].inputs] == ["x", "previous"]
+    # an a-priori slice to the boosted exit runs the head it refines, and not the one before that
+    names = [program.steps[i].name for i in program.apriori_plan(2)]
+    assert names == ["segment0", "segment1", "head1", "segment2", "head2"]
+    assert "head_boost" not in randomized(head_pool=4).config   # unboosted configs are as before
+
+
+def test_boost_flags_and_errors():
+    assert boost_flags(False, 3) == [False, False, False]
+    assert boost_flags(True, 2) == [False, True]
+    with pytest.raises(ValueError, match="one flag per exit"):
+        boost_flags([0, 1], 3)
+    with pytest.raises(ValueError, match="first exit has no earlier exit"):
+        create_model("resann", num_classes=43, head_boost=[1, 0, 0])
+    with pytest.raises(ValueError, match="coarse exit heads are not boosted"):
+        BoostedHead(ExitHead(8, 10, num_coarse=3))

@@ -56,6 +56,23 @@ def head_specs(pool: int | Sequence[int], conv: int | Sequence[int], num_exits: 
     return list(zip(_per_exit(pool, num_exits, "head_pool", 1), _per_exit(conv, num_exits, "head_conv", 0)))
 
 
+def boost_flags(boost: bool | Sequence[bool], num_exits: int) -> list[bool]:
+    """Which exits are `BoostedHead`s: `True` every exit after the first, or one flag per exit.
+
+    >>> boost_flags(True, 3), boost_flags([0, 0, 1], 3)
+    ([False, True, True], [False, False, True])
+    """
+    if isinstance(boost, (bool, int)):
+        return [bool(boost) and k > 0 for k in range(num_exits)]
+    flags = [bool(flag) for flag in boost]
+    if len(flags) != num_exits:
+        raise ValueError(f"head_boost needs one flag per exit ({num_exits} exits), got {list(boost)}; "
+                         f"pass True to boost every exit after the first")
+    if flags[0]:
+        raise ValueError("head_boost: the first exit has no earlier exit to refine; its flag must be 0")
+    return flags
+
+
 def config_value(value: int | Sequence[int]) -> int | list[int]:
     """A head argument as stored in a model's JSON config (int stays int, sequences become lists)."""
     return int(value) if isinstance(value, (int, float)) else [int(v) for v in value]
@@ -111,3 +128,25 @@ class ExitHead(nn.Module):
     @property
     def output_names(self) -> tuple[str, ...]:
         return ("logits", "coarse") if self.num_coarse else ("logits",)
+
+
+class BoostedHead(nn.Module):
+    """An exit head that refines the previous exit's answer: `head(x) + scale * previous_logits`, `scale` a learned
+    scalar starting at 1 (the later exit begins as the earlier one plus a correction, as in the "inline subnetwork
+    collaboration" of Li et al., ICCV 2019). The exit's graph takes two inputs, the features and the previous
+    exit's logits, so an a-priori slice to this exit also runs the earlier heads (`Program.apriori_plan`).
+
+    >>> head = BoostedHead(ExitHead(16, 43, pool=4))
+    >>> tuple(head(torch.zeros(2, 16, 8, 8), torch.ones(2, 43)).shape), float(head.scale)
+    ((2, 43), 1.0)
+    """
+
+    def __init__(self, head: ExitHead) -> None:
+        super().__init__()
+        if head.num_coarse:
+            raise ValueError("BoostedHead refines fine logits only; coarse exit heads are not boosted")
+        self.head = head
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        return self.head(x) + self.scale * previous

@@ -7,7 +7,11 @@ pre-activated input where the shape changes). Three sections of widths
 pool-Linear by default, as the ResANNs of adaloss-hu-2019.md, appendix B;
 `head_pool=k` pools to a k x k grid instead and `head_conv=c` adds a 3x3 conv of
 c channels before the pooling (one int for every exit, or one per exit; see
-heads.py), which keeps where things are for early exits. By default there
+heads.py), which keeps where things are for early exits. `head_boost=True` makes each
+exit after the first refine the previous exit's logits (`BoostedHead`: its own head's logits
+plus a learned multiple of the previous exit's), so a later exit starts from the earlier
+answer instead of beside it; a list of one flag per exit boosts only those (the first
+cannot be). By default there
 is one exit at the end of each section; `exit_every=k` puts one after every k-th
 block (and always one after the last).
 
@@ -34,7 +38,7 @@ from torch import nn
 from ..stages import ProgramBuilder, StagedModel
 from .base import AnytimeModel
 from .blocks import init_weights
-from .heads import ExitHead, config_value, head_specs
+from .heads import BoostedHead, ExitHead, boost_flags, config_value, head_specs
 from .registry import register_model
 
 
@@ -71,12 +75,14 @@ class ResANN(AnytimeModel):
         bn_eps: BatchNorm epsilon (AnytimeNet used 1e-3).
         head_pool: exit heads pool to head_pool x head_pool (int, or one per exit); 1 = global pooling.
         head_conv: channels of a 3x3 conv in each exit head before pooling (int, or one per exit); 0 = none.
+        head_boost: each exit after the first adds the previous exit's logits (scaled by a learned scalar) to its
+            own (`heads.BoostedHead`); its head graph takes both tensors. A list: one flag per exit.
     """
 
     def __init__(self, num_classes: int, widths: Sequence[int] = (16, 32, 64),
                  blocks_per_section: int | Sequence[int] = 1, exit_every: int | None = None,
                  bn_eps: float = 1e-5, in_channels: int = 3, head_pool: int | Sequence[int] = 1,
-                 head_conv: int | Sequence[int] = 0) -> None:
+                 head_conv: int | Sequence[int] = 0, head_boost: bool | Sequence[bool] = False) -> None:
         super().__init__()
         widths = [int(w) for w in widths]
         blocks = ([int(blocks_per_section)] * len(widths) if isinstance(blocks_per_section, int)
@@ -90,6 +96,9 @@ class ResANN(AnytimeModel):
                        "exit_every": None if exit_every is None else int(exit_every),
                        "bn_eps": float(bn_eps), "in_channels": int(in_channels),
                        "head_pool": config_value(head_pool), "head_conv": config_value(head_conv)}
+        if head_boost:   # only when set: configs (and checkpoints) of unboosted models stay as they were
+            self.config["head_boost"] = (True if isinstance(head_boost, bool)
+                                         else [bool(flag) for flag in head_boost])
 
         layers: list[tuple[nn.Module, int, bool]] = []  # (block, out channels, ends a section)
         channels = widths[0]
@@ -105,6 +114,7 @@ class ResANN(AnytimeModel):
             exit_after = sorted({i for i in range(total) if (i + 1) % int(exit_every) == 0} | {total - 1})
 
         specs = head_specs(head_pool, head_conv, len(exit_after))
+        self.boosted = boost_flags(head_boost, len(exit_after))
         self.segments = nn.ModuleList()
         self.heads = nn.ModuleList()
         start = 0
@@ -113,7 +123,8 @@ class ResANN(AnytimeModel):
             modules += [block for block, _, _ in layers[start:end + 1]]
             self.segments.append(nn.Sequential(*modules))
             pool, conv = specs[k]
-            self.heads.append(ExitHead(layers[end][1], num_classes, bn_eps, pool=pool, conv_channels=conv))
+            head = ExitHead(layers[end][1], num_classes, bn_eps, pool=pool, conv_channels=conv)
+            self.heads.append(BoostedHead(head) if self.boosted[k] else head)
             start = end + 1
         init_weights(self)
 
@@ -123,9 +134,9 @@ class ResANN(AnytimeModel):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         logits = []
-        for segment, head in zip(self.segments, self.heads):
+        for k, (segment, head) in enumerate(zip(self.segments, self.heads)):
             x = segment(x)
-            logits.append(head(x))
+            logits.append(head(x, logits[-1]) if self.boosted[k] else head(x))
         return logits
 
     def stage_program(self, example: torch.Tensor | None = None) -> StagedModel:
@@ -143,7 +154,10 @@ class ResANN(AnytimeModel):
             source = "image"
             for k, (segment, head) in enumerate(zip(self.segments, self.heads)):
                 builder.step(f"segment{k}", f"segment{k}", segment, {"x": source}, {"y": f"feat{k}"})
-                builder.step(f"head{k}", f"head{k}", head, {"x": f"feat{k}"}, {"logits": f"logits{k}"})
+                inputs = {"x": f"feat{k}"}
+                if self.boosted[k]:
+                    inputs["previous"] = f"logits{k - 1}"
+                builder.step(f"head{k}", f"head{k}", head, inputs, {"logits": f"logits{k}"})
                 source = f"feat{k}"
             return builder.build(exit_tensors=[f"logits{k}" for k in range(self.num_exits)])
         finally:
