@@ -135,18 +135,20 @@ class BoostedHead(nn.Module):
     scalar starting at 1 (the later exit begins as the earlier one plus a correction, as in the "inline subnetwork
     collaboration" of Li et al., ICCV 2019). The exit's graph takes two inputs, the features and the previous
     exit's logits, so an a-priori slice to this exit also runs the earlier heads (`Program.apriori_plan`).
+    `detach=True`: no gradient flows into `previous` (the earlier exit trains only on its own loss).
 
     >>> head = BoostedHead(ExitHead(16, 43, pool=4))
     >>> tuple(head(torch.zeros(2, 16, 8, 8), torch.ones(2, 43)).shape), float(head.scale)
     ((2, 43), 1.0)
     """
 
-    def __init__(self, head: ExitHead) -> None:
+    def __init__(self, head: ExitHead, detach: bool = False) -> None:
         super().__init__()
         if head.num_coarse:
             raise ValueError("BoostedHead refines fine logits only; coarse exit heads are not boosted")
         self.head = head
         self.scale = nn.Parameter(torch.ones(()))
+        self.detach = bool(detach)   # True: this exit's loss does not reach the earlier exit (it trains as unboosted)
 
     def forward(self, x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        return self.head(x) + self.scale * previous
+        return self.head(x) + self.scale * (previous.detach() if self.detach else previous)

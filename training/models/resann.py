@@ -77,12 +77,14 @@ class ResANN(AnytimeModel):
         head_conv: channels of a 3x3 conv in each exit head before pooling (int, or one per exit); 0 = none.
         head_boost: each exit after the first adds the previous exit's logits (scaled by a learned scalar) to its
             own (`heads.BoostedHead`); its head graph takes both tensors. A list: one flag per exit.
+        head_boost_detach: a boosted exit's loss does not train the exit it refines (no gradient into its logits).
     """
 
     def __init__(self, num_classes: int, widths: Sequence[int] = (16, 32, 64),
                  blocks_per_section: int | Sequence[int] = 1, exit_every: int | None = None,
                  bn_eps: float = 1e-5, in_channels: int = 3, head_pool: int | Sequence[int] = 1,
-                 head_conv: int | Sequence[int] = 0, head_boost: bool | Sequence[bool] = False) -> None:
+                 head_conv: int | Sequence[int] = 0, head_boost: bool | Sequence[bool] = False,
+                 head_boost_detach: bool = False) -> None:
         super().__init__()
         widths = [int(w) for w in widths]
         blocks = ([int(blocks_per_section)] * len(widths) if isinstance(blocks_per_section, int)
@@ -99,6 +101,8 @@ class ResANN(AnytimeModel):
         if head_boost:   # only when set: configs (and checkpoints) of unboosted models stay as they were
             self.config["head_boost"] = (True if isinstance(head_boost, bool)
                                          else [bool(flag) for flag in head_boost])
+        if head_boost_detach:
+            self.config["head_boost_detach"] = True
 
         layers: list[tuple[nn.Module, int, bool]] = []  # (block, out channels, ends a section)
         channels = widths[0]
@@ -124,7 +128,7 @@ class ResANN(AnytimeModel):
             self.segments.append(nn.Sequential(*modules))
             pool, conv = specs[k]
             head = ExitHead(layers[end][1], num_classes, bn_eps, pool=pool, conv_channels=conv)
-            self.heads.append(BoostedHead(head) if self.boosted[k] else head)
+            self.heads.append(BoostedHead(head, head_boost_detach) if self.boosted[k] else head)
             start = end + 1
         init_weights(self)
 
