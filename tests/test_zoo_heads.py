@@ -136,3 +136,13 @@ def test_boost_flags_and_errors():
         create_model("resann", num_classes=43, head_boost=[1, 0, 0])
     with pytest.raises(ValueError, match="coarse exit heads are not boosted"):
         BoostedHead(ExitHead(8, 10, num_coarse=3))
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_detached_boost_leaves_the_refined_exit_to_its_own_loss(detach):
+    model = create_model("resann", num_classes=43, head_pool=4, head_boost=[0, 0, 1], head_boost_detach=detach)
+    assert model.config.get("head_boost_detach", False) is detach
+    model(torch.randn(2, 3, 32, 32))[2].sum().backward()      # the final exit's loss alone
+    grad = model.heads[1].fc.weight.grad
+    assert (grad is None or not grad.any()) if detach else grad.abs().sum() > 0
+    assert model.segments[0][0].weight.grad.abs().sum() > 0    # the shared trunk learns from it either way
