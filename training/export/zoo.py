@@ -53,6 +53,10 @@ CASES: dict[str, ZooCase] = {c.id: c for c in (
     ZooCase("resann-spatial", "resann", dict(widths=(4, 8, 8), head_pool=(4, 2, 2), head_conv=(4, 0, 0)),
             "exit heads that keep a 4x4 / 2x2 grid (AveragePool, NCHW flatten into the Linear), a 3x3 conv "
             "in head 0", precisions=("fp32", "int8")),
+    ZooCase("resann-boosted", "resann", dict(widths=(4, 8, 8), head_pool=2, head_boost=True),
+            "boosted exits: head1 and head2 take the previous exit's (1, 43) logits beside their (1, C, H, W) "
+            "features (two inputs of different rank in one graph; int8 calibrated on both)",
+            precisions=("fp32", "int8")),
     ZooCase("anytimenet", "anytimenet", dict(widths=(4, 8, 8), schedule=((1, 1),), iteration_bn="shared"),
             "re-executed segments: sec3_grp0 and the shared OUT run twice; sec3_grp0 reads a cubic "
             "(1, 8, 8, 8) input through a strided-slice shortcut"),
