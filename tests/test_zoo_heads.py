@@ -134,6 +134,8 @@ def test_boost_flags_and_errors():
         boost_flags([0, 1], 3)
     with pytest.raises(ValueError, match="first exit has no earlier exit"):
         create_model("resann", num_classes=43, head_boost=[1, 0, 0])
+    with pytest.raises(ValueError, match="set head_boost too"):
+        create_model("resann", num_classes=43, head_boost_detach=True)
     with pytest.raises(ValueError, match="coarse exit heads are not boosted"):
         BoostedHead(ExitHead(8, 10, num_coarse=3))
 

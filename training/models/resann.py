@@ -119,6 +119,8 @@ class ResANN(AnytimeModel):
 
         specs = head_specs(head_pool, head_conv, len(exit_after))
         self.boosted = boost_flags(head_boost, len(exit_after))
+        if head_boost_detach and not any(self.boosted):
+            raise ValueError("head_boost_detach applies to boosted exits, and none is boosted; set head_boost too")
         self.segments = nn.ModuleList()
         self.heads = nn.ModuleList()
         start = 0
